@@ -1,4 +1,4 @@
-"""Params: one YAML file per competition or experiment, read into a typed, strictly validated schema.
+"""Params: one YAML file per competition or experiment, read into a strictly validated schema.
 
 Strict like nanoGPT's configurator: an unknown key is an error naming the closest valid key, and a
 value of the wrong type names key, value and expected type. A file may `extends:` another (path
@@ -56,6 +56,8 @@ class ValidationParams:
 
     size: float = 0.2
     stratify: bool = True
+    # Rows sharing a value here stay on one side of the split (e.g. several answers to one problem).
+    group_column: str | None = None
 
 
 @dataclass
@@ -76,7 +78,7 @@ class TfidfParams:
     max_features: int = 200_000
     min_df: int = 1
     sublinear_tf: bool = True
-    C: float = 4.0  # noqa: N815 - scikit-learn's name for it
+    C: float = 4.0
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = 2000
 
@@ -207,7 +209,7 @@ def dump_params(params: Params, path: str | Path) -> None:
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
-        raise KitError(f"Params file not found: {path}. Pass an existing YAML, e.g. params/demo.yaml.")
+        raise KitError(f"Params file not found: {path}. Pass a YAML like params/demo.yaml.")
     resolved = path.resolve()
     if resolved in seen:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
@@ -337,7 +339,7 @@ def _check_semantics(params: Params, source: str) -> None:
     for i, kind in enumerate(params.models):
         if kind not in MODEL_KINDS:
             raise KitError(
-                f"{source}: `models[{i}]` is {kind!r}; each must be one of {', '.join(MODEL_KINDS)}."
+                f"{source}: `models[{i}]` is {kind!r}; use one of {', '.join(MODEL_KINDS)}."
             )
     if not params.models:
         raise KitError(f"{source}: `models` is empty; list at least one, e.g. [tfidf].")

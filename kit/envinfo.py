@@ -1,0 +1,83 @@
+"""What machine and software a run used: Python, package versions, git commit, hardware."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "compkit", "torch", "transformers", "tokenizers", "peft", "accelerate", "bitsandbytes",
+    "unsloth", "datasets", "scikit-learn", "numpy", "pandas", "matplotlib", "papermill", "kaggle",
+)
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package, None when absent (read from metadata, not imported)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the repo at `root` (None outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                 timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def hardware_summary() -> dict[str, Any]:
+    """CPU, memory and (when torch sees one) GPU of this machine."""
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory_gb"] = round(pages * page_size / 1e9, 1)
+    except (ValueError, OSError, AttributeError):
+        info["memory_gb"] = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [
+                {"name": torch.cuda.get_device_name(i),
+                 "capability": list(torch.cuda.get_device_capability(i))}
+                for i in range(torch.cuda.device_count())
+            ]
+        else:
+            info["gpus"] = []
+    except ImportError:
+        info["gpus"] = None
+    return info
+
+
+def environment(root: Path) -> dict[str, Any]:
+    """Everything env.json records."""
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "packages": package_versions(),
+        "git": git_state(root),
+        "hardware": hardware_summary(),
+        "kaggle": bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")),
+        "colab": "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ,
+    }

@@ -1,0 +1,132 @@
+"""Training step: one seeded hold-out split, then each model in `params.models`, same interface.
+
+Every model ends as a `Predictions` (validation and test probabilities) in the run folder and a
+metrics entry, so thresholds and the submission never care which model made them. A model whose
+predictions already exist is not trained again (a rerun continues where the last one stopped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from kit import metrics
+from kit.baseline import fit_predict_tfidf
+from kit.data import Competition, render_texts
+from kit.errors import KitError
+from kit.rundir import Predictions, RunDir, write_atomic
+
+
+def make_split(comp: Competition, size: float, seed: int, stratify: bool = True,
+               group_column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (train, validation) of a seeded hold-out split.
+
+    Stratified on the label (multiclass, binary); with `group_column`, a group never straddles
+    the split (StratifiedGroupKFold's first fold, so it stays stratified too).
+    """
+    n = len(comp.train)
+    rows = np.arange(n)
+    strat = comp.y if (stratify and comp.task != "multilabel") else None
+    if group_column:
+        groups = comp.train[group_column].to_numpy()
+        n_splits = max(2, round(1 / size))
+        y_for_split = strat if strat is not None else np.zeros(n, dtype=int)
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train_rows, val_rows = next(splitter.split(rows, y_for_split, groups))
+        return np.sort(train_rows), np.sort(val_rows)
+    if strat is not None:
+        counts = np.bincount(strat)
+        if (counts[counts > 0] < 2).any():
+            rare = [comp.labels[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]
+            print(f"Classes {rare} have one training row: the split is not stratified.")
+            strat = None
+    train_rows, val_rows = train_test_split(rows, test_size=size, random_state=seed,
+                                            stratify=strat)
+    return np.sort(train_rows), np.sort(val_rows)
+
+
+def load_or_make_split(run: RunDir, comp: Competition) -> tuple[np.ndarray, np.ndarray]:
+    """The run's split, saved as split.json (validation ids) so every model uses the same rows."""
+    path = run.path / "split.json"
+    ids = comp.train_ids
+    if path.exists():
+        val_ids = set(json.loads(path.read_text())["validation_ids"])
+        is_val = np.array([i in val_ids for i in ids.tolist()])
+        if is_val.sum() != len(val_ids):
+            raise KitError(f"{path} names ids that are not in train.csv; delete it to re-split.")
+        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    v = run.params.validation
+    train_rows, val_rows = make_split(comp, v.size, run.params.seed, v.stratify, v.group_column)
+    write_atomic(path, json.dumps({"validation_ids": ids[val_rows].tolist()}))
+    return train_rows, val_rows
+
+
+def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
+    """Train every model in params (skipping finished ones); return the validation table."""
+    params = run.params
+    train_rows, val_rows = load_or_make_split(run, comp)
+    print(f"Split: {len(train_rows)} train / {len(val_rows)} validation rows (seed {params.seed}).")
+    metric = params.competition.metric
+    for kind in params.models:
+        if (run.predictions / f"{kind}.npz").exists() and kind in run.read_metrics().get(
+                "models", {}):
+            print(f"{kind}: already trained in this run; reusing its predictions.")
+            continue
+        start = time.time()
+        val_probs, test_probs, extra = _fit_one(kind, run, comp, train_rows, val_rows)
+        preds = Predictions(kind, comp.train_ids[val_rows], val_probs, comp.test_ids, test_probs)
+        run.save_predictions(preds)
+        rep = metrics.report(comp.y[val_rows], val_probs, None, comp.task, metric)
+        rep["train_seconds"] = round(time.time() - start, 1)
+        run.update_metrics(models={kind: {**rep, **extra}})
+        print(f"{kind}: validation {metric} = {rep[metric]:.4f} ({rep['train_seconds']} s)")
+    return summarize(run)
+
+
+def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
+             val_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    params = run.params
+    if kind == "tfidf":
+        texts = comp.train_texts
+        val, test = fit_predict_tfidf(
+            [texts[i] for i in train_rows], comp.y[train_rows],
+            [[texts[i] for i in val_rows], comp.test_texts],
+            params.tfidf, comp.task, len(comp.labels), params.seed,
+        )
+        return val, test, {}
+    if kind == "transformer":
+        from kit.hf_train import train_transformer  # torch/transformers only when needed
+
+        cfg = params.transformer
+        texts, test_texts = comp.train_texts, comp.test_texts
+        if cfg.prompt_template:
+            comp_params = dataclasses.replace(params.competition)
+            texts = render_texts(comp.train, comp_params, "train", cfg.prompt_template)
+            test_texts = render_texts(comp.test, comp_params, "test", cfg.prompt_template)
+        result = train_transformer(
+            [texts[i] for i in train_rows], comp.y[train_rows],
+            [texts[i] for i in val_rows], comp.y[val_rows], test_texts,
+            task=comp.task, label_names=comp.labels, cfg=cfg, seed=params.seed,
+            work_dir=run.models / "transformer", metric=params.competition.metric,
+        )
+        extra = {"global_step": result.global_step, "max_length": result.max_length}
+        return result.val_probs, result.test_probs, extra
+    raise KitError(f"Unknown model kind {kind!r}.")  # params validation makes this unreachable
+
+
+def summarize(run: RunDir) -> pd.DataFrame:
+    """Validation table of the trained models; records the best one in metrics.json."""
+    m = run.read_metrics()
+    metric = run.params.competition.metric
+    table = pd.DataFrame(m.get("models", {})).T
+    if table.empty:
+        raise KitError("No model has been trained in this run yet; run 02_train first.")
+    greater = metrics.get_metric(metric).greater_is_better
+    best = table[metric].astype(float).idxmax() if greater else table[metric].astype(float).idxmin()
+    run.update_metrics(metric=metric, best_model=best, validation=float(table.loc[best, metric]))
+    return table
