@@ -1,4 +1,4 @@
-"""The TF-IDF + logistic-regression baseline: word and character n-grams, scikit-learn throughout."""
+"""The TF-IDF + logistic-regression baseline: word and character n-grams, with scikit-learn."""
 
 from __future__ import annotations
 

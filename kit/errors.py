@@ -21,7 +21,7 @@ def show_kit_errors_without_traceback() -> None:
     if ip is None:
         return
 
-    def _handler(shell, etype, evalue, tb, tb_offset=None):  # noqa: ANN001 - IPython's signature
+    def _handler(shell, etype, evalue, tb, tb_offset=None):
         # The returned lines replace the traceback; the cell still counts as failed, so papermill
         # stops and reports `KitError: <message>`.
         return [f"KitError: {evalue}"]

@@ -130,3 +130,13 @@ def summarize(run: RunDir) -> pd.DataFrame:
     best = table[metric].astype(float).idxmax() if greater else table[metric].astype(float).idxmin()
     run.update_metrics(metric=metric, best_model=best, validation=float(table.loc[best, metric]))
     return table
+
+
+def training_curves(run: RunDir) -> object:
+    """The transformer's loss/metric curves (PNG) for the notebook, or a note when there are none."""
+    found = sorted(run.path.rglob("training_curves*.png"))
+    if not found:
+        return "No training curves: only models without a training loop ran (e.g. tfidf)."
+    from IPython.display import Image
+
+    return Image(filename=str(found[-1]))

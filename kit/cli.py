@@ -1,0 +1,72 @@
+"""Command line: build demo data, check params files, and name the run folder for run_all.sh."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kit.data import find_project_root
+from kit.errors import KitError
+from kit.rundir import FINISHED, resolve_params, run_path
+
+
+def next_run_name(params_path: str, name: str = "", root: Path | None = None) -> str:
+    """The run name for a new invocation: the given or params name, continued if unfinished.
+
+    A finished run is never reused: without an explicit name the next free `<name>-N` is taken
+    (and said); an explicit name of a finished run is an error.
+    """
+    params, root = resolve_params(params_path, name, root=root)
+    base = params.name
+    if not (run_path(params, root) / FINISHED).exists():
+        return base
+    if name:
+        raise KitError(
+            f"Run {name!r} is finished ({run_path(params, root)}); its results are kept. "
+            "Pick another --name, or delete that folder to redo it."
+        )
+    n = 2
+    while True:
+        candidate = f"{base}-{n}"
+        p, _ = resolve_params(params_path, candidate, root=root)
+        if not (run_path(p, root) / FINISHED).exists():
+            print(f"Run {base!r} is finished; this run is {candidate!r}.", file=sys.stderr)
+            return candidate
+        n += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build the offline demo competitions under data/")
+    demo.add_argument("slugs", nargs="*", help="demo names (default: all)")
+    demo.add_argument("--force", action="store_true", help="rebuild existing folders")
+    check = sub.add_parser("check", help="validate params files")
+    check.add_argument("params", nargs="+")
+    name = sub.add_parser("run-name", help="print the run name a new run of PARAMS takes")
+    name.add_argument("params")
+    name.add_argument("--name", default="")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from kit.demos import DEMOS, build_demo
+
+            for slug in args.slugs or list(DEMOS):
+                print(build_demo(slug, find_project_root() / "data", force=args.force))
+        elif args.command == "check":
+            for path in args.params:
+                params, _ = resolve_params(path)
+                print(f"{path}: ok ({params.competition.slug}, models {params.models})")
+        elif args.command == "run-name":
+            params, root = resolve_params(args.params, next_run_name(args.params, args.name))
+            print(params.name)
+            print(run_path(params, root))
+    except KitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Exploratory analysis: class balance, text lengths (chars and tokens), duplicates and leakage.
+
+Each function returns a table or a figure for the notebook and leaves its numbers in the run's
+metrics.json under `eda`, so the training step can read the suggested `max_length`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from kit.data import Competition
+from kit.rundir import RunDir
+
+PERCENTILES = (50, 90, 95, 99, 100)
+
+
+def class_balance(comp: Competition) -> pd.DataFrame:
+    """Rows per class in train (multilabel: rows carrying each label)."""
+    counts = comp.y.sum(axis=0) if comp.task == "multilabel" else np.bincount(
+        comp.y, minlength=len(comp.labels))
+    table = pd.DataFrame({"label": comp.labels, "rows": counts})
+    table["share"] = (table["rows"] / len(comp.y)).round(4)
+    return table.sort_values("rows", ascending=False).reset_index(drop=True)
+
+
+def plot_class_balance(table: pd.DataFrame, title: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    ax.barh(table["label"].astype(str), table["rows"], color="#4C72B0")
+    ax.invert_yaxis()
+    for y, (rows, share) in enumerate(zip(table["rows"], table["share"], strict=True)):
+        ax.text(rows, y, f" {rows} ({share:.1%})", va="center", fontsize=8)
+    ax.set_xlabel("training rows")
+    ax.set_title(title)
+    ax.margins(x=0.2)
+    return fig
+
+
+def whitespace_tokens(text: str) -> list[str]:
+    """Fallback token count when no model tokenizer is named: words and punctuation."""
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def load_tokenizer(run: RunDir) -> tuple[Callable[[list[str]], list[int]], str]:
+    """The token counter EDA uses: the named tokenizer, the transformer's, or whitespace words."""
+    name = run.params.eda.tokenizer
+    if name is None and "transformer" in run.params.models:
+        name = run.params.transformer.model
+    if name is None:
+        return (lambda texts: [len(whitespace_tokens(t)) for t in texts]), "words"
+    from transformers import AutoTokenizer
+
+    from kit.model_source import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name))
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
+
+    return count, name
+
+
+def text_lengths(comp: Competition, count_tokens: Callable[[list[str]], list[int]]
+                 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Percentiles of characters and tokens per text, train and test."""
+    lengths = {
+        "train chars": np.array([len(t) for t in comp.train_texts]),
+        "test chars": np.array([len(t) for t in comp.test_texts]),
+        "train tokens": np.array(count_tokens(comp.train_texts)),
+        "test tokens": np.array(count_tokens(comp.test_texts)),
+    }
+    table = pd.DataFrame(
+        {name: np.percentile(v, PERCENTILES).round().astype(int) for name, v in lengths.items()},
+        index=[f"p{p}" if p < 100 else "max" for p in PERCENTILES],
+    ).T
+    return table, lengths
+
+
+def suggest_max_length(token_lengths: np.ndarray, percentile: float) -> int:
+    """A `max_length` that keeps `percentile` % of texts whole, rounded up to a multiple of 8."""
+    value = float(np.percentile(token_lengths, percentile))
+    return int(max(8, 8 * np.ceil(value / 8)))
+
+
+def plot_lengths(lengths: dict[str, np.ndarray], max_length: int, unit: str) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, kind in zip(axes, ("chars", "tokens"), strict=True):
+        for split, color in (("train", "#4C72B0"), ("test", "#DD8452")):
+            v = lengths[f"{split} {kind}"]
+            label = f"{split} (median {np.median(v):.0f})"
+            ax.hist(v, bins=50, alpha=0.6, color=color, label=label)
+        if kind == "tokens":
+            ax.axvline(max_length, color="k", ls="--", label=f"suggested max_length {max_length}")
+        ax.set_xlabel(kind if kind == "chars" else f"tokens ({unit})")
+        ax.set_ylabel("texts")
+        ax.legend(fontsize=8)
+    fig.suptitle("Text length per example")
+    fig.tight_layout()
+    return fig
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def duplicates_and_leakage(comp: Competition) -> pd.DataFrame:
+    """Counts of short texts, duplicates within train/test, conflicting labels, train∩test."""
+    train = pd.Series([_normalize(t) for t in comp.train_texts])
+    test = pd.Series([_normalize(t) for t in comp.test_texts])
+    labels = pd.Series([str(v) for v in (comp.y.tolist())])
+    dup_train = train.duplicated(keep=False)
+    conflicting = (
+        pd.DataFrame({"t": train[dup_train], "y": labels[dup_train]})
+        .groupby("t")["y"].nunique().gt(1).sum()
+    )
+    overlap = test.isin(set(train))
+    rows = [
+        ("train texts under 10 characters", int((train.str.len() < 10).sum())),
+        ("train rows whose text repeats in train", int(dup_train.sum())),
+        ("repeated train texts with conflicting labels", int(conflicting)),
+        ("test rows whose text repeats in test", int(test.duplicated(keep=False).sum())),
+        ("test rows whose text is also in train (leakage)", int(overlap.sum())),
+    ]
+    return pd.DataFrame(rows, columns=["check", "rows"])
+
+
+def examples_per_class(comp: Competition, n: int, seed: int) -> pd.DataFrame:
+    """A few training texts of each class (multilabel: rows carrying the label)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, label in enumerate(comp.labels):
+        rows = np.flatnonzero(comp.y[:, k] if comp.task == "multilabel" else comp.y == k)
+        for i in rng.choice(rows, size=min(n, len(rows)), replace=False):
+            text = comp.train_texts[i]
+            out.append({"label": label, "text": text[:200] + ("…" if len(text) > 200 else "")})
+    return pd.DataFrame(out)
+
+
+def run_eda(run: RunDir, comp: Competition) -> dict[str, object]:
+    """All of the above; saves plots and the `eda` block of metrics.json; returns the tables."""
+    balance = class_balance(comp)
+    balance_fig = plot_class_balance(balance, f"{comp.slug}: class balance")
+    run.save_plot(balance_fig, "class_balance")
+    count, unit = load_tokenizer(run)
+    lengths_table, lengths = text_lengths(comp, count)
+    pct = run.params.eda.max_length_percentile
+    max_length = suggest_max_length(lengths["train tokens"], pct)
+    lengths_fig = plot_lengths(lengths, max_length, unit)
+    run.save_plot(lengths_fig, "text_lengths")
+    checks = duplicates_and_leakage(comp)
+    examples = examples_per_class(comp, run.params.eda.examples_per_class, run.params.seed)
+    run.update_metrics(eda={
+        "train_rows": len(comp.train), "test_rows": len(comp.test),
+        "classes": len(comp.labels), "token_unit": unit,
+        "suggested_max_length": max_length, "max_length_percentile": pct,
+        "checks": dict(zip(checks["check"], checks["rows"].astype(int), strict=True)),
+        "class_rows": dict(zip(balance["label"].astype(str), balance["rows"].astype(int),
+                               strict=True)),
+    })
+    plt.close("all")  # the returned figures still display in a notebook
+    return {"balance": balance, "balance_plot": balance_fig, "lengths": lengths_table,
+            "lengths_plot": lengths_fig, "suggested_max_length": max_length, "checks": checks,
+            "examples": examples}

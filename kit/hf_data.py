@@ -1,0 +1,236 @@
+"""Texts to model inputs: tokenisation, dynamic padding, length-grouped batches, sorted inference.
+
+Nothing is ever padded to `max_length`: texts are tokenised once without padding, batches are
+padded to their own longest member (`DataCollatorWithPadding`), training batches hold texts of
+similar length (transformers' `LengthGroupedSampler`, seeded per epoch so a resumed run sees the
+same order), and inference runs over texts sorted by length, with the results put back in input
+order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+from kit.errors import KitError
+
+__all__ = [
+    "EpochSeededLengthGroupedSampler",
+    "TokenizedTexts",
+    "logits_to_probs",
+    "make_collator",
+    "model_max_length",
+    "predict_probs",
+    "suggest_max_length",
+    "token_lengths",
+    "tokenize_texts",
+]
+
+_CHUNK = 4096  # texts per tokenizer call: bounded memory on million-row sets
+
+
+class TokenizedTexts(Dataset):
+    """Token ids (unpadded) and optional labels; items are dicts for the collator."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: np.ndarray | None = None):
+        self.encodings = encodings
+        self.labels = labels
+        self.lengths = [len(ids) for ids in encodings["input_ids"]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {key: values[i] for key, values in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i].tolist()
+        return item
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None
+) -> dict[str, list[list[int]]]:
+    texts = [str(t) for t in texts]
+    out: dict[str, list[list[int]]] = {}
+    for start in range(0, len(texts), _CHUNK):
+        enc = tokenizer(
+            texts[start : start + _CHUNK],
+            truncation=max_length is not None,
+            max_length=max_length,
+            padding=False,
+            verbose=False,
+        )
+        for key, values in enc.items():
+            out.setdefault(key, []).extend(values)
+    if not out:  # no texts: keep the keys the model needs
+        out = {name: [] for name in tokenizer.model_input_names}
+    return out
+
+
+def tokenize_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    labels: np.ndarray | None = None,
+    task: str = "multiclass",
+    truncation_side: str | None = None,
+) -> TokenizedTexts:
+    """Tokenise without padding, truncating to `max_length` on `truncation_side`.
+
+    Labels become int64 class ids (binary, multiclass) or float multi-hot rows (multilabel), which
+    is what cross-entropy and BCE expect.
+    """
+    if truncation_side is not None:
+        if truncation_side not in ("right", "left"):
+            raise KitError(
+                f"transformer.truncation_side is {truncation_side!r}; use 'right' (keep the "
+                "start of each text) or 'left' (keep the end)."
+            )
+        tokenizer.truncation_side = truncation_side
+    encodings = _encode(tokenizer, texts, max_length)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != len(texts):
+            raise KitError(f"{len(texts)} texts but {len(labels)} labels; they must match.")
+        labels = labels.astype(np.float32) if task == "multilabel" else labels.astype(np.int64)
+    return TokenizedTexts(encodings, labels)
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Pads each batch to its own longest text (a multiple of 8 on GPU tensor cores is not
+    worth it for short texts; left at 1 so CPU batches stay as short as possible)."""
+    return DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose shuffle depends only on (seed, epoch).
+
+    The stock sampler draws its permutation from the global torch RNG when an epoch's iterator
+    is created (or from one generator that advances across epochs). After a resume, neither is
+    where it was in the original run, so the resumed epoch would visit examples in a different
+    order: some twice, some never (transformers #38939, #40691). `Trainer` calls `set_epoch`
+    before every epoch, also on the dataloader it rebuilds to skip the already-trained batches,
+    so deriving the permutation from (seed, epoch) makes a resumed epoch identical.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=list(lengths))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order `__iter__` yields."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text, special tokens included and nothing truncated (for EDA plots)."""
+    encodings = _encode(tokenizer, texts, max_length=None)
+    return np.array([len(ids) for ids in encodings["input_ids"]], dtype=np.int64)
+
+
+def model_max_length(tokenizer: PreTrainedTokenizerBase, config: Any = None) -> int:
+    """The longest input the model accepts (512 when neither tokenizer nor config says)."""
+    limits = []
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    pos = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if isinstance(pos, int) and pos > 0:
+        limits.append(pos)
+    return min(limits) if limits else 512
+
+
+def suggest_max_length(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    percentile: float = 99.0,
+    limit: int | None = None,
+) -> int:
+    """The `percentile` of token lengths, rounded up to a multiple of 8, at most the model's limit.
+
+    Texts longer than this are truncated; with dynamic padding a higher value only costs time on
+    the few long batches.
+    """
+    if not 0 < percentile <= 100:
+        raise KitError(f"percentile is {percentile}; use a value in (0, 100], e.g. 99.")
+    cap = limit or model_max_length(tokenizer)
+    if len(texts) == 0:
+        return min(cap, 128)
+    lengths = token_lengths(tokenizer, texts)
+    value = int(math.ceil(np.percentile(lengths, percentile)))
+    return int(min(cap, max(8, 8 * math.ceil(value / 8))))
+
+
+def logits_to_probs(logits: np.ndarray | torch.Tensor, task: str) -> np.ndarray:
+    """Sigmoid per column (multilabel) or softmax per row (binary K=2, multiclass)."""
+    t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    probs = torch.sigmoid(t) if task == "multilabel" else torch.softmax(t, dim=-1)
+    return probs.numpy().astype(np.float64)
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    task: str,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Class probabilities (n, K) in the order of `texts`.
+
+    Batches are cut from the texts sorted by token length, so each pads only to its own
+    neighbours' length; the rows are put back in input order at the end. (`Trainer.predict`
+    would pad batches of random lengths, and with `group_by_length` it also returns rows in the
+    sampler's order; hence this short loop.)
+    """
+    from tqdm.auto import tqdm
+
+    encodings = _encode(tokenizer, texts, max_length)
+    n = len(encodings["input_ids"])
+    num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
+    if n == 0:
+        return np.zeros((0, num_labels), dtype=np.float64)
+    lengths = np.array([len(ids) for ids in encodings["input_ids"]])
+    # Stable sort, longest first: an out-of-memory shows up on the first batch, not the last.
+    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(n)
+    collate = make_collator(tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks: list[np.ndarray] = []
+    bar = tqdm(total=n, desc="predict", unit="text", disable=not progress, mininterval=2.0)
+    try:
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate([{k: v[i] for k, v in encodings.items()} for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            if autocast_dtype is not None and device.type == "cuda":
+                with torch.autocast("cuda", dtype=autocast_dtype):
+                    logits = model(**batch).logits
+            else:
+                logits = model(**batch).logits
+            chunks.append(logits.float().cpu().numpy())
+            bar.update(len(idx))
+    finally:
+        bar.close()
+        model.train(was_training)
+    sorted_logits = np.concatenate(chunks)
+    logits = np.empty_like(sorted_logits)
+    logits[order] = sorted_logits
+    return logits_to_probs(logits, task)

@@ -1,0 +1,251 @@
+"""Metrics by their Kaggle names, computed with scikit-learn, plus the report saved as metrics.json.
+
+Conventions (shared by the whole kit): `probs` is a float array (n, K); binary has K=2 columns
+[negative, positive]; multiclass rows are softmax distributions; multilabel has K independent
+sigmoid columns. `y_true` holds ints 0..K-1 (binary, multiclass) or a multi-hot (n, K) int array
+(multilabel). `pred` holds decided labels in the same form as `y_true`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
+
+from kit.errors import KitError
+
+Task = Literal["binary", "multiclass", "multilabel"]
+TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+
+__all__ = [
+    "METRICS",
+    "TASKS",
+    "Metric",
+    "default_predictions",
+    "get_metric",
+    "report",
+    "score",
+    "score_from_binary_counts",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One competition metric: what it scores, which way is better, which tasks it applies to."""
+
+    name: str
+    needs: Literal["labels", "probs"]
+    greater_is_better: bool
+    tasks: tuple[str, ...]
+    description: str
+    # (y_true, labels-or-probs, task) -> float
+    fn: Callable[[np.ndarray, np.ndarray, str], float]
+
+
+def _f1(average: str) -> Callable[[np.ndarray, np.ndarray, str], float]:
+    def fn(y: np.ndarray, pred: np.ndarray, task: str) -> float:
+        return float(skm.f1_score(y, pred, average=average, zero_division=0))
+
+    return fn
+
+
+def _log_loss(y: np.ndarray, probs: np.ndarray, task: str) -> float:
+    if task == "multilabel":
+        # Kaggle's multilabel log loss is the mean of the per-column binary log losses.
+        return float(
+            np.mean(
+                [skm.log_loss(y[:, k], probs[:, k], labels=[0, 1]) for k in range(probs.shape[1])]
+            )
+        )
+    return float(skm.log_loss(y, probs, labels=list(range(probs.shape[1]))))
+
+
+def _roc_auc(y: np.ndarray, probs: np.ndarray, task: str) -> float:
+    if task == "binary":
+        return float(skm.roc_auc_score(y, probs[:, 1]))
+    if task == "multiclass":
+        return float(
+            skm.roc_auc_score(
+                y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))
+            )
+        )
+    return float(skm.roc_auc_score(y, probs, average="macro"))
+
+
+def _accuracy(y: np.ndarray, pred: np.ndarray, task: str) -> float:
+    return float(skm.accuracy_score(y, pred))  # multilabel: subset accuracy
+
+
+def _mcc(y: np.ndarray, pred: np.ndarray, task: str) -> float:
+    return float(skm.matthews_corrcoef(y, pred))
+
+
+def _qwk(y: np.ndarray, pred: np.ndarray, task: str) -> float:
+    return float(skm.cohen_kappa_score(y, pred, weights="quadratic"))
+
+
+_SINGLE = ("binary", "multiclass")
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric("accuracy", "labels", True, TASKS, "share of rows exactly right", _accuracy),
+        Metric("f1", "labels", True, ("binary",), "F1 of the positive class", _f1("binary")),
+        Metric("f1_micro", "labels", True, TASKS, "F1 of all decisions pooled", _f1("micro")),
+        Metric("f1_macro", "labels", True, TASKS, "mean of per-class F1", _f1("macro")),
+        Metric("f1_weighted", "labels", True, TASKS, "support-weighted F1", _f1("weighted")),
+        Metric("mcc", "labels", True, _SINGLE, "Matthews correlation coefficient", _mcc),
+        Metric("qwk", "labels", True, _SINGLE, "quadratic weighted kappa (ordinal)", _qwk),
+        Metric("log_loss", "probs", False, TASKS, "cross-entropy of the probabilities", _log_loss),
+        Metric(
+            "roc_auc", "probs", True, TASKS, "ROC AUC (one-vs-rest / per-label macro)", _roc_auc
+        ),
+    ]
+}
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric called `name`; a typo raises KitError naming the closest names."""
+    if name in METRICS:
+        return METRICS[name]
+    close = difflib.get_close_matches(str(name), METRICS, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise KitError(
+        f"Unknown metric {name!r}.{hint} Set competition.metric to one of: {', '.join(METRICS)}."
+    )
+
+
+def _check(y_true: np.ndarray, probs: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays in the kit's conventions, or a KitError saying which one is off and how."""
+    if task not in TASKS:
+        raise KitError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true)
+    if probs.ndim != 2 or (task == "binary" and probs.shape[1] != 2):
+        raise KitError(
+            f"probs has shape {probs.shape}; a {task} task needs a 2-D array (n_rows, n_classes)"
+            + (" with 2 columns [negative, positive]." if task == "binary" else ".")
+        )
+    want = probs.shape if task == "multilabel" else probs.shape[:1]
+    if y_true.shape != want:
+        raise KitError(
+            f"y_true has shape {y_true.shape} but probs has shape {probs.shape}; a {task} task "
+            f"needs y_true of shape {want}"
+            + (" (multi-hot 0/1)." if task == "multilabel" else " (class ids 0..K-1).")
+        )
+    return y_true, probs
+
+
+def default_predictions(probs: np.ndarray, task: str) -> np.ndarray:
+    """The untuned decision: argmax (binary, multiclass) or each column above 0.5 (multilabel)."""
+    probs = np.asarray(probs, dtype=float)
+    if task == "multilabel":
+        return (probs > 0.5).astype(int)
+    return probs.argmax(axis=1)
+
+
+def score(
+    name: str,
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    pred: np.ndarray | None = None,
+    task: str = "multiclass",
+) -> float:
+    """The metric `name` on one set of predictions; `pred` defaults to `default_predictions`."""
+    metric = get_metric(name)
+    y_true, probs = _check(y_true, probs, task)
+    if task not in metric.tasks:
+        others = [m for m, v in METRICS.items() if task in v.tasks]
+        raise KitError(
+            f"Metric {name!r} is not defined for a {task} task ({metric.description}); "
+            f"use one of: {', '.join(others)}."
+        )
+    if metric.needs == "probs":
+        with warnings.catch_warnings():
+            # scikit-learn warns and returns NaN (or raises) when a class has a single outcome
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            try:
+                value, detail = metric.fn(y_true, probs, task), ""
+            except ValueError as err:
+                value, detail = float("nan"), f" ({err})"
+        if np.isnan(value):
+            raise KitError(
+                f"Cannot compute {name} on these rows{detail}. Usually a class has no positive "
+                "or no negative row: use a larger or stratified validation split so every class "
+                "appears with both outcomes."
+            )
+        return value
+    if pred is None:
+        pred = default_predictions(probs, task)
+    pred = np.asarray(pred)
+    if pred.shape != y_true.shape:
+        raise KitError(f"pred has shape {pred.shape}; it must match y_true's {y_true.shape}.")
+    return metric.fn(y_true, pred, task)
+
+
+def report(
+    y_true: np.ndarray, probs: np.ndarray, pred: np.ndarray | None, task: str, metric_name: str
+) -> dict[str, float]:
+    """What goes into metrics.json: the competition metric first, then the usual companions.
+
+    Companions: accuracy and F1 micro/macro/weighted on `pred`, plus log_loss and roc_auc when
+    they can be computed on these rows (roc_auc needs both outcomes for every class).
+    """
+    out = {metric_name: score(metric_name, y_true, probs, pred, task)}
+    for name in ("accuracy", "f1_micro", "f1_macro", "f1_weighted"):
+        out.setdefault(name, score(name, y_true, probs, pred, task))
+    for name in ("log_loss", "roc_auc"):
+        if name not in out:
+            # not computable on these rows (e.g. a class never seen): left out rather than NaN
+            with contextlib.suppress(KitError):
+                out[name] = score(name, y_true, probs, pred, task)
+    return out
+
+
+def score_from_binary_counts(
+    name: str, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray
+) -> np.ndarray:
+    """A label metric of a binary decision from its confusion counts, for many decisions at once.
+
+    The threshold sweep and its bootstrap score ~20,000 (threshold, resample) pairs; one
+    scikit-learn call each takes tens of seconds, these closed forms take milliseconds. The
+    formulas are checked against scikit-learn in tests/test_metrics.py. Counts may be weighted.
+    """
+    metric = get_metric(name)
+    if metric.needs != "labels" or "binary" not in metric.tasks:
+        raise KitError(
+            f"Metric {name!r} does not depend on a threshold; a threshold can only be tuned for "
+            "a label metric: accuracy, f1, f1_micro, f1_macro, f1_weighted, mcc or qwk."
+        )
+    tp, fp, fn, tn = (np.asarray(a, dtype=float) for a in (tp, fp, fn, tn))
+    n = tp + fp + fn + tn
+    pos, neg = tp + fn, fp + tn
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        # scikit-learn's zero_division=0 convention: 0/0 counts as 0
+        return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+    f1_pos = ratio(2 * tp, 2 * tp + fp + fn)
+    f1_neg = ratio(2 * tn, 2 * tn + fn + fp)
+    if name in ("accuracy", "f1_micro"):  # micro-F1 of a single-label task is accuracy
+        return ratio(tp + tn, n)
+    if name == "f1":
+        return f1_pos
+    if name == "f1_macro":
+        return (f1_pos + f1_neg) / 2
+    if name == "f1_weighted":
+        return ratio(pos * f1_pos + neg * f1_neg, n)
+    if name == "mcc":
+        return ratio(tp * tn - fp * fn, np.sqrt((tp + fp) * pos * (tn + fn) * neg))
+    # qwk: with two classes the quadratic weights equal the unweighted ones, so this is kappa
+    observed = ratio(tp + tn, n)
+    expected = ratio((tp + fp) * pos + (tn + fn) * neg, n * n)
+    return ratio(observed - expected, 1 - expected)

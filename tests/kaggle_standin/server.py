@@ -1,0 +1,178 @@
+"""Stand-in Kaggle API on 127.0.0.1:80 that records requests, for driving the real `kaggle` CLI.
+
+With `KAGGLE_API_ENVIRONMENT=LOCALHOST` the kaggle 2.2.x CLI sends every API call as
+`POST http://localhost/api/v1/<Service>/<Method>` with a JSON body (camelCase field names, see
+kagglesdk/*/types). A file submission is:
+
+1. `security.OAuthService/IntrospectToken` {"token"}      (only when an access token is used)
+2. `competitions.CompetitionApiService/StartSubmissionUpload`
+       {"competitionName", "contentLength", "lastModifiedEpochSeconds", "fileName"}
+       -> {"token", "createUrl"}
+3. `PUT <createUrl>` with the file's bytes (200/201 = uploaded)
+4. `competitions.CompetitionApiService/CreateSubmission`
+       {"competitionName", "blobFileTokens", "submissionDescription"} -> {"message", "ref"}
+5. `competitions.CompetitionApiService/GetSubmissionLimits` {"competitionName"}
+       -> {"numAllowedNow", ...}   (failures ignored by the CLI)
+
+A download is `DownloadDataFiles` {"competitionName"} answered by a redirect to the zip.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+API = "/api/v1/"
+SUBMISSION_MESSAGE = "Successfully submitted to Standin Text Competition"
+# What Kaggle says with these statuses (from kaggle-cli issues #21, #530, #555).
+KAGGLE_MESSAGES = {
+    401: "Unauthenticated",
+    403: "Permission 'competitions.participate' was denied",
+    404: "NotFound",
+}
+
+
+@dataclass
+class Recorded:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def endpoint(self) -> str:
+        """`Service/Method` for API calls, the raw path otherwise."""
+        return self.path[len(API) :] if self.path.startswith(API) else self.path
+
+    def json(self) -> dict:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class StandinState:
+    """What the stand-in has seen and how it should misbehave."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    # endpoint (e.g. "competitions.CompetitionApiService/CreateSubmission" or "upload") ->
+    # an HTTP status to answer with, or "drop" to close the connection without an answer.
+    failures: dict[str, int | str] = field(default_factory=dict)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    zip_bytes: bytes = b""
+    username: str = "standin-user"
+
+    def endpoints(self) -> list[str]:
+        return [r.endpoint for r in self.requests]
+
+    def find(self, endpoint: str) -> Recorded:
+        matches = [r for r in self.requests if r.endpoint == endpoint]
+        assert matches, f"no request to {endpoint}; got {self.endpoints()}"
+        return matches[-1]
+
+
+def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format, *args):  # keep pytest output quiet
+            pass
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        break
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _send(self, status: int, payload: dict | bytes, headers: dict | None = None) -> None:
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            ctype = "application/zip" if isinstance(payload, bytes) else "application/json"
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _handle(self) -> None:
+            body = self._read_body()
+            rec = Recorded(self.command, self.path, dict(self.headers.items()), body)
+            state.requests.append(rec)
+            key = "upload" if self.path.startswith("/upload/") else rec.endpoint
+            failure = state.failures.get(key)
+            if failure == "drop":
+                self.close_connection = True  # no status line at all: "Connection aborted"
+                return
+            if isinstance(failure, int) and failure >= 500:
+                # A front-end/proxy failure: an HTML page, so requests reports "500 Server Error".
+                self.send_response(failure)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if isinstance(failure, int):
+                # Kaggle's API error shape: JSON {"code", "message"}. The message echoes the
+                # caller's credential, as a careless server might, to test redaction.
+                auth = rec.headers.get("Authorization", "").removeprefix("Bearer ")
+                reason = KAGGLE_MESSAGES.get(failure, "stand-in failure")
+                message = f"{reason} (stand-in {failure} for credential {auth})"
+                self._send(failure, {"code": failure, "message": message})
+                return
+            self._answer(rec, body)
+
+        def _answer(self, rec: Recorded, body: bytes) -> None:
+            ep = rec.endpoint
+            if ep == "security.OAuthService/IntrospectToken":
+                self._send(200, {"active": True, "username": state.username, "scope": "all"})
+            elif ep == "competitions.CompetitionApiService/StartSubmissionUpload":
+                token = f"blob-{len(state.requests)}"
+                self._send(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+            elif rec.path.startswith("/upload/"):
+                state.uploads[rec.path.rsplit("/", 1)[1]] = body
+                self._send(200, {})
+            elif ep == "competitions.CompetitionApiService/CreateSubmission":
+                self._send(200, {"message": SUBMISSION_MESSAGE, "ref": 4242})
+            elif ep == "competitions.CompetitionApiService/GetSubmissionLimits":
+                self._send(200, {"numToday": 1, "numTotal": 1, "numAllowedNow": 4})
+            elif ep == "competitions.CompetitionApiService/DownloadDataFiles":
+                slug = rec.json().get("competitionName", "data")
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost/files/{slug}.zip")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif rec.path.startswith("/files/"):
+                self._send(200, state.zip_bytes)
+            else:
+                self._send(404, {"code": 404, "message": f"stand-in has no {rec.path}"})
+
+        do_POST = _handle  # noqa: N815 - http.server's naming
+        do_PUT = _handle  # noqa: N815
+        do_GET = _handle  # noqa: N815
+
+    return Handler
+
+
+class StandinKaggle:
+    """Runs the stand-in in a daemon thread; `state` holds requests and planned failures."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 80) -> None:
+        self.state = StandinState()
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self.state))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> StandinKaggle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,150 @@
+"""Metrics registry: Kaggle names map to the right scikit-learn computations, errors help people."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from kit.errors import KitError
+from kit.metrics import (
+    METRICS,
+    default_predictions,
+    get_metric,
+    report,
+    score,
+    score_from_binary_counts,
+)
+
+
+def _multiclass(n: int = 300, k: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, probs
+
+
+def _binary(n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
+    return y, np.c_[1 - p, p]
+
+
+def _multilabel(n: int = 300, k: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=(n, k)) < [0.5, 0.3, 0.1]).astype(int)
+    probs = np.clip(0.3 * y + rng.uniform(0, 0.7, (n, k)), 0.01, 0.99)
+    return y, probs
+
+
+def test_registry_names_and_directions():
+    assert set(METRICS) == {
+        "accuracy", "f1", "f1_micro", "f1_macro", "f1_weighted", "mcc", "log_loss", "roc_auc", "qwk"
+    }  # fmt: skip
+    assert get_metric("log_loss").greater_is_better is False
+    assert get_metric("log_loss").needs == "probs"
+    assert get_metric("roc_auc").needs == "probs"
+    assert get_metric("qwk").needs == "labels" and get_metric("qwk").greater_is_better
+
+
+def test_typo_names_the_close_valid_metric():
+    with pytest.raises(KitError, match="f1_macro"):
+        get_metric("f1_marco")
+    with pytest.raises(KitError, match="Unknown metric 'auc_roc'"):
+        get_metric("auc_roc")
+
+
+def test_binary_scores_match_sklearn_with_positive_class():
+    y, probs = _binary()
+    pred = probs.argmax(axis=1)
+    assert score("f1", y, probs, task="binary") == pytest.approx(skm.f1_score(y, pred))
+    assert score("mcc", y, probs, task="binary") == pytest.approx(skm.matthews_corrcoef(y, pred))
+    assert score("roc_auc", y, probs, task="binary") == pytest.approx(
+        skm.roc_auc_score(y, probs[:, 1])
+    )
+    # a decided `pred` is used instead of the argmax default
+    all_positive = np.ones_like(y)
+    assert score("f1", y, probs, all_positive, task="binary") == pytest.approx(
+        2 * y.mean() / (1 + y.mean())
+    )
+
+
+def test_multiclass_scores_match_sklearn():
+    y, probs = _multiclass()
+    pred = probs.argmax(axis=1)
+    assert score("f1_macro", y, probs, task="multiclass") == pytest.approx(
+        skm.f1_score(y, pred, average="macro")
+    )
+    assert score("qwk", y, probs, task="multiclass") == pytest.approx(
+        skm.cohen_kappa_score(y, pred, weights="quadratic")
+    )
+    assert score("roc_auc", y, probs, task="multiclass") == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    )
+    assert score("log_loss", y, probs, task="multiclass") == pytest.approx(skm.log_loss(y, probs))
+
+
+def test_multilabel_uses_subset_accuracy_and_half_threshold():
+    y, probs = _multilabel()
+    pred = default_predictions(probs, "multilabel")
+    np.testing.assert_array_equal(pred, (probs > 0.5).astype(int))
+    assert score("accuracy", y, probs, task="multilabel") == pytest.approx(
+        np.mean((pred == y).all(axis=1))
+    )
+    assert score("f1_micro", y, probs, task="multilabel") == pytest.approx(
+        skm.f1_score(y, pred, average="micro")
+    )
+    per_column = [skm.log_loss(y[:, k], probs[:, k]) for k in range(y.shape[1])]
+    assert score("log_loss", y, probs, task="multilabel") == pytest.approx(np.mean(per_column))
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "message"),
+    [("mcc", "multilabel", "not defined for a multilabel"), ("f1", "multiclass", "f1_macro")],
+)
+def test_metric_outside_its_tasks_is_refused(name, task, message):
+    y, probs = _multilabel() if task == "multilabel" else _multiclass()
+    with pytest.raises(KitError, match=message):
+        score(name, y, probs, task=task)
+
+
+def test_shape_mismatch_is_explained():
+    y, probs = _multiclass()
+    with pytest.raises(KitError, match=r"y_true has shape \(299,\)"):
+        score("accuracy", y[:-1], probs, task="multiclass")
+    with pytest.raises(KitError, match="2 columns"):
+        score("accuracy", y, probs, task="binary")
+
+
+def test_report_leads_with_competition_metric_and_skips_uncomputable():
+    y, probs = _multiclass()
+    out = report(y, probs, probs.argmax(axis=1), "multiclass", "qwk")
+    assert next(iter(out)) == "qwk"
+    assert {"accuracy", "f1_micro", "f1_macro", "f1_weighted", "log_loss", "roc_auc"} <= set(out)
+    assert all(isinstance(v, float) for v in out.values())
+
+    # a class absent from y_true: roc_auc (ovr) is undefined and left out, not NaN
+    y_missing = np.where(y == 3, 0, y)
+    out = report(y_missing, probs, None, "multiclass", "f1_macro")
+    assert "roc_auc" not in out and "log_loss" in out
+
+
+@pytest.mark.parametrize(
+    "name", ["accuracy", "f1", "f1_micro", "f1_macro", "f1_weighted", "mcc", "qwk"]
+)
+def test_binary_count_formulas_match_sklearn(name):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    for flip in (0.1, 0.3, 0.6):  # several decisions, each a noisy copy of y
+        pred = np.where(rng.uniform(size=500) < flip, 1 - y, y)
+        tp, fp = np.sum((pred == 1) & (y == 1)), np.sum((pred == 1) & (y == 0))
+        fn, tn = np.sum((pred == 0) & (y == 1)), np.sum((pred == 0) & (y == 0))
+        expected = score(name, y, np.c_[1 - pred, pred], pred, task="binary")
+        assert score_from_binary_counts(name, tp, fp, fn, tn) == pytest.approx(expected)
+
+
+def test_count_formulas_refuse_probability_metrics():
+    with pytest.raises(KitError, match="does not depend on a threshold"):
+        score_from_binary_counts("roc_auc", 1, 1, 1, 1)
