@@ -26,7 +26,7 @@ def plot_threshold_curve(
     sweep_df: pd.DataFrame, choice: BinaryChoice | None = None, metric_name: str = "score"
 ) -> Figure:
     """Validation score against threshold, with the 0.5 line, the chosen line and noise bands."""
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(sweep_df["threshold"], sweep_df["score"], color="C0", lw=2, label=metric_name)
     if {"score_low", "score_high"} <= set(sweep_df.columns):
@@ -68,7 +68,7 @@ def plot_threshold_curve(
     ax.set_ylabel(f"validation {metric_name}")
     ax.set_title(f"{metric_name} against the decision threshold")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower center", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)  # keeps the curve clear
     return fig
 
 

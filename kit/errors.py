@@ -22,8 +22,11 @@ def show_kit_errors_without_traceback() -> None:
         return
 
     def _handler(shell, etype, evalue, tb, tb_offset=None):
-        # The returned lines replace the traceback; the cell still counts as failed, so papermill
-        # stops and reports `KitError: <message>`.
-        return [f"KitError: {evalue}"]
+        # IPython discards what a custom handler returns, so show the one-line "traceback"
+        # ourselves: ipykernel then sends an error output (ename KitError, the message), the cell
+        # counts as failed, and papermill stops with `KitError: <message>`.
+        stb = [f"KitError: {evalue}"]
+        shell._showtraceback(etype, evalue, stb)
+        return stb
 
     ip.set_custom_exc((KitError,), _handler)

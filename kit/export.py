@@ -36,6 +36,7 @@ from kit.llm import (
     ensure_pad_token,
     load_base_classifier,
     resolve_model_path,
+    unwrap_peft,
 )
 
 __all__ = ["EXPORT_INFO", "export_for_kaggle", "load_exported"]
@@ -63,7 +64,7 @@ def export_for_kaggle(
     out = Path(out_dir)
     if merged_dtype not in _DTYPES:
         raise KitError(f"merged_dtype is {merged_dtype!r}; use one of {', '.join(_DTYPES)}.")
-    inner = model.get_base_model() if _is_peft(model) else model
+    inner = unwrap_peft(model)
     config = inner.config
     if len(label_names) != config.num_labels:
         raise KitError(
@@ -92,7 +93,9 @@ def export_for_kaggle(
 
 
 def _is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def _write_model(
@@ -104,7 +107,7 @@ def _write_model(
     merged_dtype: str,
 ) -> dict[str, Any]:
     transformer = params_dict.get("transformer", {}) if isinstance(params_dict, dict) else {}
-    inner = model.get_base_model() if _is_peft(model) else model
+    inner = unwrap_peft(model)
     config = inner.config
     info: dict[str, Any] = {
         "format": FORMAT_VERSION,

@@ -52,6 +52,7 @@ __all__ = [
     "resolve_model_path",
     "resolve_optimizer",
     "trainable_to_float32",
+    "unwrap_peft",
 ]
 
 # Families whose activations overflow fp16 (transformers #37226): on fp16-only GPUs they compute in
@@ -164,6 +165,13 @@ def resolve_model_path(name: str) -> str:
     return str(resolve_model(name))
 
 
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PeftModel (the model itself otherwise)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def classification_head_names(model: nn.Module) -> list[str]:
     """Top-level modules of a sequence-classification model that are not the pretrained backbone.
 
@@ -171,9 +179,7 @@ def classification_head_names(model: nn.Module) -> list[str]:
     `classifier` on BERT-likes, `pooler` + `classifier` on DeBERTa: read from the model, never
     guessed.
     """
-    inner = model
-    if hasattr(inner, "peft_config"):  # a PeftModel: look at the transformers model inside
-        inner = inner.get_base_model()
+    inner = unwrap_peft(model)
     backbone = getattr(inner, "base_model_prefix", None)
     heads = [
         name
@@ -201,7 +207,7 @@ def derive_target_modules(model: nn.Module, setting: str | list[str]) -> str | l
     is excluded (it is trained whole through `modules_to_save`). If a backbone name also occurs in
     the head, a regex limited to the backbone is returned instead of a list.
     """
-    inner = model.get_base_model() if hasattr(model, "peft_config") else model
+    inner = unwrap_peft(model)
     if isinstance(setting, list):
         names = {n.rsplit(".", 1)[-1] for n, _ in inner.named_modules()}
         missing = [t for t in setting if t not in names]
@@ -342,7 +348,7 @@ def cast_head_input(model: nn.Module, heads: list[str]) -> None:
     Under autocast this is a no-op; without it (plain inference) fp16 hidden states would meet
     float32 weights.
     """
-    inner = model.get_base_model() if hasattr(model, "peft_config") else model
+    inner = unwrap_peft(model)
     for head in heads:
         module = getattr(inner, head)
         if getattr(module, "_kit_head_cast", False):

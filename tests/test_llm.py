@@ -1,4 +1,4 @@
-"""Decoder LLMs as classifiers: tiny Llama / Phi-3 / Qwen2 built on the spot, LoRA and 4-bit QLoRA."""
+"""Decoder LLMs as classifiers: tiny Llama / Phi-3 / Qwen2 built on the spot, LoRA and QLoRA."""
 
 from __future__ import annotations
 
@@ -166,7 +166,8 @@ def test_explicit_and_all_linear_targets(checkpoints):
     assert report["target_modules"] == ["qkv_proj"]
     assert adapted_modules(model) == {"qkv_proj"}
     model, _ = load(checkpoints["llama"], target_modules="all-linear")
-    assert adapted_modules(model) == set(EXPECTED_TARGETS["llama"])  # peft's all-linear skips the head too
+    # peft's all-linear skips the head too
+    assert adapted_modules(model) == set(EXPECTED_TARGETS["llama"])
 
 
 def test_llama_names_on_phi3_are_refused_with_the_real_names(checkpoints):
@@ -350,3 +351,85 @@ def test_unsloth_require_without_the_package_says_how_to_install(monkeypatch):
         llm.choose_backend("require", T4)
     _fake_installed(monkeypatch, True)
     assert llm.choose_backend("require", T4)[0] == "unsloth"
+
+
+# --- kill and resume of a 4-bit adapter through kit.hf_train ----------------------------------
+
+RESUME_STEPS, RESUME_SAVE = 12, 4
+
+
+def run_tiny_qlora(checkpoint: Path, work_dir: Path):
+    """A tiny 4-bit LoRA classifier trained by kit.hf_train (checkpoints every 4 of 12 steps)."""
+    import numpy as np
+
+    from kit.hf_train import train_transformer
+
+    cfg = dataclasses.replace(
+        lora_params(checkpoint, quantization="4bit", r=4, dropout=0.1),
+        max_steps=RESUME_STEPS, save_steps=RESUME_SAVE, eval_steps=RESUME_SAVE, batch_size=4,
+        eval_batch_size=8, lr=5e-3, warmup_ratio=0.0, max_length=16, class_weights="none",
+    )
+    return train_transformer(
+        TEXTS * 4, np.array(LABELS * 4), TEXTS, np.array(LABELS), TEXTS[::-1],
+        task="multiclass", label_names=LABEL_NAMES, cfg=cfg, seed=7, work_dir=work_dir,
+        metric="accuracy",
+    )
+
+
+KILLED_CHILD = """
+import sys, time
+sys.path[:0] = [{repo!r}, {tests!r}]
+import kit.hf_train as hf
+from test_llm import run_tiny_qlora
+from pathlib import Path
+
+step = hf._KitTrainer.training_step
+def slow_step(self, *args, **kwargs):  # slow enough for the parent to kill it mid-run
+    time.sleep(0.5)
+    return step(self, *args, **kwargs)
+hf._KitTrainer.training_step = slow_step
+run_tiny_qlora(Path({checkpoint!r}), Path({work!r}))
+"""
+
+
+def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import numpy as np
+    from safetensors import safe_open
+
+    checkpoint = make_checkpoint(tmp_path / "base")
+    straight = run_tiny_qlora(checkpoint, tmp_path / "straight")
+    assert straight.completed and straight.resumed_from_step is None
+
+    work = tmp_path / "killed"
+    script = KILLED_CHILD.format(repo=str(Path(__file__).parents[1]),
+                                 tests=str(Path(__file__).parent), checkpoint=str(checkpoint),
+                                 work=str(work))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    first = work / "checkpoints" / f"checkpoint-{RESUME_SAVE}"
+    deadline = time.monotonic() + 240
+    while not (first / "kit_checkpoint_complete.json").is_file():
+        if child.poll() is not None:
+            pytest.fail(f"training child exited early:\n{child.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not (work / "checkpoints" / f"checkpoint-{RESUME_STEPS}").exists()  # killed mid-run
+
+    # What Trainer checkpointed for the peft model holds the trained head, not only the adapters.
+    with safe_open(str(first / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())  # noqa: SIM118 - safe_open has no __iter__
+    assert any(".score." in k for k in keys) and any("lora_A" in k for k in keys)
+
+    resumed = run_tiny_qlora(checkpoint, work)
+    assert resumed.completed and resumed.resumed_from_step >= RESUME_SAVE
+    np.testing.assert_allclose(resumed.val_probs, straight.val_probs, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(resumed.test_probs, straight.test_probs, atol=1e-6, rtol=0)
+    assert resumed.global_step == straight.global_step == RESUME_STEPS

@@ -1,0 +1,69 @@
+"""Shared fixtures: small competitions in Kaggle's layout, written to a temporary project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOPICS = {
+    "sport": "the team won the match with a late goal in the final minute",
+    "food": "the soup needs more salt and a little fresh pepper tonight",
+    "tech": "the laptop compiles the code faster with more memory and cores",
+}
+
+
+def topic_rows(n_per_class: int, start_id: int = 1) -> pd.DataFrame:
+    """A separable 3-class text set: each text is its topic sentence plus a counter word."""
+    rows = []
+    i = start_id
+    for label, sentence in TOPICS.items():
+        for k in range(n_per_class):
+            rows.append({"id": i, "text": f"{sentence} number{k % 7} item{k}", "label": label})
+            i += 1
+    return pd.DataFrame(rows)
+
+
+def write_competition(folder: Path, train: pd.DataFrame, test: pd.DataFrame,
+                      sample: pd.DataFrame | None = None, answer: pd.DataFrame | None = None,
+                      ) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.drop(columns=["label"], errors="ignore").to_csv(folder / "test.csv", index=False)
+    if sample is None:
+        sample = pd.DataFrame({"id": test["id"], "label": train["label"].iloc[0]})
+    sample.to_csv(folder / "sample_submission.csv", index=False)
+    if answer is not None:
+        answer.to_csv(folder / "answer_key.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root with params/ (copies of the shipped ones) and a small `topics` competition."""
+    (tmp_path / "params").mkdir()
+    for f in (REPO / "params").glob("*.yaml"):
+        (tmp_path / "params" / f.name).write_text(f.read_text())
+    data = topic_rows(30)
+    train = data.sample(frac=0.75, random_state=0).sort_values("id")
+    test = data.drop(train.index)
+    answer = test[["id", "label"]].assign(
+        Usage=["Public" if i % 2 else "Private" for i in range(len(test))])
+    write_competition(tmp_path / "data" / "topics", train, test, answer=answer)
+    write_params(tmp_path / "params" / "topics.yaml", {
+        "extends": "base.yaml", "name": "topics",
+        "competition": {"slug": "topics", "metric": "f1_micro"},
+        "thresholds": {"bootstrap": 50},
+    })
+    monkeypatch.setenv("COMPKIT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_params(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,84 @@
+"""Params: strict keys and types, `extends`, overrides, and every shipped file validates."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kit.errors import KitError
+from kit.params import Params, dump_params, load_params, params_from_dict
+from tests.conftest import REPO, write_params
+
+
+def test_defaults_are_valid():
+    params = params_from_dict({})
+    assert isinstance(params, Params)
+    assert params.models == ["tfidf"]
+
+
+def test_unknown_key_names_the_closest_valid_one():
+    with pytest.raises(KitError) as err:
+        params_from_dict({"competition": {"lable_column": "y"}}, source="p.yaml")
+    msg = str(err.value)
+    assert "p.yaml" in msg and "competition.lable_column" in msg
+    assert "competition.label_column" in msg
+
+
+def test_wrong_type_names_key_value_and_expected_type():
+    with pytest.raises(KitError, match=r"transformer\.lr.*'fast'.*float"):
+        params_from_dict({"transformer": {"lr": "fast"}})
+    with pytest.raises(KitError, match=r"seed.*True.*int"):
+        params_from_dict({"seed": True})  # a bool is not an int here
+
+
+def test_literal_choices_are_enforced():
+    with pytest.raises(KitError, match=r"competition\.task.*'binary', 'multiclass', 'multilabel'"):
+        params_from_dict({"competition": {"task": "regression"}})
+
+
+def test_int_widens_to_float_but_not_the_reverse():
+    assert params_from_dict({"transformer": {"epochs": 2}}).transformer.epochs == 2.0
+    with pytest.raises(KitError, match="max_steps"):
+        params_from_dict({"transformer": {"max_steps": 1.5}})
+
+
+def test_extends_merges_deeply_and_overrides_apply(tmp_path: Path):
+    write_params(tmp_path / "base.yaml", {"seed": 1, "tfidf": {"C": 2.0, "max_iter": 10}})
+    write_params(tmp_path / "exp.yaml", {"extends": "base.yaml", "tfidf": {"C": 8.0}})
+    params = load_params(tmp_path / "exp.yaml", {"seed": 7, "tfidf.max_iter": 99})
+    assert (params.seed, params.tfidf.C, params.tfidf.max_iter) == (7, 8.0, 99)
+
+
+def test_overrides_are_validated_like_the_file(tmp_path: Path):
+    write_params(tmp_path / "p.yaml", {})
+    with pytest.raises(KitError, match="transformer.epoch`. Did you mean `transformer.epochs"):
+        load_params(tmp_path / "p.yaml", {"transformer.epoch": 1})
+
+
+def test_extends_loop_is_reported(tmp_path: Path):
+    write_params(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    write_params(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    with pytest.raises(KitError, match="loops"):
+        load_params(tmp_path / "a.yaml")
+
+
+def test_semantic_checks():
+    with pytest.raises(KitError, match="models"):
+        params_from_dict({"models": ["xgboost"]})
+    with pytest.raises(KitError, match="validation.size"):
+        params_from_dict({"validation": {"size": 1.5}})
+    with pytest.raises(KitError, match="exactly two"):
+        params_from_dict({"competition": {"task": "binary", "labels": ["a", "b", "c"]}})
+
+
+def test_dump_round_trips(tmp_path: Path):
+    params = params_from_dict({"transformer": {"lora": {"enabled": True, "r": 4}}})
+    dump_params(params, tmp_path / "out.yaml")
+    again = params_from_dict(yaml.safe_load((tmp_path / "out.yaml").read_text()))
+    assert again == params
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_params_file_validates(path: Path):
+    params = load_params(path)
+    assert params.name

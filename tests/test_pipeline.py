@@ -1,0 +1,91 @@
+"""The four notebooks, executed headless by papermill, from data to a validated submission."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from tests.conftest import REPO
+
+NOTEBOOKS = ["01_eda", "02_train", "03_thresholds", "04_submit"]
+
+
+def run_notebooks(project: Path, params: str, run_name: str = "", **extra) -> Path:
+    out = project / "executed"
+    out.mkdir(exist_ok=True)
+    for nb in NOTEBOOKS:
+        pm.execute_notebook(
+            str(REPO / "notebooks" / f"{nb}.ipynb"), str(out / f"{nb}.ipynb"),
+            parameters={"params_path": params, "run_name": run_name, **extra},
+            cwd=str(project), progress_bar=False, kernel_name="python3",
+        )
+    return out
+
+
+@pytest.mark.slow
+def test_all_four_notebooks_make_a_scored_valid_submission(project: Path):
+    run_notebooks(project, "params/topics.yaml")
+    run = project / "outputs" / "topics"
+    for name in ("params.yaml", "env.json", "metrics.json", "split.json", "submission.csv",
+                 "decision_rule.json", "predictions/tfidf.npz", "plots/class_balance.png",
+                 "plots/text_lengths.png", "plots/confusion_matrix.png", "plots/reliability.png",
+                 "FINISHED"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["metric"] == "f1_micro" and metrics["validation"] > 0.9
+    assert metrics["local_public"] > 0.9 and metrics["local_private"] > 0.9
+    sub = pd.read_csv(run / "submission.csv")
+    sample = pd.read_csv(project / "data" / "topics" / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()
+    assert set(sub["label"]) <= {"sport", "food", "tech"}
+    log = pd.read_csv(project / "outputs" / "submissions.csv")
+    assert log.iloc[-1]["run"] == "topics" and bool(log.iloc[-1]["dry_run"])
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["scikit-learn"] and env["python"]
+
+
+@pytest.mark.slow
+def test_unknown_notebook_parameter_is_refused(project: Path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(REPO / "notebooks" / "01_eda.ipynb"), str(project / "out.ipynb"),
+            parameters={"params_path": "params/topics.yaml", "run_nme": "x"},
+            cwd=str(project), progress_bar=False, kernel_name="python3",
+        )
+    assert "Unknown notebook parameter `run_nme`" in str(err.value)
+    assert "run_name" in str(err.value)
+
+
+@pytest.mark.slow
+def test_run_all_shows_the_kit_error_not_a_traceback(project: Path):
+    params = project / "params" / "broken.yaml"
+    params.write_text(
+        f"extends: base.yaml\nname: broken\noutput_dir: {project / 'outputs'}\n"
+        f"competition:\n  slug: topics\n  data_dir: {project / 'data' / 'topics'}\n"
+        "  label_column: category\n"
+    )
+    proc = subprocess.run([str(REPO / "run_all.sh"), str(params)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1
+    assert "FAILED: notebooks/01_eda.ipynb" in proc.stderr
+    assert "KitError:" in proc.stderr and "missing column(s) ['category']" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_kit_error_in_ipython_shows_only_the_message():
+    code = (
+        "from IPython.testing.globalipapp import start_ipython\n"
+        "ip = start_ipython()\n"
+        "from kit.errors import show_kit_errors_without_traceback\n"
+        "show_kit_errors_without_traceback()\n"
+        "r = ip.run_cell('from kit.errors import KitError\\nraise KitError(\"bad column x\")')\n"
+        "print('FAILED' if r.error_in_exec else 'OK')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert "KitError: bad column x" in out and "FAILED" in out
+    assert "Traceback" not in out
