@@ -325,6 +325,10 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     sample = read_table(folder / comp.sample_submission_file)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
+    if comp.id_column not in train or train[comp.id_column].isna().all():
+        # Many competitions ship train.csv without ids; row numbers serve for the split.
+        print(f"{train_name} has no {comp.id_column!r} column: rows are numbered from 0.")
+        train[comp.id_column] = np.arange(len(train))
     for df, name in ((train, train_name), (test, test_name)):
         _check_ids(df, comp.id_column, name)
     _check_ids(sample, comp.id_column, sample_name)

@@ -223,7 +223,7 @@ class _KitTrainer(Trainer):
         # grouped by Trainer itself); training swaps in the resumable, per-epoch seeded version.
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return super()._get_train_sampler(train_dataset)
+        return EpochSeededLengthGroupedSampler(batch, self.train_lengths, seed)
 
     # -- loss ---------------------------------------------------------------------------------
     def compute_loss(

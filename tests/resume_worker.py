@@ -181,7 +181,7 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     result = run(spec)
     out = {k: v for k, v in dataclasses.asdict(result).items()
-           if k not in ("val_probs", "test_probs", "history")}
+           if k not in ("val_probs", "test_probs")}
     np.savez(spec["out"] + ".npz", val_probs=result.val_probs, test_probs=result.test_probs)
     Path(spec["out"] + ".json").write_text(json.dumps(out, default=str))
 

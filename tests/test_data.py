@@ -144,3 +144,23 @@ def test_binary_needs_a_positive_label_when_ambiguous(tmp_path: Path):
         load_competition(_params(tmp_path, task="binary"), tmp_path)
     comp = load_competition(_params(tmp_path, task="binary", positive_label="cat"), tmp_path)
     assert comp.labels == ["dog", "cat"] and comp.y.tolist() == [1, 0]
+
+
+def test_shipped_arxiv_label_map_sorts_the_tricky_codes():
+    from kit.params import load_params
+    from tests.conftest import REPO
+
+    label_map = load_params(REPO / "params" / "arxiv-domains.yaml").competition.label_map
+    expect = {"q-fin.ST": "Economics", "q-bio.GN": "Biology", "math-ph": "Physics",
+              "math.CO": "Mathematics", "hep-th": "Physics", "econ.EM": "Economics",
+              "eess.SP": "Electrical Engineering", "stat.ML": "Statistics",
+              "cs.CL": "Computer Science", "astro-ph.GA": "Physics", "quant-ph": "Physics"}
+    assert {code: map_label(code, label_map) for code in expect} == expect
+    assert len(set(label_map.values())) == 7
+
+
+def test_train_without_id_column_is_numbered(tmp_path: Path):
+    data = topic_rows(4)
+    write_competition(tmp_path, data.iloc[::2].drop(columns=["id"]), data.iloc[1::2])
+    comp = load_competition(_params(tmp_path), tmp_path)
+    assert comp.train_ids.tolist() == list(range(6))

@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 import resume_worker as rw
 import torch
+from safetensors.torch import load_file
 
 from kit.hf_train import COMPLETE_MARKER, complete_checkpoints
 
 WORKER = Path(rw.__file__)
-BATCH, ACCUM, EPOCHS, SAVE_EVERY = 8, 2, 4, 4
+BATCH, ACCUM, EPOCHS, SAVE_EVERY = 4, 2, 10, 10
 N_TRAIN = 96
-BATCHES_PER_EPOCH = N_TRAIN // BATCH  # 12
-STEPS = EPOCHS * BATCHES_PER_EPOCH // ACCUM  # 24
+BATCHES_PER_EPOCH = N_TRAIN // BATCH  # 24
+STEPS = EPOCHS * BATCHES_PER_EPOCH // ACCUM  # 120
 
 
 def cfg(model_dir: Path) -> dict:
@@ -32,7 +33,7 @@ def cfg(model_dir: Path) -> dict:
         "model": str(model_dir), "max_length": 48, "epochs": float(EPOCHS), "batch_size": BATCH,
         "grad_accum": ACCUM, "eval_batch_size": 16, "lr": 3e-3, "eval_steps": SAVE_EVERY,
         "save_steps": SAVE_EVERY, "warmup_ratio": 0.1, "save_total_limit": 1,
-        "early_stopping_patience": 5, "class_weights": "sqrt", "label_smoothing": 0.05,
+        "early_stopping_patience": 3, "class_weights": "sqrt", "label_smoothing": 0.05,
     }
 
 
@@ -79,7 +80,7 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path)
     assert ref.global_step == STEPS and ref.completed
     assert len(ref_batches) == EPOCHS * BATCHES_PER_EPOCH
     for e in range(EPOCHS):  # each epoch visits every training example exactly once
-        epoch = [i for b in ref_batches[e * 12 : (e + 1) * 12] for i in b]
+        epoch = [i for b in ref_batches[e * BATCHES_PER_EPOCH : (e + 1) * BATCHES_PER_EPOCH] for i in b]
         assert sorted(epoch) == sorted(f"train:{i}" for i in range(N_TRAIN))
 
     spec = {"cfg": cfg(tiny_model), "work_dir": str(tmp_path / "run")}
@@ -87,7 +88,7 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path)
 
     # 1) SIGKILL from outside at a random training batch after the first checkpoint.
     rng = random.Random()
-    kill_after = rng.randrange(2 * SAVE_EVERY * ACCUM, 36)
+    kill_after = rng.randrange(SAVE_EVERY * ACCUM + 2, (STEPS - 2 * SAVE_EVERY) * ACCUM)
     print(f"killing run A after {kill_after} training batches")
     proc = start(spec, tmp_path, "a")
     deadline = time.time() + 240
@@ -127,6 +128,18 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path)
         np.testing.assert_allclose(final["test_probs"], ref.test_probs, rtol=0, atol=1e-6)
         bitwise = np.array_equal(final["val_probs"], ref.val_probs)
     print(f"resume at {step_a} (and {kill_step} mid-save): bitwise equal = {bitwise}")
+
+    # The same evaluations along the way, and the same final weights (the predictions come from
+    # the best checkpoint, which may predate the kills).
+    def evals(history):
+        return [(h["step"], h["eval_loss"], h["eval_f1_macro"]) for h in history if "eval_loss" in h]
+
+    assert len(evals(result["history"])) == len(evals(ref.history)) == STEPS // SAVE_EVERY
+    np.testing.assert_allclose(evals(result["history"]), evals(ref.history), rtol=0, atol=1e-6)
+    last = f"checkpoint-{STEPS}/model.safetensors"
+    mine, theirs = load_file(ckpts / last), load_file(tmp_path / "ref" / "checkpoints" / last)
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(mine[name], tensor, rtol=0, atol=1e-6)
 
     # Data order: what was trained = A up to its checkpoint, then C; it equals the reference.
     a, b, c = (train_batches(tmp_path / f"{n}.trace") for n in "abc")

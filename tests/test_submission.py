@@ -1,0 +1,77 @@
+"""Submission building, validation (each malformed file refused with its message), local score."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.data import load_competition
+from kit.errors import KitError
+from kit.params import params_from_dict
+from kit.submission import build_submission, score_local, validate_submission
+from tests.conftest import topic_rows, write_competition
+
+
+@pytest.fixture
+def comp(tmp_path: Path):
+    data = topic_rows(6)
+    test = data.iloc[1::2]
+    answer = test[["id", "label"]].assign(
+        Usage=["Public" if i % 2 else "Private" for i in range(len(test))])
+    write_competition(tmp_path, data.iloc[::2], test, answer=answer)
+    params = params_from_dict({"competition": {"slug": "t", "data_dir": str(tmp_path)}})
+    return load_competition(params, tmp_path)
+
+
+def _perfect(comp) -> pd.DataFrame:
+    truth = comp.answer_key.set_index("id").loc[comp.test_ids, "label"]
+    pred = np.array([comp.labels.index(v) for v in truth])
+    return build_submission(comp, pred, np.eye(3)[pred])
+
+
+def test_build_follows_the_sample_and_scores_perfectly(comp):
+    sub = _perfect(comp)
+    validate_submission(sub, comp)
+    assert sub["id"].tolist() == comp.sample_submission["id"].tolist()
+    scores = score_local(sub, comp, "f1_micro")
+    assert scores["local_public"] == 1.0 and scores["local_private"] == 1.0
+
+
+def test_local_score_sees_mistakes(comp):
+    sub = _perfect(comp)
+    sub.loc[:3, "label"] = ["tech" if v == "food" else "food" for v in sub.loc[:3, "label"]]
+    scores = score_local(sub, comp, "accuracy")
+    assert min(scores["local_public"], scores["local_private"]) < 1.0
+
+
+MALFORMED = {
+    "extra column": (lambda s: s.assign(extra=1), "columns"),
+    "missing row": (lambda s: s.iloc[:-1], "rows"),
+    "duplicate id": (lambda s: s.assign(id=[s["id"].iloc[0]] * 2 + s["id"].iloc[2:].tolist()),
+                     "repeats ids"),
+    "other order": (lambda s: s.iloc[::-1].reset_index(drop=True), "other order"),
+    "NaN": (lambda s: s.assign(label=[None] + s["label"].iloc[1:].tolist()), "missing values"),
+    "unknown label": (lambda s: s.assign(label=["music"] + s["label"].iloc[1:].tolist()),
+                      "outside the competition's labels"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_submission_is_refused(comp, case):
+    spoil, message = MALFORMED[case]
+    with pytest.raises(KitError, match=message):
+        validate_submission(spoil(_perfect(comp)), comp)
+
+
+def test_binary_labels_keep_the_sample_dtype(tmp_path: Path):
+    train = pd.DataFrame({"id": range(6), "text": list("abcdef"), "label": [0, 1] * 3})
+    test = pd.DataFrame({"id": [10, 11], "text": ["g", "h"]})
+    write_competition(tmp_path, train, test, sample=pd.DataFrame({"id": [10, 11], "label": 0}))
+    comp = load_competition(params_from_dict({"competition": {
+        "slug": "b", "data_dir": str(tmp_path), "task": "binary"}}), tmp_path)
+    sub = build_submission(comp, np.array([1, 0]), np.array([[0.2, 0.8], [0.9, 0.1]]))
+    assert sub["label"].tolist() == [1, 0] and sub["label"].dtype.kind == "i"
+    validate_submission(sub, comp)
+    with pytest.raises(KitError, match="dtype"):
+        validate_submission(sub.assign(label=sub["label"].astype(str)), comp)
