@@ -90,13 +90,22 @@ def suggest_max_length(token_lengths: np.ndarray, percentile: float) -> int:
 def plot_lengths(lengths: dict[str, np.ndarray], max_length: int, unit: str) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for ax, kind in zip(axes, ("chars", "tokens"), strict=True):
+        both = np.concatenate([lengths[f"train {kind}"], lengths[f"test {kind}"]])
+        # A few huge texts would squash the histogram into one bar: clip the axis at p99.5 and
+        # count the longer texts in the last bin.
+        upper = float(np.percentile(both, 99.5))
+        if kind == "tokens":
+            upper = max(upper, 1.1 * max_length)
+        bins = np.linspace(0, max(upper, 1), 50)
         for split, color in (("train", "#4C72B0"), ("test", "#DD8452")):
             v = lengths[f"{split} {kind}"]
-            label = f"{split} (median {np.median(v):.0f})"
-            ax.hist(v, bins=50, alpha=0.6, color=color, label=label)
+            label = f"{split} (median {np.median(v):.0f}, max {v.max():.0f})"
+            ax.hist(np.minimum(v, bins[-1]), bins=bins, alpha=0.6, color=color, label=label)
         if kind == "tokens":
             ax.axvline(max_length, color="k", ls="--", label=f"suggested max_length {max_length}")
-        ax.set_xlabel(kind if kind == "chars" else f"tokens ({unit})")
+        name = kind if kind == "chars" else f"tokens ({unit})"
+        clipped = " (longer texts counted in the last bin)" if both.max() > bins[-1] else ""
+        ax.set_xlabel(name + clipped)
         ax.set_ylabel("texts")
         ax.legend(fontsize=8)
     fig.suptitle("Text length per example")
