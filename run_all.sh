@@ -64,6 +64,8 @@ setup_env
 mapfile -t RUN < <("$PY" -m kit run-name "$PARAMS" --name "$NAME")
 RUN_NAME="${RUN[0]}"; RUN_DIR="${RUN[1]}"
 mkdir -p "$RUN_DIR/notebooks"
+# tqdm reads TQDM_* defaults: fewer progress updates keep headless logs and IOPub small.
+export TQDM_MININTERVAL="${TQDM_MININTERVAL:-5}"
 PAPERMILL=("$PY" -m papermill --cwd . -k python3 --log-output --no-progress-bar)
 for nb in 01_eda 02_train 03_thresholds 04_submit; do
   echo "== $nb ($RUN_NAME)" >&2

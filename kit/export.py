@@ -34,6 +34,7 @@ from kit.llm import (
     cast_head_input,
     classification_head_names,
     ensure_pad_token,
+    keep_cpu_4bit_layout,
     load_base_classifier,
     resolve_model_path,
     unwrap_peft,
@@ -260,6 +261,7 @@ def load_exported(
             _find_base(info, base_model), info["num_labels"], task, label_names, dtype, quant,
             device_map,
         )
+        keep_cpu_4bit_layout(base)  # the layout the adapter was trained with
         ensure_pad_token(tokenizer, base)
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)
         cast_head_input(model, info["head_modules"])

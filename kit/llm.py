@@ -46,6 +46,7 @@ __all__ = [
     "derive_target_modules",
     "ensure_pad_token",
     "load_base_classifier",
+    "keep_cpu_4bit_layout",
     "load_lora_classifier",
     "plan_memory",
     "quantization_config",
@@ -481,6 +482,7 @@ def _load_with_peft(
     ensure_pad_token(tokenizer, model)
     report["quantization"] = cfg.lora.quantization
     if quant is not None:
+        keep_cpu_4bit_layout(model)
         # Casts the non-quantized weights to float32 and makes inputs require grad so gradient
         # checkpointing (on: QLoRA exists to save memory) reaches the adapters.
         model = prepare_model_for_kbit_training(
@@ -497,6 +499,23 @@ def _load_with_peft(
     model = get_peft_model(model, _lora_config(cfg, targets, heads))
     _check_head_saved(model, heads)
     return model, tokenizer
+
+
+def keep_cpu_4bit_layout(model: nn.Module) -> int:
+    """Stop bitsandbytes (>= 0.48) from repacking 4-bit weights on CPU at the first eval forward.
+
+    On CPUs with AVX512-BF16, `Linear4bit.forward` converts its weights to a packed layout the
+    first time it runs without grad in eval mode, and every later forward, training included, uses
+    that layout, which computes differently. Training then depends on whether an evaluation ran in
+    this process, so a resumed run drifts from an uninterrupted one (seen: 1e-4 to 1e-1 in
+    probabilities). One layout throughout keeps resume exact. Returns the layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def _check_head_saved(model: nn.Module, heads: list[str]) -> None:

@@ -103,6 +103,12 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
         from kit.hf_train import train_transformer  # torch/transformers only when needed
 
         cfg = params.transformer
+        eda = run.read_metrics().get("eda", {})
+        if cfg.max_length is None and eda.get("token_unit") == cfg.model:
+            # The EDA percentile was measured with this model's tokenizer: use it.
+            cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
+            print(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
+                  "training texts' token lengths (01_eda)")
         texts, test_texts = comp.train_texts, comp.test_texts
         if cfg.prompt_template:
             comp_params = dataclasses.replace(params.competition)
@@ -114,7 +120,15 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
             task=comp.task, label_names=comp.labels, cfg=cfg, seed=params.seed,
             work_dir=run.models / "transformer", metric=params.competition.metric,
         )
-        extra = {"global_step": result.global_step, "max_length": result.max_length}
+        if not result.completed:
+            raise KitError(
+                f"Training stopped at step {result.global_step} of {result.max_steps}: "
+                f"`transformer.time_budget_minutes` ({cfg.time_budget_minutes}) ran out. The "
+                f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
+                "and run name) to continue from it."
+            )
+        extra = {"global_step": result.global_step, "max_length": result.max_length,
+                 "resumed_from_step": result.resumed_from_step}
         return result.val_probs, result.test_probs, extra
     raise KitError(f"Unknown model kind {kind!r}.")  # params validation makes this unreachable
 

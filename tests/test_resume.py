@@ -124,10 +124,10 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path)
     assert result["global_step"] == final and result["resumed_from_step"] == step_a
     assert not (ckpts / ".staging").exists()
 
-    with np.load(tmp_path / "c.npz") as final:
-        np.testing.assert_allclose(final["val_probs"], ref.val_probs, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(final["test_probs"], ref.test_probs, rtol=0, atol=1e-6)
-        bitwise = np.array_equal(final["val_probs"], ref.val_probs)
+    with np.load(tmp_path / "c.npz") as probs:
+        np.testing.assert_allclose(probs["val_probs"], ref.val_probs, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(probs["test_probs"], ref.test_probs, rtol=0, atol=1e-6)
+        bitwise = np.array_equal(probs["val_probs"], ref.val_probs)
     print(f"resume at {step_a} (and {kill_step} mid-save): bitwise equal = {bitwise}")
 
     # The same evaluations along the way, and the same final weights (the predictions come from
