@@ -22,6 +22,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from kit.errors import KitError
 
 __all__ = [
+    "Encodings",
     "EpochSeededLengthGroupedSampler",
     "TokenizedTexts",
     "logits_to_probs",
@@ -36,19 +37,40 @@ __all__ = [
 _CHUNK = 4096  # texts per tokenizer call: bounded memory on million-row sets
 
 
-class TokenizedTexts(Dataset):
-    """Token ids (unpadded) and optional labels; items are dicts for the collator."""
+class Encodings:
+    """Unpadded token sequences stored flat (one int32 array per key plus offsets).
 
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: np.ndarray | None = None):
-        self.encodings = encodings
-        self.labels = labels
-        self.lengths = [len(ids) for ids in encodings["input_ids"]]
+    A million texts as Python lists of ints would take gigabytes; flat arrays take 4 bytes a
+    token. `row(i)` gives one text's dict of lists, as the collator wants.
+    """
+
+    def __init__(self, flat: dict[str, np.ndarray], offsets: np.ndarray):
+        self.flat = flat
+        self.offsets = offsets
+        self.lengths = np.diff(offsets)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def row(self, i: int) -> dict[str, list[int]]:
+        """The i-th text's model inputs."""
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return {key: values[start:end].tolist() for key, values in self.flat.items()}
+
+
+class TokenizedTexts(Dataset):
+    """Token ids (unpadded) and optional labels; items are dicts for the collator."""
+
+    def __init__(self, encodings: Encodings, labels: np.ndarray | None = None):
+        self.encodings = encodings
+        self.labels = labels
+        self.lengths = encodings.lengths.tolist()
+
+    def __len__(self) -> int:
+        return len(self.encodings)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {key: values[i] for key, values in self.encodings.items()}
+        item: dict[str, Any] = self.encodings.row(i)
         if self.labels is not None:
             item["labels"] = self.labels[i].tolist()
         return item
@@ -56,9 +78,10 @@ class TokenizedTexts(Dataset):
 
 def _encode(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None
-) -> dict[str, list[list[int]]]:
+) -> Encodings:
     texts = [str(t) for t in texts]
-    out: dict[str, list[list[int]]] = {}
+    parts: dict[str, list[np.ndarray]] = {}
+    lengths: list[np.ndarray] = []
     for start in range(0, len(texts), _CHUNK):
         enc = tokenizer(
             texts[start : start + _CHUNK],
@@ -67,11 +90,16 @@ def _encode(
             padding=False,
             verbose=False,
         )
+        lengths.append(np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64))
         for key, values in enc.items():
-            out.setdefault(key, []).extend(values)
-    if not out:  # no texts: keep the keys the model needs
-        out = {name: [] for name in tokenizer.model_input_names}
-    return out
+            parts.setdefault(key, []).append(
+                np.fromiter((t for ids in values for t in ids), dtype=np.int32)
+            )
+    if not parts:  # no texts: keep the keys the model needs
+        parts = {name: [np.zeros(0, dtype=np.int32)] for name in tokenizer.model_input_names}
+        parts.setdefault("input_ids", [np.zeros(0, dtype=np.int32)])
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths or [np.zeros(0, int)]))])
+    return Encodings({k: np.concatenate(v) for k, v in parts.items()}, offsets.astype(np.int64))
 
 
 def tokenize_texts(
@@ -136,8 +164,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> np.ndarray:
     """Tokens per text, special tokens included and nothing truncated (for EDA plots)."""
-    encodings = _encode(tokenizer, texts, max_length=None)
-    return np.array([len(ids) for ids in encodings["input_ids"]], dtype=np.int64)
+    return _encode(tokenizer, texts, max_length=None).lengths
 
 
 def model_max_length(tokenizer: PreTrainedTokenizerBase, config: Any = None) -> int:
@@ -169,7 +196,7 @@ def suggest_max_length(
     if len(texts) == 0:
         return min(cap, 128)
     lengths = token_lengths(tokenizer, texts)
-    value = int(math.ceil(np.percentile(lengths, percentile)))
+    value = math.ceil(np.percentile(lengths, percentile))
     return int(min(cap, max(8, 8 * math.ceil(value / 8))))
 
 
@@ -202,11 +229,11 @@ def predict_probs(
     from tqdm.auto import tqdm
 
     encodings = _encode(tokenizer, texts, max_length)
-    n = len(encodings["input_ids"])
+    n = len(encodings)
     num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
     if n == 0:
         return np.zeros((0, num_labels), dtype=np.float64)
-    lengths = np.array([len(ids) for ids in encodings["input_ids"]])
+    lengths = encodings.lengths
     # Stable sort, longest first: an out-of-memory shows up on the first batch, not the last.
     order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(n)
     collate = make_collator(tokenizer)
@@ -218,7 +245,7 @@ def predict_probs(
     try:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            batch = collate([{k: v[i] for k, v in encodings.items()} for i in idx])
+            batch = collate([encodings.row(i) for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
             if autocast_dtype is not None and device.type == "cuda":
                 with torch.autocast("cuda", dtype=autocast_dtype):

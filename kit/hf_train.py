@@ -44,6 +44,7 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 
 from kit.errors import KitError
 from kit.hf_data import (
@@ -126,7 +127,9 @@ def load_classifier(
             dataclasses.replace(cfg, model=path), num_labels, task, label_names, profile
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
-    problem = "multi_label_classification" if task == "multilabel" else "single_label_classification"
+    problem = (
+        "multi_label_classification" if task == "multilabel" else "single_label_classification"
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=num_labels,
@@ -144,7 +147,9 @@ def load_classifier(
     return model, tokenizer
 
 
-def class_weight_vector(labels: np.ndarray, num_labels: int, task: str, mode: str) -> np.ndarray | None:
+def class_weight_vector(
+    labels: np.ndarray, num_labels: int, task: str, mode: str
+) -> np.ndarray | None:
     """Per-class loss weights (multiclass/binary) or BCE `pos_weight` (multilabel).
 
     "balanced": n / (K * n_k) (scikit-learn's rule), or negatives/positives per column for
@@ -397,7 +402,8 @@ def train_transformer(
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
     fingerprint = _fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
                                val_texts, y_val)
-    done = _load_finished(work_dir, fingerprint, len(val_texts), len(test_texts))
+    test_hash = _hash_data(test_texts)
+    done = _load_finished(work_dir, fingerprint, test_hash)
     if done is not None:
         return done
     _claim(checkpoint_root, fingerprint)
@@ -409,7 +415,9 @@ def train_transformer(
     model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile)
     tokenizer.truncation_side = cfg.truncation_side
     limit = model_max_length(tokenizer, getattr(model, "config", None))
-    max_length = cfg.max_length or suggest_max_length(tokenizer, train_texts, 99.0, limit=limit)
+    # The percentile from at most ~20k texts: as good, and no second full tokenisation pass.
+    sample = train_texts[:: max(1, len(train_texts) // 20_000)]
+    max_length = cfg.max_length or suggest_max_length(tokenizer, sample, 99.0, limit=limit)
     if max_length > limit:
         raise KitError(
             f"transformer.max_length is {max_length}, but {cfg.model} accepts at most {limit} "
@@ -485,12 +493,22 @@ def train_transformer(
     checkpoints = complete_checkpoints(checkpoint_root)
     resume = checkpoints[-1] if checkpoints else None
     resumed_from = None
+    finished = False
     if resume is not None:
-        state = json.loads((resume / TRAINER_STATE_NAME).read_text())
-        resumed_from = int(state["global_step"])
-        print(f"resumed from step {resumed_from} of {state['max_steps']} ({resume})")
+        saved_state = json.loads((resume / TRAINER_STATE_NAME).read_text())
+        resumed_from = int(saved_state["global_step"])
+        finished = _training_finished(saved_state, cfg.early_stopping_patience)
+        print(f"resumed from step {resumed_from} of {saved_state['max_steps']} ({resume})"
+              + ("; training had already finished there" if finished else ""))
     t_train = _now()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if finished:
+        # Trainer would train on: early stopping's decision is not a resumable state (control
+        # flags are reset when training begins). Load what the finished run ended with instead.
+        trainer.state = TrainerState.load_from_json(str(resume / TRAINER_STATE_NAME))
+        best = trainer.state.best_model_checkpoint
+        trainer._load_from_checkpoint(best if best and Path(best).is_dir() else str(resume))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = _now() - t_train
     state = trainer.state
     completed = budget.stopped_at is None
@@ -532,7 +550,7 @@ def train_transformer(
     if completed:
         result.model_dir = _export_model(trainer, tokenizer, work_dir, task, label_names,
                                          max_length, cfg.truncation_side)
-        _save_finished(work_dir, result, fingerprint)
+        _save_finished(work_dir, result, fingerprint, test_hash)
     return result
 
 
@@ -573,6 +591,19 @@ def _check_labels(
     return y.astype(np.int64)
 
 
+def _training_finished(state: dict[str, Any], patience: int) -> bool:
+    """Whether a checkpoint's trainer state is the end of training (last step or early stop)."""
+    if state["global_step"] >= state["max_steps"]:
+        return True
+    if patience <= 0:
+        return False
+    stored = state.get("stateful_callbacks", {}).get("EarlyStoppingCallback") or {}
+    if isinstance(stored, list):  # one entry per callback of that class
+        stored = stored[0] if stored else {}
+    counter = stored.get("attributes", {}).get("early_stopping_patience_counter", 0)
+    return counter >= patience
+
+
 def _check_cfg(cfg: TransformerParams, has_val: bool) -> None:
     if not 0 <= cfg.warmup_ratio < 1:
         raise KitError(
@@ -584,10 +615,11 @@ def _check_cfg(cfg: TransformerParams, has_val: bool) -> None:
             ">= 1."
         )
     if has_val and cfg.save_steps % cfg.eval_steps:
+        suggestion = cfg.eval_steps * max(1, round(cfg.save_steps / cfg.eval_steps))
         raise KitError(
             f"transformer.save_steps ({cfg.save_steps}) must be a multiple of eval_steps "
             f"({cfg.eval_steps}) so that every checkpoint has a validation score and the best one "
-            f"can be kept; e.g. set save_steps: {cfg.eval_steps * max(1, round(cfg.save_steps / cfg.eval_steps))}."
+            f"can be kept; e.g. set save_steps: {suggestion}."
         )
     if cfg.early_stopping_patience > 0 and not has_val:
         raise KitError(
@@ -596,7 +628,8 @@ def _check_cfg(cfg: TransformerParams, has_val: bool) -> None:
         )
     if not 0 <= cfg.label_smoothing < 1:
         raise KitError(
-            f"transformer.label_smoothing is {cfg.label_smoothing}; use a value in [0, 1), e.g. 0.1."
+            f"transformer.label_smoothing is {cfg.label_smoothing}; use a value in [0, 1), "
+            "e.g. 0.1."
         )
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
@@ -658,7 +691,7 @@ def _claim(checkpoint_root: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def _load_finished(
-    work_dir: Path, fingerprint: dict[str, Any], n_val: int, n_test: int
+    work_dir: Path, fingerprint: dict[str, Any], test_hash: str
 ) -> TransformerResult | None:
     marker = work_dir / RESULT_FILE
     if not marker.is_file():
@@ -671,14 +704,13 @@ def _load_finished(
             f"({'; '.join(diff[:6])}). Delete {work_dir / RESULT_FILE} and the checkpoints to "
             "retrain there, or give this run another name (a new run folder)."
         )
+    if saved.get("test_hash") != test_hash:
+        # Same training, other test texts: the finished checkpoint is reloaded, not retrained.
+        print(f"The test texts differ from those predicted in {work_dir}: predicting them again "
+              "with the trained model.")
+        return None
     with np.load(work_dir / PREDICTIONS_FILE) as arrays:
         val_probs, test_probs = arrays["val_probs"], arrays["test_probs"]
-    if len(val_probs) != n_val or len(test_probs) != n_test:
-        raise KitError(
-            f"{work_dir / PREDICTIONS_FILE} holds {len(val_probs)} validation and "
-            f"{len(test_probs)} test rows, but this call passes {n_val} and {n_test}. The test "
-            f"texts changed: delete {work_dir / RESULT_FILE} to predict again."
-        )
     info = saved["result"]
     print(f"Transformer already trained in {work_dir} (step {info['global_step']}): loaded its "
           "saved predictions.")
@@ -701,7 +733,9 @@ def _load_finished(
     )
 
 
-def _save_finished(work_dir: Path, result: TransformerResult, fingerprint: dict[str, Any]) -> None:
+def _save_finished(
+    work_dir: Path, result: TransformerResult, fingerprint: dict[str, Any], test_hash: str
+) -> None:
     from kit.training_plots import plot_training_curves
 
     tmp = work_dir / f".{PREDICTIONS_FILE}.tmp.npz"
@@ -723,7 +757,8 @@ def _save_finished(work_dir: Path, result: TransformerResult, fingerprint: dict[
         "train_seconds": result.train_seconds,
     }
     # Written last: its presence means everything above is complete.
-    _write_json_atomic(work_dir / RESULT_FILE, {"fingerprint": fingerprint, "result": info})
+    _write_json_atomic(work_dir / RESULT_FILE,
+                       {"fingerprint": fingerprint, "test_hash": test_hash, "result": info})
 
 
 def _export_model(

@@ -9,9 +9,10 @@
 - "auto" target modules are the Linear layers of the loaded backbone, so Phi-3's fused
   `qkv_proj`/`gate_up_proj` and Llama's `q_proj`... are both right without a table.
 - A missing pad token is set on the tokenizer AND `model.config.pad_token_id` (transformers
-  #34055); `load_exported` does the same on reload. Padding is on the right: transformers >= 4.48
-  pools the last non-pad token (PR #35911), right for right and left padding alike, and right
-  padding is what the Trainer's collators and the kit's encoder models use.
+  #34055); `load_exported` does the same on reload. Padding is on the right: since PR #35911
+  (early 2025) transformers pools the last non-pad token, right for either side, and older
+  versions were right only for right padding (#35909). When pad == eos, an eos inside a text
+  only counts as padding if it is the last token, which is then skipped by the pooling.
 - Trainable parameters (LoRA + head) are float32 even when the frozen base is fp16/bf16 or 4-bit,
   so fp16 autocast never unscales fp16 gradients (transformers #30559).
 - bf16 only on compute capability >= 8.0 (a T4 claims bf16 through emulation); fp16 on T4/P100,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,11 +47,12 @@ __all__ = [
     "compute_dtype",
     "derive_target_modules",
     "ensure_pad_token",
-    "load_base_classifier",
     "keep_cpu_4bit_layout",
+    "load_base_classifier",
     "load_lora_classifier",
     "plan_memory",
     "quantization_config",
+    "read_config",
     "resolve_model_path",
     "resolve_optimizer",
     "trainable_to_float32",
@@ -155,6 +158,25 @@ def resolve_optimizer(name: str, profile: HardwareProfile) -> tuple[str, str | N
     if name.startswith("paged_") and not _is_gpu(profile):
         return name, f"optimizer {name!r} pages its state only on CUDA; on CPU it is plain AdamW"
     return name, None
+
+
+def _is_local(path: str) -> bool:
+    """Load a local folder without ever asking a hub; a hub id (online runs only) may download."""
+    return Path(path).is_dir()
+
+
+def read_config(path: str, **overrides: Any) -> Any:
+    """The model's config (local folders never reach a hub), or a KitError saying what to fix."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=_is_local(path), **overrides)
+    except (OSError, ValueError) as err:  # ValueError: a local folder without config.json
+        raise KitError(
+            f"transformer.model {path!r} is not a model folder (no config.json there). Fix: point "
+            "it at a folder with config.json + weights (on Kaggle: an attached input dataset), or "
+            "use a packaged alias such as 'smollm2-135m'."
+        ) from err
 
 
 def resolve_model_path(name: str) -> str:
@@ -273,14 +295,18 @@ def plan_memory(
 
     QLoRA always checkpoints gradients here, so the plan does too. The estimate goes to `report`.
     """
-    from transformers import AutoConfig
-
-    if cfg.max_length is None and not _is_gpu(profile):
-        return  # nothing to check on CPU, and no sequence length to plan with
+    if cfg.max_length is None:
+        if _is_gpu(profile):
+            _notice(
+                "memory not planned before loading: transformer.max_length is not set (set it, "
+                "or pass the length derived from the data)",
+                report,
+            )
+        return
     planned = cfg
     if cfg.lora.quantization != "none":
         planned = dataclasses.replace(cfg, gradient_checkpointing=True)
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    config = read_config(path)
     estimate = memory_plan.plan_from_params(planned, config, profile, num_labels=num_labels)
     report["memory_estimate"] = estimate.to_dict()
     report["memory_estimate_gb"] = estimate.total_gb
@@ -301,11 +327,11 @@ def load_base_classifier(
 ) -> nn.Module:
     """`AutoModelForSequenceClassification` with label maps, problem type and quantization set.
 
-    Loads only local files (`local_files_only`), so an internet-off notebook never reaches a hub.
+    A local folder is loaded with `local_files_only`, so an internet-off notebook never asks a hub.
     `new_head_ok`: a checkpoint whose head has another number of labels gets a fresh head
     (training); False makes that an error (reloading a trained classifier).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     if len(label_names) != num_labels:
         raise KitError(
@@ -314,26 +340,18 @@ def load_base_classifier(
         )
     if task not in PROBLEM_TYPES:
         raise KitError(f"task is {task!r}; use one of {', '.join(PROBLEM_TYPES)}.")
-    try:
-        config = AutoConfig.from_pretrained(
-            path,
-            num_labels=num_labels,
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
-            problem_type=PROBLEM_TYPES[task],
-            local_files_only=True,
-        )
-    except OSError as err:
-        raise KitError(
-            f"transformer.model {path!r} is not a local model folder (no config.json). Fix: point "
-            "it at a folder with config.json + weights (on Kaggle: an attached input dataset), or "
-            "use a packaged alias such as 'smollm2-135m'."
-        ) from err
+    config = read_config(
+        path,
+        num_labels=num_labels,
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        problem_type=PROBLEM_TYPES[task],
+    )
     config.use_cache = False  # no generation here; the cache only costs memory in training
     kwargs: dict[str, Any] = {
         "config": config,
         "dtype": dtype,
-        "local_files_only": True,
+        "local_files_only": _is_local(path),
         "ignore_mismatched_sizes": new_head_ok,
     }
     if quant is not None:
@@ -403,12 +421,7 @@ def load_lora_classifier(
     report["model_path"] = path
     plan_memory(cfg, path, num_labels, profile, report)
 
-    from transformers import AutoConfig
-
-    try:
-        model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
-    except OSError:
-        model_type = None  # load_base_classifier raises the explanatory error
+    model_type = read_config(path).model_type
     dtype = compute_dtype(profile, model_type)
     report["compute_dtype"] = str(dtype).replace("torch.", "")
     if model_type in FP16_UNSAFE_MODEL_TYPES and dtype == torch.float32 and _is_gpu(profile):
@@ -443,7 +456,7 @@ def load_lora_classifier(
 def _load_tokenizer(path: str, cfg: TransformerParams) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=_is_local(path))
     tokenizer.truncation_side = cfg.truncation_side
     return tokenizer
 
@@ -563,7 +576,7 @@ def _load_with_unsloth(
         load_in_4bit=quant == "4bit",
         load_in_8bit=quant == "8bit",
         full_finetuning=False,
-        local_files_only=True,
+        local_files_only=_is_local(path),
     )
     tokenizer.truncation_side = cfg.truncation_side
     ensure_pad_token(tokenizer, model)

@@ -172,7 +172,7 @@ def _smollm2_folder() -> Path:
             "(or the kit's `gguf` extra), then run again. It is needed only once."
         )
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     print(f"Converting {_SMOLLM2_GGUF} to a float32 safetensors folder at {target} (once, ~30 s)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +180,13 @@ def _smollm2_folder() -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF)
         # The causal-LM class keeps every base weight; a classifier loads from this folder with
-        # a freshly initialised `score` head, as from any base checkpoint.
+        # a freshly initialised `score` head, as from any base checkpoint. An explicit
+        # dequantize=True gives plain Linear layers: left to itself, transformers keeps a GGUF
+        # quantizer on the model (and packed blocks when the `kernels` package is present), and
+        # save_pretrained refuses ("quantized with gguf and is not serializable").
         model = AutoModelForCausalLM.from_pretrained(
-            gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
+            gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
         )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

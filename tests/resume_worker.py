@@ -26,11 +26,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORDS = {
-    0: "apple banana cherry grape lemon mango melon peach pear plum".split(),
-    1: "car bus train plane boat bike truck tram ship taxi".split(),
-    2: "red blue green black white pink brown gray gold cyan".split(),
+    0: ["apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "pear", "plum"],
+    1: ["car", "bus", "train", "plane", "boat", "bike", "truck", "tram", "ship", "taxi"],
+    2: ["red", "blue", "green", "black", "white", "pink", "brown", "gray", "gold", "cyan"],
 }
-FILLER = "the a of and to in is it on at by for with from this that very some more".split()
+FILLER = ["the", "a", "of", "and", "to", "in", "is", "it", "on", "at", "by", "for", "with",
+          "from", "this", "that", "very", "some", "more"]
 
 
 def make_corpus(n: int, seed: int, num_classes: int = 3, multilabel: bool = False):
@@ -51,8 +52,8 @@ def make_corpus(n: int, seed: int, num_classes: int = 3, multilabel: bool = Fals
             classes = [rng.randrange(num_classes)]
         length = rng.choice([3, 4, 5, 6, 8, 10, 14, 20])
         words = [rng.choice(FILLER) for _ in range(length)]
-        for k in classes:
-            for _ in range(rng.randint(1, 2)):
+        for k in classes:  # topic words make up about half of each text
+            for _ in range(max(1, length // (2 * len(classes)))):
                 words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS[k]))
         text = " ".join(words)
         if text in seen:
@@ -64,9 +65,9 @@ def make_corpus(n: int, seed: int, num_classes: int = 3, multilabel: bool = Fals
 
 
 def build_tiny_model(folder: Path) -> Path:
-    """A 2-layer BERT (hidden 32) and a WordPiece tokenizer trained on the toy vocabulary."""
+    """A 2-layer BERT (hidden 32) and a WordPiece tokenizer built on the toy vocabulary."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     folder = Path(folder)
@@ -74,12 +75,16 @@ def build_tiny_model(folder: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # WordPiece's trainer breaks ties between merges in hash order, which changes from process to
+    # process (so would the trained model); the vocabulary is learned by counting the corpus'
+    # words instead: every word a token, plus its letters as pieces for unseen words.
+    words = sorted({w for group in [*WORDS.values(), FILLER] for w in group})
+    letters = sorted({c for w in words for c in w})
+    vocab = specials + words + letters + [f"##{c}" for c in letters]
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)},
+                                     unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    corpus = [" ".join(w) for w in WORDS.values()] + [" ".join(FILLER)]
-    tok.train_from_iterator(corpus * 20, trainers.WordPieceTrainer(
-        vocab_size=200, special_tokens=specials))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",

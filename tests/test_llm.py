@@ -99,12 +99,13 @@ def load(path: Path, profile: HardwareProfile = CPU, report: dict | None = None,
     )
 
 
-def train_steps(model, tokenizer, steps: int = 12, lr: float = 3e-3) -> list[float]:
-    """A few optimizer steps on the toy set (batch of 6, padded); returns the losses."""
+def train_steps(model, tokenizer, steps: int = 12, lr: float = 3e-3, texts: list[str] = TEXTS,
+                labels: list[int] = LABELS) -> list[float]:
+    """A few optimizer steps on one padded batch (the toy set by default); returns the losses."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    labels = torch.tensor(LABELS)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = torch.tensor(labels)
     model.train()
     losses = []
     for _ in range(steps):
@@ -237,7 +238,7 @@ def test_multilabel_sets_problem_type_and_label_maps(checkpoints):
 # --- training ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("quantization", ["none", "4bit"])
+@pytest.mark.parametrize("quantization", ["none", "4bit", "8bit"])
 def test_lora_and_qlora_training_lower_the_loss(checkpoints, quantization):
     report: dict = {}
     model, tok = load(checkpoints["llama"], report=report, quantization=quantization, dropout=0.0)
@@ -425,7 +426,7 @@ def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
 
     # What Trainer checkpointed for the peft model holds the trained head, not only the adapters.
     with safe_open(str(first / "adapter_model.safetensors"), "pt") as f:
-        keys = list(f.keys())  # noqa: SIM118 - safe_open has no __iter__
+        keys = list(f.keys())
     assert any(".score." in k for k in keys) and any("lora_A" in k for k in keys)
 
     resumed = run_tiny_qlora(checkpoint, work)
@@ -433,3 +434,10 @@ def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
     np.testing.assert_allclose(resumed.val_probs, straight.val_probs, atol=1e-6, rtol=0)
     np.testing.assert_allclose(resumed.test_probs, straight.test_probs, atol=1e-6, rtol=0)
     assert resumed.global_step == straight.global_step == RESUME_STEPS
+
+
+def test_a_folder_without_config_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(KitError, match=r"no config\.json"):
+        load(tmp_path)  # kit.model_source refuses it first
+    with pytest.raises(KitError, match=r"no config\.json there\)\. Fix"):
+        llm.read_config(str(tmp_path))
