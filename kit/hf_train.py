@@ -117,14 +117,19 @@ def load_classifier(
     task: str,
     label_names: list[str],
     profile: Any,
+    report: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """A sequence classifier and its tokenizer for `cfg.model`; LoRA models come from kit.llm."""
+    """A sequence classifier and its tokenizer for `cfg.model`; LoRA models come from kit.llm.
+
+    `report` (LoRA only) collects what kit.llm decided: backend, target modules, head, memory.
+    """
     path = resolve_model(cfg.model)
     if cfg.lora.enabled:
         from kit.llm import load_lora_classifier  # heavy (peft, maybe bitsandbytes): lazily
 
         return load_lora_classifier(
-            dataclasses.replace(cfg, model=path), num_labels, task, label_names, profile
+            dataclasses.replace(cfg, model=path), num_labels, task, label_names, profile,
+            report=report,
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
     problem = (
@@ -412,7 +417,9 @@ def train_transformer(
     from kit.hardware import SingleGpuTrainingArguments, training_precision_kwargs
 
     set_seed(seed)  # the classification head's initialisation depends on it
-    model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile)
+    load_report: dict[str, Any] = {}
+    model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile,
+                                       report=load_report)
     tokenizer.truncation_side = cfg.truncation_side
     limit = model_max_length(tokenizer, getattr(model, "config", None))
     # The percentile from at most ~20k texts: as good, and no second full tokenisation pass.
@@ -425,6 +432,12 @@ def train_transformer(
         )
     train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task)
     val_ds = tokenize_texts(tokenizer, val_texts, max_length, y_val, task) if has_val else None
+
+    from kit.llm import resolve_optimizer  # 8-bit/paged optimizers fall back without bitsandbytes
+
+    optim, notice = resolve_optimizer(cfg.optimizer, profile)
+    if notice:
+        print(notice)
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         logits = eval_pred.predictions
@@ -444,7 +457,7 @@ def train_transformer(
         lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=cfg.weight_decay,
-        optim=cfg.optimizer,
+        optim=optim,
         activation_checkpointing=cfg.gradient_checkpointing,
         eval_strategy="steps" if has_val else "no",
         eval_steps=cfg.eval_steps,
@@ -546,10 +559,15 @@ def train_transformer(
         best_step=best_step,
         checkpoint_dir=checkpoint_root,
         train_seconds=float(train_seconds),
+        extra={"load_report": load_report} if load_report else {},
     )
+    if load_report:
+        from kit.memory_plan import measured_peak_gb
+
+        load_report["measured_peak_after_training_gb"] = measured_peak_gb(profile.device)
     if completed:
         result.model_dir = _export_model(trainer, tokenizer, work_dir, task, label_names,
-                                         max_length, cfg.truncation_side)
+                                         max_length, cfg)
         _save_finished(work_dir, result, fingerprint, test_hash)
     return result
 
@@ -763,9 +781,19 @@ def _save_finished(
 
 def _export_model(
     trainer: Trainer, tokenizer: PreTrainedTokenizerBase, work_dir: Path, task: str,
-    label_names: list[str], max_length: int, truncation_side: str,
+    label_names: list[str], max_length: int, cfg: TransformerParams,
 ) -> Path:
+    truncation_side = cfg.truncation_side
     target = work_dir / "model"
+    if cfg.lora.enabled:
+        # Adapter + head (or merged 16-bit weights) + tokenizer + labels: a folder an
+        # internet-off Kaggle notebook loads with kit.export.load_exported.
+        from kit.export import export_for_kaggle
+
+        params = {"transformer": dataclasses.asdict(cfg), "task": task,
+                  "max_length": int(max_length)}
+        return export_for_kaggle(trainer.model, tokenizer, target, label_names, params,
+                                 merge=cfg.lora.merge_on_export)
     staging = work_dir / ".model.staging"
     shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))

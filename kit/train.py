@@ -127,8 +127,16 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
                 f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
                 "and run name) to continue from it."
             )
+        write_atomic(run.path / "hardware.json", json.dumps(result.hardware, indent=2))
         extra = {"global_step": result.global_step, "max_length": result.max_length,
-                 "resumed_from_step": result.resumed_from_step}
+                 "resumed_from_step": result.resumed_from_step,
+                 "best_step": result.best_step, "model_dir": str(result.model_dir)}
+        if result.extra.get("load_report"):
+            write_atomic(run.path / "llm_report.json",
+                         json.dumps(result.extra["load_report"], indent=2, default=str))
+            extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
+            extra["measured_peak_gb"] = result.extra["load_report"].get(
+                "measured_peak_after_training_gb")
         return result.val_probs, result.test_probs, extra
     raise KitError(f"Unknown model kind {kind!r}.")  # params validation makes this unreachable
 

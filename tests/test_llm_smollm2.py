@@ -58,12 +58,12 @@ def _convert_gguf(target: Path) -> Path:
 def smollm2() -> str:
     from kit.model_source import cache_dir, resolve_model
 
-    target = cache_dir() / "smollm2-135m-llm-tests"
-    if (target / "model.safetensors").is_file():
-        return str(target)
     try:
         return resolve_model("smollm2-135m")
     except ValueError:  # "quantized with gguf and is not serializable": see _convert_gguf
+        target = cache_dir() / "smollm2-135m-llm-tests"
+        if (target / "model.safetensors").is_file():
+            return str(target)
         return str(_convert_gguf(target))
 
 
