@@ -54,7 +54,7 @@ def build_submission(comp: Competition, pred: np.ndarray, probs: np.ndarray,
 
 
 def _cast_like(values: list[str], like: pd.Series) -> pd.Series:
-    """Labels in the sample column's dtype (0/1 stay ints, True/False stay bools, text stays text)."""
+    """Labels in the sample column's dtype (0/1 stay ints, True/False bools, text stays text)."""
     out = pd.Series(values, dtype=object)
     if pd.api.types.is_bool_dtype(like):
         return out.map({"True": True, "False": False, "1": True, "0": False})
@@ -160,7 +160,7 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
             return out
         return np.array([index[_label_text(v)] for v in values])
 
-    target = [c for c in sub.columns if c != idc][0]
+    target = next(c for c in sub.columns if c != idc)
     scores = {}
     for usage in ("Public", "Private"):
         part = merged[merged["Usage"] == usage]

@@ -7,6 +7,8 @@ local public/private scores when the competition has an answer key.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kit import kaggle_cli, metrics
@@ -78,7 +80,8 @@ def make_submission(run: RunDir, comp: Competition) -> dict[str, object]:
             "answer": answer, "rule": rule}
 
 
-def _log(run: RunDir, path, message, model, scores, validation, answer, ok, dry_run) -> None:  # noqa: ANN001
+def _log(run: RunDir, path: Path, message: str, model: str, scores: dict[str, float],
+         validation: float | None, answer: str, ok: bool, dry_run: bool) -> None:
     log_submission(
         run_path(run.params, run.root).parent / "submissions.csv",
         run=run.params.name, file=path, message=message, model=model,

@@ -155,7 +155,7 @@ def summarize(run: RunDir) -> pd.DataFrame:
 
 
 def training_curves(run: RunDir) -> object:
-    """The transformer's loss/metric curves (PNG) for the notebook, or a note when there are none."""
+    """The transformer's loss/metric curves (PNG) for the notebook, or a note if there are none."""
     found = sorted(run.path.rglob("training_curves*.png"))
     if not found:
         return "No training curves: only models without a training loop ran (e.g. tfidf)."

@@ -15,7 +15,8 @@ def test_demo_is_kaggle_shaped_and_deterministic(tmp_path: Path, slug: str):
     for name in ("train.csv", "test.csv", "sample_submission.csv", "answer_key.csv"):
         assert (folder / name).read_bytes() == (again / name).read_bytes(), name
     train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
-    sample, key = pd.read_csv(folder / "sample_submission.csv"), pd.read_csv(folder / "answer_key.csv")
+    sample = pd.read_csv(folder / "sample_submission.csv")
+    key = pd.read_csv(folder / "answer_key.csv")
     label = DEMOS[slug].label_column
     assert label in train and label not in test
     assert sample["id"].tolist() == test["id"].tolist() == key["id"].tolist()

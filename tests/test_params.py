@@ -51,7 +51,7 @@ def test_extends_merges_deeply_and_overrides_apply(tmp_path: Path):
 
 def test_overrides_are_validated_like_the_file(tmp_path: Path):
     write_params(tmp_path / "p.yaml", {})
-    with pytest.raises(KitError, match="transformer.epoch`. Did you mean `transformer.epochs"):
+    with pytest.raises(KitError, match=r"transformer\.epoch`\. Did you mean `transformer\.epochs"):
         load_params(tmp_path / "p.yaml", {"transformer.epoch": 1})
 
 
@@ -65,7 +65,7 @@ def test_extends_loop_is_reported(tmp_path: Path):
 def test_semantic_checks():
     with pytest.raises(KitError, match="models"):
         params_from_dict({"models": ["xgboost"]})
-    with pytest.raises(KitError, match="validation.size"):
+    with pytest.raises(KitError, match=r"validation\.size"):
         params_from_dict({"validation": {"size": 1.5}})
     with pytest.raises(KitError, match="exactly two"):
         params_from_dict({"competition": {"task": "binary", "labels": ["a", "b", "c"]}})

@@ -51,8 +51,8 @@ MALFORMED = {
     "duplicate id": (lambda s: s.assign(id=[s["id"].iloc[0]] * 2 + s["id"].iloc[2:].tolist()),
                      "repeats ids"),
     "other order": (lambda s: s.iloc[::-1].reset_index(drop=True), "other order"),
-    "NaN": (lambda s: s.assign(label=[None] + s["label"].iloc[1:].tolist()), "missing values"),
-    "unknown label": (lambda s: s.assign(label=["music"] + s["label"].iloc[1:].tolist()),
+    "NaN": (lambda s: s.assign(label=[None, *s["label"].iloc[1:].tolist()]), "missing values"),
+    "unknown label": (lambda s: s.assign(label=["music", *s["label"].iloc[1:].tolist()]),
                       "outside the competition's labels"),
 }
 
