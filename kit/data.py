@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -112,37 +113,39 @@ def read_table(path: Path, columns: list[str] | None = None, max_rows: int | Non
         raise KitError(f"Could not read {path} as CSV: {err}") from err
 
 
-def iter_json_lines(path: Path) -> Iterator[dict]:
-    """Yield one record per line of a (gzipped) JSON-lines file, streamed, never all in memory."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+def iter_json_lines(path: Path, progress: bool = True) -> Iterator[dict]:
+    """Yield one record per line of a (gzipped) JSON-lines file, streamed, never all in memory.
+
+    The progress bar counts bytes of the file on disk (compressed bytes for .gz), so its ETA
+    is real for a multi-GB file.
+    """
+    gz = path.name.lower().endswith(".gz")
+    with open(path, "rb") as raw, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
+                                       desc=f"reading {path.name}", disable=not progress) as bar:
+        stream = gzip.GzipFile(fileobj=raw) if gz else raw
+        for lineno, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
+            if lineno % 10_000 == 0:
+                bar.update(raw.tell() - bar.n)
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as err:
                 raise KitError(f"{path}, line {lineno}: not valid JSON ({err}).") from err
+        bar.update(bar.total - bar.n)
 
 
 def _read_json_lines(path: Path, columns: list[str] | None, max_rows: int | None) -> pd.DataFrame:
     # Streamed record by record so a multi-GB file (arXiv: 4.8 GB) only keeps the needed
     # columns in memory; pandas' read_json(lines=True, chunksize=...) would parse every field.
     frames, rows = [], []
-    total = os.path.getsize(path)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}") as bar:
-        last = 0
-        for n, record in enumerate(iter_json_lines(path)):
-            if max_rows is not None and n >= max_rows:
-                break
-            rows.append({c: record.get(c) for c in columns} if columns else record)
-            if len(rows) >= JSONL_CHUNK_ROWS:
-                frames.append(pd.DataFrame(rows))
-                rows = []
-                pos = n * total // max(n + 1, 1)  # approximate; gzip hides the true offset
-                bar.update(max(pos - last, 0))
-                last = pos
-        bar.update(total - last)
+    for n, record in enumerate(iter_json_lines(path)):
+        if max_rows is not None and n >= max_rows:
+            break
+        rows.append({c: record.get(c) for c in columns} if columns else record)
+        if len(rows) >= JSONL_CHUNK_ROWS:
+            frames.append(pd.DataFrame(rows))
+            rows = []
     frames.append(pd.DataFrame(rows))
     return pd.concat(frames, ignore_index=True)
 

@@ -164,3 +164,10 @@ def test_train_without_id_column_is_numbered(tmp_path: Path):
     write_competition(tmp_path, data.iloc[::2].drop(columns=["id"]), data.iloc[1::2])
     comp = load_competition(_params(tmp_path), tmp_path)
     assert comp.train_ids.tolist() == list(range(6))
+
+
+def test_bad_json_line_is_named(tmp_path: Path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"id": 1, "text": "a"}\n{"id": 2, "text": \n')
+    with pytest.raises(KitError, match=r"train\.jsonl, line 2: not valid JSON"):
+        read_table(path)
