@@ -21,7 +21,7 @@ def test_offline_recipe_trains_and_predicts(tmp_path: Path, monkeypatch, name: s
     (tmp_path / "params").symlink_to(REPO / "params")
     # Two steps, one evaluation, short texts: the recipe's code path, not its score.
     quick = {"transformer.max_steps": 2, "transformer.eval_steps": 2,
-             "transformer.save_steps": 1, "transformer.batch_size": 4,
+             "transformer.save_steps": 2, "transformer.batch_size": 4,
              "transformer.max_length": 64}
     run = open_run(f"params/{name}.yaml", overrides=quick)
     comp = load_competition(run.params)
