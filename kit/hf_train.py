@@ -46,6 +46,7 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 
+from kit.atomic import write_atomic
 from kit.errors import KitError
 from kit.hf_data import (
     EpochSeededLengthGroupedSampler,
@@ -809,9 +810,7 @@ def _export_model(
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

@@ -20,27 +20,12 @@ import numpy as np
 import yaml
 
 from kit import envinfo
+from kit.atomic import write_atomic
 from kit.data import find_project_root
 from kit.errors import KitError
 from kit.params import Params, dump_params, load_params, params_from_dict
 
 FINISHED = "FINISHED"
-
-
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write a file so a kill mid-write leaves the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

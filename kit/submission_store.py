@@ -13,12 +13,12 @@ import csv
 import hashlib
 import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from kit.atomic import fsync_dir, write_atomic, write_temp
 from kit.errors import KitError
 from kit.kaggle_cli import redact
 
@@ -31,51 +31,12 @@ LOG_COLUMNS = [
 _NUMBERED = re.compile(r"^submission_(\d+)\.csv$")
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable; some filesystems (and Windows) cannot open a folder: skip."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_temp(folder: Path, name: str, data: bytes) -> Path:
-    """`data` in a fsynced temp file in `folder` (same filesystem, so a rename is atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` all at once: readers see the old file or the new, never half."""
-    tmp = _write_temp(path.parent, path.name, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _write_new(folder: Path, data: bytes) -> Path:
     """`data` as the next `submission_NNN.csv` in `folder`; never replaces an existing file."""
     while True:
         taken = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
         target = folder / f"submission_{max(taken, default=0) + 1:03d}.csv"
-        tmp = _write_temp(folder, target.name, data)
+        tmp = write_temp(folder, target.name, data)
         try:
             os.link(tmp, target)  # fails if target exists: no overwrite even under a race
         except FileExistsError:
@@ -87,7 +48,7 @@ def _write_new(folder: Path, data: bytes) -> Path:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return target
 
 
@@ -108,7 +69,7 @@ def save_submission(df: pd.DataFrame, run_dir: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = df.to_csv(index=False).encode("utf-8")
     numbered = _write_new(folder, data)
-    _write_atomic(run_dir / "submission.csv", data)
+    write_atomic(run_dir / "submission.csv", data)
     return numbered
 
 

@@ -16,10 +16,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from kit import metrics
+from kit.atomic import write_atomic
 from kit.baseline import fit_predict_tfidf
 from kit.data import Competition, render_texts
 from kit.errors import KitError
-from kit.rundir import Predictions, RunDir, write_atomic
+from kit.rundir import Predictions, RunDir
 
 
 def make_split(comp: Competition, size: float, seed: int, stratify: bool = True,

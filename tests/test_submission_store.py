@@ -51,7 +51,7 @@ def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypat
     """Another writer creates _001 between our scan and our write: we move to _002."""
     run = tmp_path / "run"
     (run / "submissions").mkdir(parents=True)
-    real_write_temp = submission_store._write_temp
+    real_write_temp = submission_store.write_temp
     raced = []
 
     def write_temp_with_race(folder, name, data):
@@ -60,7 +60,7 @@ def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypat
             (folder / name).write_text("other writer\n")
         return real_write_temp(folder, name, data)
 
-    monkeypatch.setattr(submission_store, "_write_temp", write_temp_with_race)
+    monkeypatch.setattr(submission_store, "write_temp", write_temp_with_race)
     path = save_submission(_preds(["x"]), run)
     assert path.name == "submission_002.csv"
     assert (run / "submissions" / "submission_001.csv").read_text() == "other writer\n"
