@@ -58,7 +58,7 @@ from kit.hf_data import (
     tokenize_texts,
 )
 from kit.model_source import resolve_model
-from kit.params import TransformerParams
+from kit.params import TransformerParams, diff_params
 
 __all__ = [
     "TransformerResult",
@@ -682,11 +682,7 @@ def _fingerprint(
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    old_s, new_s = old.get("settings", {}), new.get("settings", {})
-    for key in sorted(set(old_s) | set(new_s)):
-        if old_s.get(key) != new_s.get(key):
-            out.append(f"{key}: {old_s.get(key)!r} -> {new_s.get(key)!r}")
+    out = diff_params(old.get("settings", {}), new.get("settings", {}))
     if old.get("data") != new.get("data"):
         out.append("the training/validation texts or labels")
     return out

@@ -207,6 +207,18 @@ def dump_params(params: Params, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
 
 
+def diff_params(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """What changed between two nested params dicts, as "dotted.key: old -> new" lines."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += diff_params(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise KitError(f"Params file not found: {path}. Pass a YAML like params/demo.yaml.")

@@ -23,7 +23,7 @@ from kit import envinfo
 from kit.atomic import write_atomic
 from kit.data import find_project_root
 from kit.errors import KitError
-from kit.params import Params, dump_params, load_params, params_from_dict
+from kit.params import Params, diff_params, dump_params, load_params, params_from_dict
 
 FINISHED = "FINISHED"
 
@@ -165,7 +165,7 @@ def open_run(params_path: str | Path, run_name: str = "",
         )
     if stored.exists():
         old = params_from_dict(yaml.safe_load(stored.read_text()), source=str(stored))
-        changes = _diff(old.to_dict(), params.to_dict())
+        changes = diff_params(old.to_dict(), params.to_dict())
         if changes:
             raise KitError(
                 f"Run folder {path} holds an unfinished run with other params ("
@@ -176,14 +176,3 @@ def open_run(params_path: str | Path, run_name: str = "",
     dump_params(params, stored)
     write_atomic(path / "env.json", json.dumps(envinfo.environment(root), indent=2))
     return RunDir(path=path, params=params, root=root)
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += _diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return changes
