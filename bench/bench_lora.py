@@ -1,8 +1,9 @@
 """Benchmark LoRA vs 4-bit QLoRA training of SmolLM2-135M on CPU: tokens/s, peak memory, estimate.
 
 Each mode runs in its own process (peak RSS is per process), on real CHAMP math problems
-(topic labels), batch 8, truncated to `--max-length` tokens, through kit.llm.load_lora_classifier.
-The kit.memory_plan estimate (float32 on CPU) is printed beside the measured peak RSS; RSS also
+(topic labels), batch 8, truncated to `--max-length` tokens, through
+kit.models.llm.lora.load_lora_classifier. The kit.models.llm.memory_plan estimate (float32 on
+CPU) is printed beside the measured peak RSS; RSS also
 counts Python, torch and the libraries (measured before the model loads and shown subtracted),
 which the GPU-shaped estimate has no equivalent of.
 
@@ -37,8 +38,8 @@ def champ_topics(n: int) -> tuple[list[str], list[int], list[str]]:
 
 
 def smollm2_folder() -> str:
-    """SmolLM2 as a safetensors folder (kit.model_source caches the packaged GGUF once)."""
-    from kit.model_source import resolve_model
+    """SmolLM2 as a safetensors folder (kit.models.source caches the packaged GGUF once)."""
+    from kit.models.source import resolve_model
 
     return resolve_model("smollm2-135m")
 
@@ -47,10 +48,10 @@ def run_one(mode: str, steps: int, batch: int, max_length: int) -> dict:
     """Load, train `steps` timed steps after one warm-up step, and measure (in this process)."""
     import torch
 
-    from kit.hardware import detect_hardware
-    from kit.llm import load_lora_classifier
-    from kit.memory_plan import measured_peak_gb
-    from kit.params import LoraParams, TransformerParams
+    from kit.config.params import LoraParams, TransformerParams
+    from kit.models.hardware import detect_hardware
+    from kit.models.llm.lora import load_lora_classifier
+    from kit.models.llm.memory_plan import measured_peak_gb
 
     torch.manual_seed(0)
     texts, labels, names = champ_topics(batch * (steps + 1))

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kit.data import find_project_root
+from kit.core.rundir import FINISHED, resolve_params, run_path
+from kit.data.competition import find_project_root
 from kit.errors import KitError
-from kit.rundir import FINISHED, resolve_params, run_path
 
 
 def next_run_name(params_path: str, name: str = "", root: Path | None = None) -> str:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            from kit.demos import DEMOS, build_demo
+            from kit.data.demos import DEMOS, build_demo
 
             for slug in args.slugs or list(DEMOS):
                 print(build_demo(slug, find_project_root() / "data", force=args.force))

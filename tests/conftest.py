@@ -10,6 +10,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _kit_messages_on_stdout() -> None:
+    """The kit logs; notebooks show its messages on stdout, and so do tests (capsys reads them)."""
+    from kit.core.logs import show_logs
+
+    show_logs()
+
 TOPICS = {
     "sport": "the team won the match with a late goal in the final minute",
     "food": "the soup needs more salt and a little fresh pepper tonight",

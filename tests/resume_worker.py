@@ -161,8 +161,8 @@ def run(spec: dict[str, Any]):
     import torch
     from transformers import AutoTokenizer
 
-    from kit.hf_train import train_transformer
-    from kit.params import TransformerParams
+    from kit.config.params import TransformerParams
+    from kit.models.hf.train import train_transformer
 
     torch.set_num_threads(1)
     multilabel = spec.get("task") == "multilabel"

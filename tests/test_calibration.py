@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy.special import expit, softmax
 
-from kit.calibration import (
+from kit.errors import KitError
+from kit.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_curve,
 )
-from kit.decision_plots import plot_reliability
-from kit.errors import KitError
+from kit.evaluation.plots import plot_reliability
 
 
 def _multiclass(n: int, sharpen: float, seed: int = 0):

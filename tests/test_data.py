@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.data import encode_labels, load_competition, map_label, read_table, split_labels
+from kit.config.params import CompetitionParams, params_from_dict
+from kit.data.competition import (
+    encode_labels,
+    load_competition,
+    map_label,
+    read_table,
+    split_labels,
+)
 from kit.errors import KitError
-from kit.params import CompetitionParams, params_from_dict
 from tests.conftest import topic_rows, write_competition
 
 
@@ -147,7 +153,7 @@ def test_binary_needs_a_positive_label_when_ambiguous(tmp_path: Path):
 
 
 def test_shipped_arxiv_label_map_sorts_the_tricky_codes():
-    from kit.params import load_params
+    from kit.config.params import load_params
     from tests.conftest import REPO
 
     label_map = load_params(REPO / "params" / "arxiv-domains.yaml").competition.label_map

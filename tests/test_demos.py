@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kit.demos import DEMOS, build_demo
+from kit.data.demos import DEMOS, build_demo
 
 
 @pytest.mark.parametrize("slug", list(DEMOS))

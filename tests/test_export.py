@@ -12,7 +12,7 @@ from safetensors import safe_open
 from test_llm import LABEL_NAMES, load, logits_of, make_checkpoint, train_steps
 
 from kit.errors import KitError
-from kit.export import EXPORT_INFO, export_for_kaggle, load_exported
+from kit.models.export import EXPORT_INFO, export_for_kaggle, load_exported
 
 PARAMS = {"name": "tiny", "transformer": {"model": "tiny-llama", "lora": {"r": 8}}}
 

@@ -11,7 +11,7 @@ from accelerate.state import AcceleratorState
 from transformers import TrainingArguments
 
 from kit.errors import KitError
-from kit.hardware import (
+from kit.models.hardware import (
     DeviceQuery,
     SingleGpuTrainingArguments,
     arch_supported,

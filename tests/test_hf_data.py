@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from kit.errors import KitError
-from kit.hf_data import (
+from kit.models.hf.data import (
     EpochSeededLengthGroupedSampler,
     make_collator,
     predict_probs,

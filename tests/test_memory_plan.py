@@ -15,9 +15,10 @@ from transformers import (
     Phi3Config,
 )
 
+from kit.config.params import LoraParams, TransformerParams
 from kit.errors import KitError
-from kit.hardware import HardwareProfile
-from kit.memory_plan import (
+from kit.models.hardware import HardwareProfile
+from kit.models.llm.memory_plan import (
     GIB,
     check_fits,
     count_params_from_config,
@@ -27,7 +28,6 @@ from kit.memory_plan import (
     measured_peak_label,
     plan_from_params,
 )
-from kit.params import LoraParams, TransformerParams
 
 # Real shapes (config.json of meta-llama/Llama-3.1-8B and microsoft/Phi-4-mini-instruct).
 LLAMA_8B = LlamaConfig(

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from kit.errors import KitError
-from kit.metrics import (
+from kit.evaluation.metrics import (
     METRICS,
     default_predictions,
     get_metric,

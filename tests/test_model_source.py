@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kit import model_source
 from kit.errors import KitError
-from kit.model_source import resolve_model
+from kit.models import source as model_source
+from kit.models.source import resolve_model
 
 
 def test_minilm_alias_is_the_packaged_folder():

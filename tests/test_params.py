@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kit.config.params import Params, dump_params, load_params, params_from_dict
 from kit.errors import KitError
-from kit.params import Params, dump_params, load_params, params_from_dict
 from tests.conftest import REPO, write_params
 
 

@@ -19,7 +19,7 @@ import resume_worker as rw
 import torch
 from safetensors.torch import load_file
 
-from kit.hf_train import COMPLETE_MARKER, complete_checkpoints
+from kit.models.hf.checkpoints import COMPLETE_MARKER, complete_checkpoints
 
 WORKER = Path(rw.__file__)
 BATCH, ACCUM, EPOCHS, SAVE_EVERY = 4, 2, 10, 10

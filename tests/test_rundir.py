@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.atomic import write_atomic
 from kit.cli import next_run_name
+from kit.core.atomic import write_atomic
+from kit.core.rundir import Predictions, open_run
 from kit.errors import KitError
-from kit.rundir import Predictions, open_run
 
 
 def test_open_writes_params_and_env(project: Path):

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.data import load_competition
-from kit.rundir import open_run
-from kit.train import train_models
+from kit.core.rundir import open_run
+from kit.data.competition import load_competition
+from kit.steps.train import train_models
 from tests.conftest import REPO
 
 OFFLINE_RECIPES = ["demo", "champ-math-topic", "champ-math-correctness",

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.data import load_competition
+from kit.config.params import params_from_dict
+from kit.data.competition import load_competition
 from kit.errors import KitError
-from kit.params import params_from_dict
-from kit.submission import build_submission, score_local, validate_submission
+from kit.submission.build import build_submission, score_local, validate_submission
 from tests.conftest import topic_rows, write_competition
 
 

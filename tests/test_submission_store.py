@@ -1,4 +1,4 @@
-"""kit.submission_store: numbered, never-overwritten, atomic submission files and the log."""
+"""kit.submission.store: numbered, never-overwritten, atomic submission files and the log."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pytest
 
-from kit import submission_store
 from kit.errors import KitError
-from kit.submission_store import LOG_COLUMNS, log_submission, read_log, save_submission
+from kit.submission import store as submission_store
+from kit.submission.store import LOG_COLUMNS, log_submission, read_log, save_submission
 
 
 def _preds(labels: list[str]) -> pd.DataFrame:

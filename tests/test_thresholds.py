@@ -9,15 +9,15 @@ import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
-from kit.calibration import apply_temperature
-from kit.decision_plots import (
+from kit.errors import KitError
+from kit.evaluation.calibration import apply_temperature
+from kit.evaluation.metrics import score
+from kit.evaluation.plots import (
     plot_confusion_matrix,
     plot_per_class_thresholds,
     plot_threshold_curve,
 )
-from kit.errors import KitError
-from kit.metrics import score
-from kit.thresholds import (
+from kit.evaluation.thresholds import (
     DecisionRule,
     apply_class_bias,
     apply_per_class_thresholds,

@@ -1,0 +1,178 @@
+"""The run folder: the one place a run's state lives between notebooks (params, metrics, files).
+
+`outputs/<run-name>/` holds the resolved params.yaml, metrics.json, env.json, predictions,
+plots, the executed notebooks, and a FINISHED marker once the submission step is done. Opening
+an unfinished run with the same params continues it; opening it with other params, or opening
+a finished run, is refused so that no result is silently overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
+from kit.core import envinfo
+from kit.core.atomic import write_atomic
+from kit.data.competition import find_project_root
+from kit.errors import KitError
+
+FINISHED = "FINISHED"
+
+
+@dataclass
+class Predictions:
+    """One model's probabilities on the validation and test rows, with their ids."""
+
+    model: str
+    val_ids: np.ndarray
+    val_probs: np.ndarray
+    test_ids: np.ndarray
+    test_probs: np.ndarray
+
+
+@dataclass
+class RunDir:
+    """A run's folder and its resolved params."""
+
+    path: Path
+    params: Params
+    root: Path
+
+    @property
+    def plots(self) -> Path:
+        return self._sub("plots")
+
+    @property
+    def models(self) -> Path:
+        return self._sub("models")
+
+    @property
+    def predictions(self) -> Path:
+        return self._sub("predictions")
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINISHED).exists()
+
+    def _sub(self, name: str) -> Path:
+        folder = self.path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def save_plot(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as plots/<name>.png (and keep it showing in a notebook)."""
+        path = self.plots / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+    def read_metrics(self) -> dict[str, Any]:
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def update_metrics(self, **values: Any) -> dict[str, Any]:
+        """Merge values into metrics.json (nested dicts merge) and return the whole."""
+        metrics = self.read_metrics()
+        _deep_update(metrics, values)
+        write_atomic(self.path / "metrics.json", json.dumps(metrics, indent=2, default=_jsonable))
+        return metrics
+
+    def save_predictions(self, preds: Predictions) -> Path:
+        """Store a model's probabilities as predictions/<model>.npz (atomically)."""
+        path = self.predictions / f"{preds.model}.npz"
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+        os.close(fd)
+        np.savez(tmp, val_ids=preds.val_ids, val_probs=preds.val_probs,
+                 test_ids=preds.test_ids, test_probs=preds.test_probs)
+        os.replace(tmp, path)
+        return path
+
+    def load_predictions(self, model: str) -> Predictions:
+        path = self.predictions / f"{model}.npz"
+        if not path.exists():
+            have = sorted(p.stem for p in self.predictions.glob("*.npz"))
+            raise KitError(
+                f"No predictions for model {model!r} in {self.predictions} (have: {have}). "
+                "Run 02_train first, or set `submit.model` to one of those."
+            )
+        with np.load(path, allow_pickle=True) as z:
+            return Predictions(model, z["val_ids"], z["val_probs"], z["test_ids"], z["test_probs"])
+
+    def trained_models(self) -> list[str]:
+        return [m for m in self.params.models if (self.predictions / f"{m}.npz").exists()]
+
+    def finish(self) -> None:
+        """Mark the run finished: later opens refuse to overwrite it."""
+        write_atomic(self.path / FINISHED, datetime.now(timezone.utc).isoformat() + "\n")
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def resolve_params(params_path: str | Path, run_name: str = "",
+                   overrides: dict[str, Any] | None = None, root: Path | None = None,
+                   ) -> tuple[Params, Path]:
+    """Load params (relative paths from the project root) and apply the run name."""
+    root = root or find_project_root()
+    path = Path(params_path)
+    if not path.is_absolute() and not path.exists():
+        path = root / path
+    overrides = dict(overrides or {})
+    if run_name:
+        overrides["name"] = run_name
+    return load_params(path, overrides), root
+
+
+def run_path(params: Params, root: Path) -> Path:
+    out = Path(params.output_dir)
+    return (out if out.is_absolute() else root / out) / params.name
+
+
+def open_run(params_path: str | Path, run_name: str = "",
+             overrides: dict[str, Any] | None = None, root: Path | None = None) -> RunDir:
+    """Create the run folder, or reopen an unfinished one with the same params."""
+    params, root = resolve_params(params_path, run_name, overrides, root)
+    path = run_path(params, root)
+    stored = path / "params.yaml"
+    if (path / FINISHED).exists():
+        raise KitError(
+            f"Run {params.name!r} finished at {(path / FINISHED).read_text().strip()}; its "
+            f"results in {path} are kept. Start a new run with another name (`run_name` in the "
+            "notebook, or ./run_all.sh --name NEW), or delete that folder."
+        )
+    if stored.exists():
+        old = params_from_dict(yaml.safe_load(stored.read_text()), source=str(stored))
+        changes = diff_params(old.to_dict(), params.to_dict())
+        if changes:
+            raise KitError(
+                f"Run folder {path} holds an unfinished run with other params ("
+                + "; ".join(changes[:5])
+                + "). Continue it with the same params, or pick a new run name."
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    dump_params(params, stored)
+    write_atomic(path / "env.json", json.dumps(envinfo.environment(root), indent=2))
+    return RunDir(path=path, params=params, root=root)

@@ -1,0 +1,453 @@
+"""The decision rule: how validation probabilities become labels (thresholds, per-class, bias).
+
+03_thresholds fits a `DecisionRule` on validation probabilities and saves it as JSON in the run
+folder; 04_submit loads it and applies it to test probabilities. The rule carries the calibration
+temperature too, so `apply` takes the model's raw probabilities.
+
+Binary: positive when p_pos > threshold (so 0.5 is exactly the argmax rule). A tuned threshold is
+kept only when its gain over 0.5 stands out of the bootstrap noise; otherwise the rule stays 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.evaluation.calibration import apply_temperature
+from kit.evaluation.metrics import (
+    TASKS,
+    Task,
+    default_predictions,
+    get_metric,
+    score,
+    score_from_binary_counts,
+)
+
+__all__ = [
+    "DEFAULT_GRID",
+    "BinaryChoice",
+    "DecisionRule",
+    "apply_class_bias",
+    "apply_per_class_thresholds",
+    "choose_binary_threshold",
+    "choose_per_class_thresholds",
+    "fit_class_bias",
+    "sweep_binary",
+]
+
+DEFAULT_GRID = np.round(np.arange(1, 100) / 100, 2)  # 0.01 .. 0.99, contains 0.5 exactly
+_RESAMPLES_PER_CHUNK = 25  # bounds memory at 25 x n_rows weights per chunk
+
+
+# --- binary -----------------------------------------------------------------------------------
+
+
+def _grid(grid: np.ndarray | None) -> np.ndarray:
+    """The sorted threshold grid, always with 0.5 (the argmax rule everything is compared to)."""
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=float)
+    if grid.ndim != 1 or len(grid) == 0 or grid.min() < 0 or grid.max() > 1:
+        raise KitError(f"grid must be a 1-D list of thresholds in [0, 1], got {grid!r}.")
+    return np.unique(np.append(grid, 0.5))
+
+
+def _binary_inputs(y_true: np.ndarray, p_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, p_pos = np.asarray(y_true), np.asarray(p_pos, dtype=float)
+    if p_pos.ndim != 1 or y_true.shape != p_pos.shape:
+        raise KitError(
+            f"y_true {y_true.shape} and p_pos {p_pos.shape} must be 1-D and the same length; "
+            "pass p_pos = probs[:, 1], the positive-class column."
+        )
+    if not np.isin(y_true, (0, 1)).all():
+        raise KitError(f"Binary y_true must hold 0/1, found values {np.unique(y_true)[:5]}.")
+    return y_true.astype(bool), p_pos
+
+
+def _scores(
+    y: np.ndarray, p: np.ndarray, grid: np.ndarray, metric: str, weights: np.ndarray
+) -> np.ndarray:
+    """Metric at every threshold for every row-weighting: (n_weightings, n_thresholds)."""
+    decided = (p[:, None] > grid[None, :]).astype(float)  # (n, T)
+    tp = weights @ (decided * y[:, None])
+    fp = weights @ (decided * ~y[:, None])
+    n_pos, n_neg = weights @ y, weights @ ~y
+    return score_from_binary_counts(metric, tp, fp, n_pos[:, None] - tp, n_neg[:, None] - fp)
+
+
+def _best_index(scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Index of the best threshold per row of `scores`; ties go to the threshold nearest 0.5."""
+    is_best = np.isclose(scores, scores.max(axis=-1, keepdims=True), rtol=0, atol=1e-12)
+    distance = np.where(is_best, np.abs(grid - 0.5), np.inf)
+    return distance.argmin(axis=-1)
+
+
+def _curve(y: np.ndarray, p: np.ndarray, grid: np.ndarray, metric: str) -> np.ndarray:
+    """Metric at every threshold of `grid` on all rows, equally weighted."""
+    return _scores(y, p, grid, metric, np.ones((1, len(y))))[0]
+
+
+def sweep_binary(
+    y_true: np.ndarray, p_pos: np.ndarray, metric: str, grid: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The metric at each threshold of `grid` (default 0.01..0.99): columns threshold, score."""
+    y, p = _binary_inputs(y_true, p_pos)
+    grid = _grid(grid)
+    return pd.DataFrame({"threshold": grid, "score": _curve(y, p, grid, metric)})
+
+
+@dataclass
+class BinaryChoice:
+    """The chosen binary threshold with the evidence behind it (shown by 03_thresholds)."""
+
+    metric: str
+    threshold: float  # the decision: `robust_threshold`, or 0.5 when the gain is noise
+    fell_back: bool  # True when the held-out gain over 0.5 is within bootstrap noise
+    reason: str  # one sentence for the notebook
+    best_threshold: float  # raw peak of the validation sweep
+    robust_threshold: float  # median of the per-resample best thresholds
+    interval: tuple[float, float]  # 95% bootstrap interval of the best threshold
+    gain_interval: tuple[float, float]  # `confidence` interval of held-out gain over 0.5
+    score_at_half: float
+    score_at_best: float
+    score_at_threshold: float
+    sweep: pd.DataFrame  # threshold, score, score_low, score_high (95% bootstrap band)
+    fold_thresholds: dict[int, float] | None = None  # best threshold within each fold
+
+
+def _bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Chunks of resampling weights: how often each row was drawn, (chunk, n)."""
+    for start in range(0, n_resamples, _RESAMPLES_PER_CHUNK):
+        b = min(_RESAMPLES_PER_CHUNK, n_resamples - start)
+        draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        yield np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).astype(float)
+
+
+def choose_binary_threshold(
+    y_true: np.ndarray,
+    p_pos: np.ndarray,
+    metric: str,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    grid: np.ndarray | None = None,
+    folds: np.ndarray | None = None,
+    confidence: float = 0.8,
+) -> BinaryChoice:
+    """Tune the binary threshold for `metric`, keeping it only if it beats 0.5 beyond noise.
+
+    Each bootstrap resample picks its own best threshold on the rows it drew and scores that
+    pick against 0.5 on the rows it did not draw: those out-of-bag gains are what tuning is worth
+    on fresh data, selection optimism included (an in-sample paired difference at the peak is
+    biased upward and keeps thresholds tuned on pure noise). The robust threshold is the median
+    pick, which steadies a ragged curve. If the `confidence` interval of the held-out gain
+    reaches 0, the validation set cannot tell the two apart and the rule stays at 0.5.
+    Small validation sets therefore keep 0.5 unless the gain is large; lower `confidence` to
+    accept more.
+    """
+    y, p = _binary_inputs(y_true, p_pos)
+    grid = _grid(grid)
+    if n_bootstrap < 20:
+        raise KitError(f"n_bootstrap={n_bootstrap} is too few for an interval; use >= 20 (200).")
+    if not 0 < confidence < 1:
+        raise KitError(f"confidence={confidence!r} must lie strictly between 0 and 1 (e.g. 0.8).")
+    half = int(np.flatnonzero(grid == 0.5)[0])
+    full = _curve(y, p, grid, metric)
+    best = int(_best_index(full, grid))
+
+    rng = np.random.default_rng(seed)
+    in_bag, picks, gains = [], [], []
+    for weights in _bootstrap_weights(len(y), n_bootstrap, rng):
+        s_in = _scores(y, p, grid, metric, weights)
+        s_out = _scores(y, p, grid, metric, (weights == 0).astype(float))
+        pick = _best_index(s_in, grid)
+        rows = np.arange(len(pick))
+        in_bag.append(s_in)
+        picks.append(grid[pick])
+        gains.append(s_out[rows, pick] - s_out[rows, half])
+    in_bag_scores, picks, gains = np.vstack(in_bag), np.concatenate(picks), np.concatenate(gains)
+
+    robust = int(np.abs(grid - np.median(picks)).argmin())  # snap the median onto the grid
+    tail = 100 * (1 - confidence) / 2
+    gain_low, gain_high = np.percentile(gains, [tail, 100 - tail])
+    fell_back = bool(gain_low <= 0)
+    chosen = half if fell_back else robust
+    gain_text = (
+        f"held-out {metric} gain of tuning over 0.5 is [{gain_low:+.4f}, {gain_high:+.4f}] "
+        f"({confidence:.0%} bootstrap interval)"
+    )
+    if fell_back:
+        reason = f"kept 0.5 instead of {grid[robust]:.2f}: {gain_text}, which includes 0 (noise)"
+    else:
+        reason = f"tuned to {grid[robust]:.2f}: {gain_text}, clear of 0"
+
+    band = np.percentile(in_bag_scores, [2.5, 97.5], axis=0)
+    sweep = pd.DataFrame(
+        {"threshold": grid, "score": full, "score_low": band[0], "score_high": band[1]}
+    )
+    fold_thresholds = None
+    if folds is not None:
+        folds = np.asarray(folds)
+        if folds.shape != y.shape:
+            raise KitError(f"folds has shape {folds.shape}; give one fold id per row {y.shape}.")
+        fold_thresholds = {
+            int(f): float(
+                grid[_best_index(_curve(y[folds == f], p[folds == f], grid, metric), grid)]
+            )
+            for f in np.unique(folds)
+        }
+    low, high = np.percentile(picks, [2.5, 97.5], method="nearest")  # stays on the grid
+    return BinaryChoice(
+        metric=metric,
+        threshold=float(grid[chosen]),
+        fell_back=fell_back,
+        reason=reason,
+        best_threshold=float(grid[best]),
+        robust_threshold=float(grid[robust]),
+        interval=(float(low), float(high)),
+        gain_interval=(float(gain_low), float(gain_high)),
+        score_at_half=float(full[half]),
+        score_at_best=float(full[best]),
+        score_at_threshold=float(full[chosen]),
+        sweep=sweep,
+        fold_thresholds=fold_thresholds,
+    )
+
+
+# --- multilabel -------------------------------------------------------------------------------
+
+
+def choose_per_class_thresholds(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    metric: str = "f1",
+    grid: np.ndarray | None = None,
+    prior_positives: float = 20.0,
+    labels: list[str] | None = None,
+) -> pd.DataFrame:
+    """One threshold per multilabel column, each tuned on that column's binary `metric`.
+
+    `metric` scores one column as a binary problem: "f1" (default) is the per-class F1 that
+    multilabel micro/macro F1 are built from; "mcc" or "accuracy" also work.
+
+    A column with few positives has a ragged curve whose peak is mostly noise, so its threshold
+    is shrunk toward 0.5: t = 0.5 + w (t_best - 0.5), w = positives / (positives + prior_positives).
+    Returns one row per class: class, positives, best_threshold, threshold, score_at_half,
+    score_at_threshold (the validation scores). The thresholds are `table["threshold"]`.
+    """
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or y_true.shape != probs.shape:
+        raise KitError(
+            f"Multilabel y_true {y_true.shape} and probs {probs.shape} must be the same (n, K) "
+            "shape, y_true multi-hot 0/1."
+        )
+    if metric in ("f1_micro", "f1_macro", "f1_weighted"):
+        raise KitError(
+            f"metric={metric!r} would average both outcomes of each column; tune each column "
+            "on 'f1' (its positive-class F1), which is what multilabel micro/macro F1 combine."
+        )
+    labels = labels or [str(k) for k in range(probs.shape[1])]
+    if len(labels) != probs.shape[1]:
+        raise KitError(f"{len(labels)} labels for {probs.shape[1]} probability columns.")
+    grid = _grid(grid)
+    rows = []
+    for k, label in enumerate(labels):
+        y, p = _binary_inputs(y_true[:, k], probs[:, k])
+        best = float(grid[_best_index(_curve(y, p, grid, metric), grid)])
+        positives = int(y.sum())
+        weight = positives / (positives + prior_positives)
+        threshold = 0.5 + weight * (best - 0.5)  # may fall between grid points: score it alone
+        at_half, at_threshold = _curve(y, p, np.array([0.5, threshold]), metric)
+        rows.append(
+            {
+                "class": label,
+                "positives": positives,
+                "best_threshold": best,
+                "threshold": float(threshold),
+                "score_at_half": float(at_half),
+                "score_at_threshold": float(at_threshold),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def apply_per_class_thresholds(
+    probs: np.ndarray, thresholds: np.ndarray, require_label: bool = True
+) -> np.ndarray:
+    """Multi-hot labels: column k is on when p_k > thresholds[k].
+
+    require_label: a row with no column above its threshold gets its most likely label, for
+    competitions where every row has at least one label.
+    """
+    probs = np.asarray(probs, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    if thresholds.shape != probs.shape[1:]:
+        raise KitError(
+            f"{len(thresholds)} thresholds for {probs.shape[1]} columns; fit one per class."
+        )
+    pred = (probs > thresholds).astype(int)
+    if require_label:
+        empty = pred.sum(axis=1) == 0
+        pred[empty, probs[empty].argmax(axis=1)] = 1
+    return pred
+
+
+# --- multiclass -------------------------------------------------------------------------------
+
+
+def apply_class_bias(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Class ids argmax(log p + bias): a per-class shift of the decision boundaries."""
+    log_p = np.log(np.clip(np.asarray(probs, dtype=float), 1e-12, 1.0))
+    return (log_p + np.asarray(bias, dtype=float)).argmax(axis=1)
+
+
+def fit_class_bias(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    metric: str = "f1_macro",
+    grid: np.ndarray | None = None,
+    n_rounds: int = 3,
+) -> np.ndarray:
+    """Additive log-probability offsets per class that maximise `metric` (coordinate ascent).
+
+    The metric is a step function of the offsets, so gradient optimisers (scipy) stall on it;
+    coordinate ascent over a grid of offsets, one class at a time, is the standard remedy. A
+    move is taken only when it strictly improves the score, so classes that need no shift keep 0.
+    """
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    if get_metric(metric).needs != "labels":
+        raise KitError(f"A bias changes labels only; {metric!r} scores probabilities.")
+    steps = np.linspace(-3, 3, 61) if grid is None else np.asarray(grid, dtype=float)
+    n_classes = probs.shape[1]
+    bias = np.zeros(n_classes)
+
+    def value(b: np.ndarray) -> float:
+        return score(metric, y_true, probs, apply_class_bias(probs, b), task="multiclass")
+
+    current = value(bias)
+    for _ in range(n_rounds):
+        improved = False
+        for k in range(n_classes):
+            for step in steps:
+                trial = bias.copy()
+                trial[k] = step
+                trial_value = value(trial)
+                if trial_value > current + 1e-12:
+                    bias, current, improved = trial, trial_value, True
+        if not improved:
+            break
+    return bias - bias.mean()  # offsets matter only relative to each other
+
+
+# --- the saved rule ---------------------------------------------------------------------------
+
+Kind = Literal["argmax", "binary_threshold", "per_class", "bias"]
+_KINDS: dict[str, tuple[str, ...]] = {  # which kinds each task can use
+    "binary": ("argmax", "binary_threshold"),
+    "multiclass": ("argmax", "bias"),
+    "multilabel": ("per_class",),
+}
+
+
+@dataclass
+class DecisionRule:
+    """Everything 04_submit needs to turn raw test probabilities into labels; saved as JSON."""
+
+    task: Task
+    kind: Kind
+    labels: list[str]
+    threshold: float | None = None  # binary_threshold: positive when p_pos > threshold
+    thresholds: list[float] | None = None  # per_class: one per label
+    bias: list[float] | None = None  # bias: added to log p before the argmax
+    temperature: float | None = None  # applied to the raw probabilities first (calibration)
+    require_label: bool = True  # per_class: a row with no label gets its most likely one
+    metric: str | None = None  # what the rule was tuned for (for the record)
+    notes: dict[str, float | str] = field(default_factory=dict)  # e.g. why this threshold
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise KitError(f"DecisionRule task {self.task!r}: use one of {', '.join(TASKS)}.")
+        if self.kind not in _KINDS[self.task]:
+            raise KitError(
+                f"DecisionRule kind {self.kind!r} does not fit a {self.task} task; "
+                f"use one of {', '.join(_KINDS[self.task])}."
+            )
+        needed = {"binary_threshold": "threshold", "per_class": "thresholds", "bias": "bias"}
+        if self.kind in needed and getattr(self, needed[self.kind]) is None:
+            raise KitError(f"DecisionRule kind {self.kind!r} needs `{needed[self.kind]}` set.")
+        for name in ("thresholds", "bias"):
+            values = getattr(self, name)
+            if values is not None:
+                if len(values) != len(self.labels):
+                    raise KitError(
+                        f"DecisionRule has {len(values)} {name} for {len(self.labels)} labels; "
+                        "give one per label."
+                    )
+                setattr(self, name, [float(v) for v in values])
+        if self.threshold is not None:
+            self.threshold = float(self.threshold)
+        if self.temperature is not None:
+            self.temperature = float(self.temperature)
+
+    @classmethod
+    def default(
+        cls, task: str, labels: list[str], temperature: float | None = None
+    ) -> DecisionRule:
+        """The untuned rule: argmax, or 0.5 per column (multilabel, with require_label)."""
+        if task == "multilabel":
+            return cls(
+                task, "per_class", labels, thresholds=[0.5] * len(labels), temperature=temperature
+            )
+        return cls(task, "argmax", labels, temperature=temperature)
+
+    def probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """Raw probabilities after the rule's temperature (unchanged when it has none)."""
+        if self.temperature is None:
+            return np.asarray(probs, dtype=float)
+        return apply_temperature(probs, self.temperature, self.task)
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Labels (class ids, or multi-hot for multilabel) for raw model probabilities."""
+        probs = np.asarray(probs, dtype=float)
+        if probs.ndim != 2 or probs.shape[1] != len(self.labels):
+            raise KitError(
+                f"probs has shape {probs.shape}; this rule expects {len(self.labels)} columns "
+                f"({', '.join(self.labels[:5])}{', ...' if len(self.labels) > 5 else ''})."
+            )
+        probs = self.probabilities(probs)
+        if self.kind == "binary_threshold":
+            return (probs[:, 1] > self.threshold).astype(int)
+        if self.kind == "per_class":
+            return apply_per_class_thresholds(probs, self.thresholds, self.require_label)
+        if self.kind == "bias":
+            return apply_class_bias(probs, self.bias)
+        return default_predictions(probs, self.task)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the rule as JSON (floats written exactly, so `from_json` returns an equal rule)."""
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> DecisionRule:
+        """Read a rule written by `to_json`; unknown keys are an error, not silently dropped."""
+        path = Path(path)
+        if not path.exists():
+            raise KitError(f"No decision rule at {path}: run 03_thresholds first.")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise KitError(f"{path} is not valid JSON ({err}); re-run 03_thresholds.") from err
+        if not isinstance(data, dict):
+            raise KitError(f"{path} holds {type(data).__name__}, not a decision rule object.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KitError(
+                f"{path}: unknown keys {unknown} in the decision rule; valid keys are "
+                f"{sorted(known)}. Re-run 03_thresholds to rewrite it."
+            )
+        return cls(**data)

@@ -1,0 +1,347 @@
+"""Fine-tune a Hugging Face classifier with `Trainer` so that a killed session resumes exactly.
+
+`train_transformer(...)` trains, checkpoints, evaluates and predicts. Calling it again with the
+same arguments and `work_dir`:
+- after it finished: returns the saved result (no training; kit.models.hf.resume);
+- after a kill, a crash or a time-budget stop: resumes from the latest *complete* checkpoint
+  (weights, optimizer, scheduler, grad scaler, RNG states, data order, early-stopping counter,
+  best metric) and ends with the same model and predictions as an uninterrupted run.
+
+The pieces (PITFALLS.md "Resume after a killed session"): atomic checkpoints and rotation
+(kit.models.hf.checkpoints), a per-epoch seeded length-grouped sampler and the weighted loss
+(kit.models.hf.trainer), the time budget (kit.models.hf.budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
+
+from kit.config.params import TransformerParams
+from kit.errors import KitError
+from kit.models.hf import budget
+from kit.models.hf.checkpoints import STAGING, checkpoint_step, complete_checkpoints
+from kit.models.hf.data import (
+    logits_to_probs,
+    make_collator,
+    model_max_length,
+    predict_probs,
+    suggest_max_length,
+    tokenize_texts,
+)
+from kit.models.hf.loading import load_classifier
+from kit.models.hf.resume import (
+    TransformerResult,
+    claim,
+    hash_data,
+    load_finished,
+    make_fingerprint,
+    save_finished,
+    training_finished,
+)
+from kit.models.hf.trainer import KitTrainer, class_weight_vector
+
+__all__ = ["TransformerResult", "train_transformer"]
+
+log = logging.getLogger(__name__)
+
+
+def train_transformer(
+    train_texts: list[str],
+    train_labels: np.ndarray,
+    val_texts: list[str] | None,
+    val_labels: np.ndarray | None,
+    test_texts: list[str] | None,
+    *,
+    task: str,
+    label_names: list[str],
+    cfg: TransformerParams,
+    seed: int,
+    work_dir: Path,
+    metric: str = "f1_macro",
+) -> TransformerResult:
+    """Fine-tune `cfg.model` on the training texts; resume or return the saved result if rerun.
+
+    Validation (if given) is scored with `metric` every `cfg.eval_steps`, picks the best
+    checkpoint (loaded at the end) and drives early stopping. Returns validation and test
+    probabilities in the kit's conventions, from the best model.
+    """
+    started = budget.now()
+    from kit.evaluation.metrics import get_metric, score
+    from kit.models.hardware import detect_hardware, pin_single_gpu
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    val_texts = list(val_texts) if val_texts is not None else []
+    test_texts = list(test_texts) if test_texts is not None else []
+    train_texts = list(train_texts)
+    num_labels = len(label_names)
+    y_train = _check_labels(train_labels, len(train_texts), num_labels, task, "train_labels")
+    y_val = (
+        _check_labels(val_labels, len(val_texts), num_labels, task, "val_labels")
+        if val_texts
+        else None
+    )
+    has_val = bool(val_texts)
+    metric_spec = get_metric(metric)
+    if task not in metric_spec.tasks:
+        raise KitError(
+            f"metric {metric!r} is not defined for a {task} task; pick one of the metrics for "
+            f"{task} (e.g. f1_macro)."
+        )
+    _check_cfg(cfg, has_val)
+
+    checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
+    fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
+                               val_texts, y_val)
+    test_hash = hash_data(test_texts)
+    done = load_finished(work_dir, fingerprint, test_hash)
+    if done is not None:
+        return done
+    claim(checkpoint_root, fingerprint)
+
+    profile = pin_single_gpu(detect_hardware())
+    from kit.models.hardware import SingleGpuTrainingArguments, training_precision_kwargs
+
+    set_seed(seed)  # the classification head's initialisation depends on it
+    load_report: dict[str, Any] = {}
+    model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile,
+                                       report=load_report)
+    tokenizer.truncation_side = cfg.truncation_side
+    limit = model_max_length(tokenizer, getattr(model, "config", None))
+    # The percentile from at most ~20k texts: as good, and no second full tokenisation pass.
+    sample = train_texts[:: max(1, len(train_texts) // 20_000)]
+    max_length = cfg.max_length or suggest_max_length(tokenizer, sample, 99.0, limit=limit)
+    if max_length > limit:
+        raise KitError(
+            f"transformer.max_length is {max_length}, but {cfg.model} accepts at most {limit} "
+            f"tokens. Set transformer.max_length <= {limit} (or null to derive it from the data)."
+        )
+    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task)
+    val_ds = tokenize_texts(tokenizer, val_texts, max_length, y_val, task) if has_val else None
+
+    from kit.models.llm.lora import (
+        resolve_optimizer,  # 8-bit/paged optimizers fall back without bitsandbytes
+    )
+
+    optim, notice = resolve_optimizer(cfg.optimizer, profile)
+    if notice:
+        log.info(notice)
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        logits = eval_pred.predictions
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        labels = np.asarray(eval_pred.label_ids)
+        labels = labels.astype(int)
+        return {metric: score(metric, labels, logits_to_probs(logits, task), task=task)}
+
+    args = SingleGpuTrainingArguments(
+        output_dir=str(checkpoint_root),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        optim=optim,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=None,  # rotation is done after each atomic save, see _KitTrainer
+        load_best_model_at_end=has_val,
+        metric_for_best_model=metric if has_val else None,
+        greater_is_better=metric_spec.greater_is_better if has_val else None,
+        logging_strategy="steps",
+        logging_steps=max(1, cfg.eval_steps // 4),
+        train_sampling_strategy="group_by_length",
+        restore_callback_states_from_checkpoint=True,  # early-stopping counter
+        seed=seed,
+        data_seed=seed,
+        label_names=["labels"],
+        remove_unused_columns=False,  # the dataset holds model inputs only
+        dataloader_num_workers=0,
+        report_to="none",
+        **training_precision_kwargs(profile),
+    )
+    time_budget = budget.TimeBudget(
+        cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None, started
+    )
+    callbacks: list[TrainerCallback] = [time_budget]
+    if cfg.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = KitTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics if has_val else None,
+        callbacks=callbacks,
+        task=task,
+        class_weights=class_weight_vector(y_train, num_labels, task, cfg.class_weights),
+        label_smoothing=cfg.label_smoothing,
+        train_lengths=train_ds.lengths,
+        keep_last=cfg.save_total_limit,
+        disk_budget_gb=cfg.disk_budget_gb,
+    )
+
+    shutil.rmtree(checkpoint_root / STAGING, ignore_errors=True)  # a save cut short earlier
+    checkpoints = complete_checkpoints(checkpoint_root)
+    resume = checkpoints[-1] if checkpoints else None
+    resumed_from = None
+    finished = False
+    if resume is not None:
+        saved_state = json.loads((resume / TRAINER_STATE_NAME).read_text())
+        resumed_from = int(saved_state["global_step"])
+        finished = training_finished(saved_state, cfg.early_stopping_patience)
+        log.info(f"resumed from step {resumed_from} of {saved_state['max_steps']} ({resume})"
+              + ("; training had already finished there" if finished else ""))
+    t_train = budget.now()
+    if finished:
+        # Trainer would train on: early stopping's decision is not a resumable state (control
+        # flags are reset when training begins). Load what the finished run ended with instead.
+        trainer.state = TrainerState.load_from_json(str(resume / TRAINER_STATE_NAME))
+        best = trainer.state.best_model_checkpoint
+        trainer._load_from_checkpoint(best if best and Path(best).is_dir() else str(resume))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = budget.now() - t_train
+    state = trainer.state
+    completed = time_budget.stopped_at is None
+    if not completed:
+        log.warning(
+            f"Stopped at step {state.global_step} of {state.max_steps} to stay within "
+            f"transformer.time_budget_minutes={cfg.time_budget_minutes:g}; the checkpoint is in "
+            f"{checkpoint_root}. Run the same call again (same work_dir, e.g. rerun the notebook "
+            "or the cell) to continue from there; predictions below come from the best model so "
+            "far."
+        )
+
+    amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
+    model = trainer.model
+    val_probs = predict_probs(model, tokenizer, val_texts, cfg.eval_batch_size, max_length, task,
+                              autocast_dtype=amp)
+    test_probs = predict_probs(model, tokenizer, test_texts, cfg.eval_batch_size, max_length,
+                               task, autocast_dtype=amp)
+    best_step = None
+    if state.best_model_checkpoint:
+        best_step = checkpoint_step(state.best_model_checkpoint)
+    result = TransformerResult(
+        val_probs=val_probs,
+        test_probs=test_probs,
+        global_step=int(state.global_step),
+        max_steps=int(state.max_steps),
+        resumed_from_step=resumed_from,
+        history=list(state.log_history),
+        model_dir=None,
+        max_length=int(max_length),
+        hardware=profile.to_dict(),
+        completed=completed,
+        best_metric=None if state.best_metric is None else float(state.best_metric),
+        best_step=best_step,
+        checkpoint_dir=checkpoint_root,
+        train_seconds=float(train_seconds),
+        extra={"load_report": load_report} if load_report else {},
+    )
+    if load_report:
+        from kit.models.llm.memory_plan import measured_peak_gb
+
+        load_report["measured_peak_after_training_gb"] = measured_peak_gb(profile.device)
+    if completed:
+        result.model_dir = _export_model(trainer, tokenizer, work_dir, task, label_names,
+                                         max_length, cfg)
+        save_finished(work_dir, result, fingerprint, test_hash)
+    return result
+
+
+
+def _check_labels(
+    labels: Any, n: int, num_labels: int, task: str, name: str
+) -> np.ndarray:
+    if labels is None:
+        raise KitError(f"{name} is missing; pass one label per text.")
+    y = np.asarray(labels)
+    if task not in ("binary", "multiclass", "multilabel"):
+        raise KitError(f"task is {task!r}; use binary, multiclass or multilabel.")
+    if task == "binary" and num_labels != 2:
+        raise KitError(f"A binary task needs 2 label_names [negative, positive], got {num_labels}.")
+    if task == "multilabel":
+        if y.ndim != 2 or y.shape != (n, num_labels):
+            raise KitError(
+                f"{name} has shape {y.shape}; a multilabel task needs a multi-hot array of shape "
+                f"({n}, {num_labels}) (one 0/1 column per label name)."
+            )
+        if not np.isin(y, (0, 1)).all():
+            raise KitError(f"{name} holds values other than 0/1; multilabel rows are multi-hot.")
+        return y.astype(np.int64)
+    if y.shape != (n,):
+        raise KitError(f"{name} has shape {y.shape}; expected ({n},): one class id per text.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise KitError(f"{name} must hold class ids 0..{num_labels - 1}, not {y.dtype} values.")
+    bad = (y < 0) | (y >= num_labels)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise KitError(
+            f"{name}[{i}] is {y[i]}; class ids must be in 0..{num_labels - 1} "
+            f"(label_names has {num_labels} entries)."
+        )
+    return y.astype(np.int64)
+
+
+def _check_cfg(cfg: TransformerParams, has_val: bool) -> None:
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise KitError(
+            f"transformer.warmup_ratio is {cfg.warmup_ratio}; use a fraction in [0, 1), e.g. 0.06."
+        )
+    if cfg.eval_steps < 1 or cfg.save_steps < 1:
+        raise KitError(
+            f"transformer.eval_steps ({cfg.eval_steps}) and save_steps ({cfg.save_steps}) must be "
+            ">= 1."
+        )
+    if has_val and cfg.save_steps % cfg.eval_steps:
+        suggestion = cfg.eval_steps * max(1, round(cfg.save_steps / cfg.eval_steps))
+        raise KitError(
+            f"transformer.save_steps ({cfg.save_steps}) must be a multiple of eval_steps "
+            f"({cfg.eval_steps}) so that every checkpoint has a validation score and the best one "
+            f"can be kept; e.g. set save_steps: {suggestion}."
+        )
+    if cfg.early_stopping_patience > 0 and not has_val:
+        raise KitError(
+            "transformer.early_stopping_patience > 0 needs validation texts to score; pass "
+            "val_texts or set early_stopping_patience: 0."
+        )
+    if not 0 <= cfg.label_smoothing < 1:
+        raise KitError(
+            f"transformer.label_smoothing is {cfg.label_smoothing}; use a value in [0, 1), "
+            "e.g. 0.1."
+        )
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
+
+
+def _export_model(
+    trainer: Any, tokenizer: Any, work_dir: Path, task: str, label_names: list[str],
+    max_length: int, cfg: TransformerParams,
+) -> Path:
+    """The trained model in the kit's one export format (kit.models.export), for every model."""
+    from kit.models.export import export_for_kaggle  # peft: only once training is done
+
+    params = {"transformer": dataclasses.asdict(cfg), "task": task, "max_length": int(max_length)}
+    return export_for_kaggle(trainer.model, tokenizer, work_dir / "model", label_names, params,
+                             merge=cfg.lora.enabled and cfg.lora.merge_on_export)

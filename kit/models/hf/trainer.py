@@ -1,0 +1,163 @@
+"""The kit's `Trainer`: weighted/smoothed loss, a resumable length-grouped sampler, atomic
+checkpoints with rotation by count and disk budget."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
+
+from kit.errors import KitError
+from kit.models.hf.checkpoints import COMPLETE_MARKER, STAGING, rotate_checkpoints
+from kit.models.hf.data import EpochSeededLengthGroupedSampler
+
+log = logging.getLogger(__name__)
+
+
+def class_weight_vector(
+    labels: np.ndarray, num_labels: int, task: str, mode: str
+) -> np.ndarray | None:
+    """Per-class loss weights (multiclass/binary) or BCE `pos_weight` (multilabel).
+
+    "balanced": n / (K * n_k) (scikit-learn's rule), or negatives/positives per column for
+    multilabel; "sqrt": its square root (milder); "none": None.
+    """
+    if mode == "none":
+        return None
+    if mode not in ("balanced", "sqrt"):
+        raise KitError(
+            f"transformer.class_weights is {mode!r}; use 'balanced', 'sqrt' or 'none'."
+        )
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        pos = labels.sum(axis=0).astype(float)
+        neg = len(labels) - pos
+        weights = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    else:
+        counts = np.bincount(labels.astype(int), minlength=num_labels).astype(float)
+        weights = np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    return weights.astype(np.float32)
+
+
+class KitTrainer(Trainer):
+    """Trainer with a weighted/smoothed loss, a resumable length-grouped sampler, and atomic
+    checkpoints with rotation by count and disk budget."""
+
+    # compute_loss returns a per-batch mean; Trainer then divides by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        task: str,
+        class_weights: np.ndarray | None,
+        label_smoothing: float,
+        train_lengths: list[int],
+        keep_last: int,
+        disk_budget_gb: float,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights)
+        self.label_smoothing = float(label_smoothing)
+        self.train_lengths = train_lengths
+        self.keep_last = max(1, int(keep_last))
+        self.disk_budget_bytes = float(disk_budget_gb) * 1024**3
+        self._staging_root: Path | None = None
+        self._warned_budget = False
+
+    # -- data order ---------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
+        # `train_sampling_strategy="group_by_length"` is set in the arguments (so evaluation is
+        # grouped by Trainer itself); training swaps in the resumable, per-epoch seeded version.
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(batch, self.train_lengths, seed)
+
+    # -- loss ---------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        # A Trainer subclass rather than `compute_loss_func`: Trainer assumes such a function
+        # normalises over the whole accumulated batch; a per-batch mean is simpler to get right.
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        weights = None
+        if self.class_weights is not None:
+            weights = self.class_weights.to(logits.device)
+        if self.task == "multilabel":
+            target = labels.float()
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weights)
+        else:
+            loss = F.cross_entropy(
+                logits, labels.long(), weight=weights, label_smoothing=self.label_smoothing
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    # -- atomic checkpoints -------------------------------------------------------------------
+    def _get_output_dir(self, trial: Any) -> str:
+        if self._staging_root is not None:
+            return str(self._staging_root)
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        run_dir = Path(super()._get_output_dir(trial))
+        step = self.state.global_step
+        staging_root = run_dir / STAGING
+        shutil.rmtree(staging_root, ignore_errors=True)
+        staging_root.mkdir(parents=True)
+        self._staging_root = staging_root
+        try:
+            # Trainer writes weights, optimizer, scheduler, scaler, RNG and trainer state into
+            # <staging>/checkpoint-N; its own rotation is off (save_total_limit=None).
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        staged = staging_root / f"checkpoint-{step}"
+        best = self.state.best_model_checkpoint
+        if best is not None and Path(best).parent == staging_root:
+            # The best is this very checkpoint: record its final path, not the staging one.
+            self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+            self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+        (staged / COMPLETE_MARKER).write_text(
+            json.dumps({"step": step, "max_steps": self.state.max_steps, "time": time.time()})
+        )
+        final = run_dir / f"checkpoint-{step}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)  # atomic on one filesystem: complete or absent
+        shutil.rmtree(staging_root, ignore_errors=True)
+        self._rotate(run_dir)
+
+    def _rotate(self, run_dir: Path) -> None:
+        best = self.state.best_model_checkpoint
+        total = rotate_checkpoints(run_dir, self.keep_last, Path(best) if best else None,
+                                   self.disk_budget_bytes)
+        if total > self.disk_budget_bytes and not self._warned_budget:
+            self._warned_budget = True
+            log.warning(
+                "Checkpoints in %s take %.2f GB, above transformer.disk_budget_gb=%g, even with "
+                "only the latest and the best kept. Raise the budget or free disk space.",
+                run_dir, total / 1024**3, self.disk_budget_bytes / 1024**3,
+            )

@@ -1,0 +1,613 @@
+"""GPU memory estimate before loading a model, so a run that cannot fit fails early with advice.
+
+Made for decoder LLMs fine-tuned with LoRA/QLoRA on a 16 GB T4, and good enough for full
+fine-tuning of encoders. The numbers are rules of thumb from the literature (sources next to each
+formula); they aim to be within ~20 % and on the safe side, not exact. `measured_peak_gb` gives
+the real peak after training, to compare against the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.config.params import TransformerParams
+    from kit.models.hardware import HardwareProfile
+
+Quantization = Literal["none", "8bit", "4bit"]
+
+GIB = 1024**3
+
+# CUDA context + cuBLAS/cuDNN handles and workspaces: memory the GPU loses before the first tensor
+# (typically 300-500 MiB with torch; it is outside torch.cuda.max_memory_allocated).
+CUDA_CONTEXT_GB = 0.45
+# Caching-allocator fragmentation with variable-length batches: a share of the memory that comes
+# and goes every step (activations, gradients, logits). Rule of thumb, seen 5-15 % in practice.
+ALLOCATOR_SLACK = 0.10
+# Sequence length planned with when transformer.max_length is null (derived from data later).
+DEFAULT_PLAN_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class MemoryInputs:
+    """Everything the estimate depends on; kept so `check_fits` can re-estimate alternatives."""
+
+    n_params: int
+    hidden_size: int
+    num_layers: int
+    quantization: Quantization
+    compute_dtype_bytes: int
+    lora_rank: int  # 0: full fine-tuning (every parameter trainable)
+    batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    optimizer: str
+    n_lora_targets_per_layer: int
+    intermediate_size: int
+    gated_mlp: bool
+    num_heads: int
+    vocab_size: int
+    num_labels: int | None  # None: causal-LM head over the whole vocabulary
+    unquantized_params: int
+    lora_in_out_per_layer: int  # sum of in+out features of the LoRA-targeted linears of one layer
+    lora_dropout: float
+    double_quant: bool
+    attention: Literal["sdpa", "eager"]
+    largest_linear: int  # weights of the biggest linear (dequantized one at a time when quantized)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The estimate: a breakdown in GiB, its total, and the inputs it came from."""
+
+    inputs: MemoryInputs
+    breakdown: dict[str, float]
+    total_gb: float
+    n_trainable: int
+    notes: tuple[str, ...] = ()  # assumptions the plan had to make
+
+    def table(self) -> str:
+        """The breakdown as aligned lines, biggest first (zero rows left out), then the total."""
+        width = max(len(k) for k in self.breakdown)
+        rows = sorted(((k, v) for k, v in self.breakdown.items() if v > 0), key=lambda kv: -kv[1])
+        lines = [f"  {name:<{width}}  {gb:7.2f} GB" for name, gb in rows]
+        lines.append(f"  {'total':<{width}}  {self.total_gb:7.2f} GB")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (inputs, breakdown, total) for the run folder."""
+        return {
+            "inputs": dataclasses.asdict(self.inputs),
+            "breakdown_gb": dict(self.breakdown),
+            "total_gb": self.total_gb,
+            "n_trainable": self.n_trainable,
+            "notes": list(self.notes),
+        }
+
+
+def estimate_memory(
+    *,
+    n_params: int,
+    hidden_size: int,
+    num_layers: int,
+    quantization: Quantization,
+    compute_dtype_bytes: int,
+    lora_rank: int,
+    batch_size: int,
+    seq_len: int,
+    gradient_checkpointing: bool,
+    optimizer: str = "adamw_torch",
+    n_lora_targets_per_layer: int = 7,
+    intermediate_size: int | None = None,
+    gated_mlp: bool = True,
+    num_heads: int | None = None,
+    vocab_size: int = 0,
+    num_labels: int | None = 2,
+    unquantized_params: int | None = None,
+    lora_in_out_per_layer: int | None = None,
+    lora_dropout: float = 0.05,
+    double_quant: bool = True,
+    attention: Literal["sdpa", "eager"] = "sdpa",
+) -> MemoryEstimate:
+    """Estimate peak GPU memory of one training step (see the module docstring for the sources).
+
+    Without `lora_in_out_per_layer`, each LoRA target is taken as a hidden x hidden linear
+    (`estimate_from_config` computes the real shapes). `unquantized_params` defaults to the input
+    embeddings (+ an untied LM head when `num_labels` is None): bitsandbytes keeps them 16-bit.
+    """
+    if quantization != "none" and lora_rank <= 0:
+        raise KitError(
+            f"Quantization {quantization!r} needs LoRA adapters: quantized weights cannot be "
+            "trained. Set `transformer.lora.enabled: true` or "
+            "`transformer.lora.quantization: none`."
+        )
+    if quantization not in ("none", "8bit", "4bit"):
+        raise KitError(f"Unknown quantization {quantization!r}; use 'none', '8bit' or '4bit'.")
+    intermediate = intermediate_size or 4 * hidden_size
+    if unquantized_params is None:
+        unquantized_params = vocab_size * hidden_size * (2 if num_labels is None else 1)
+    inputs = MemoryInputs(
+        n_params=int(n_params),
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        quantization=quantization,
+        compute_dtype_bytes=compute_dtype_bytes,
+        lora_rank=lora_rank,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=gradient_checkpointing,
+        optimizer=optimizer,
+        n_lora_targets_per_layer=n_lora_targets_per_layer,
+        intermediate_size=intermediate,
+        gated_mlp=gated_mlp,
+        num_heads=num_heads or max(1, hidden_size // 128),
+        vocab_size=vocab_size,
+        num_labels=num_labels,
+        unquantized_params=min(int(unquantized_params), int(n_params)),
+        lora_in_out_per_layer=lora_in_out_per_layer or n_lora_targets_per_layer * 2 * hidden_size,
+        lora_dropout=lora_dropout,
+        double_quant=double_quant,
+        attention=attention,
+        largest_linear=hidden_size * max(hidden_size, intermediate),
+    )
+    return _estimate(inputs)
+
+
+def _estimate(x: MemoryInputs) -> MemoryEstimate:
+    cb = x.compute_dtype_bytes
+    head_params = x.hidden_size * x.num_labels if x.num_labels else 0
+    full_finetune = x.lora_rank <= 0
+
+    # --- weights ---
+    if full_finetune:
+        # Trainer's fp16/bf16 is autocast over fp32 master weights (loading 16-bit weights and
+        # training them gives "Attempting to unscale FP16 gradients", transformers #30559), so a
+        # full fine-tune holds 4 bytes/param of weights ("Model training anatomy", HF docs).
+        n_trainable = x.n_params
+        base_bytes = 0.0
+    else:
+        # LoRA: r*(in+out) per targeted linear (Hu et al. 2021), trained in fp32 like the
+        # classification head (modules_to_save), which peft keeps in fp32 when autocasting.
+        n_trainable = x.num_layers * x.lora_rank * x.lora_in_out_per_layer + head_params
+        quantized = x.n_params - x.unquantized_params
+        base_bytes = quantized * _bytes_per_quantized_param(x) + x.unquantized_params * cb
+    trainable_bytes = n_trainable * 4.0
+    grad_bytes = n_trainable * 4.0  # fp32 gradients of fp32 trainables
+    optimizer_bytes = n_trainable * _optimizer_bytes_per_param(x.optimizer)
+
+    # --- activations ---
+    # Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
+    # eq. (1): one layer stores s*b*h*(34 + 5*a*s/h) bytes in 16-bit, where 34 = 11 (attention)
+    # + 19 (4h GeLU MLP: 3h + 4i bytes with i = 4h) + 4 (two layer norms). We generalise the MLP
+    # term: gated SwiGLU/GeGLU stores its input (2h) and gate, up, act(gate), product (8i).
+    # The 5*a*s^2*b softmax/dropout term exists only for eager attention; SDPA (transformers'
+    # default) uses memory-efficient/flash kernels that do not keep the score matrix.
+    tokens = x.batch_size * x.seq_len
+    h, i = x.hidden_size, x.intermediate_size
+    mlp = 2 * h + 8 * i if x.gated_mlp else 3 * h + 4 * i
+    per_token = 11 * h + mlp
+    if not full_finetune and x.lora_dropout > 0:
+        # peft applies dropout to the input of every LoRA target separately and keeps its output
+        # (2 bytes) and mask (1 byte) for backward: ~3 bytes per input feature per target.
+        per_token += 3 * x.lora_in_out_per_layer // 2
+    scale = cb / 2  # the formula counts 16-bit activations; fp32 on CPU doubles it
+    # Korthikanti's 4h for the two norms assumes fused 16-bit LayerNorm. The RMSNorm of the
+    # HF decoder families upcasts to fp32 and keeps that fp32 input (4h) plus the normalised
+    # output in the compute dtype: (4 + cb)*h per norm. Measured on a tiny Llama in the tests.
+    norm_bytes = 2 * (4 + cb) * h if x.gated_mlp else 4 * h * scale
+    layer_bytes = tokens * (per_token * scale + norm_bytes)
+    if x.attention == "eager":
+        layer_bytes += 5 * x.num_heads * x.seq_len * x.seq_len * x.batch_size * scale
+    layer_input_bytes = tokens * 2 * h * scale
+    if x.gradient_checkpointing:
+        # Full recomputation (Korthikanti §4.2; Chen et al. 2016): keep each layer's input
+        # (2sbh) and recompute one layer at a time during backward.
+        activation_bytes = x.num_layers * layer_input_bytes + layer_bytes
+    else:
+        activation_bytes = x.num_layers * layer_bytes
+    # While a layer runs backward, gradients w.r.t. its activations coexist with them: about one
+    # more layer's worth (rule of thumb, calibrated on published QLoRA peaks on 16 GB GPUs).
+    backward_bytes = layer_bytes
+    activation_bytes += 2 * layer_input_bytes  # embedding output and final-norm input
+
+    # --- logits ---
+    if x.num_labels is None:
+        # Causal-LM loss over the vocabulary: 16-bit logits, their fp32 upcast, log-softmax and
+        # its gradient (2 + 4 + 4 + 4 bytes per token per vocabulary entry).
+        logits_bytes = tokens * x.vocab_size * 14.0
+    else:
+        logits_bytes = tokens * x.num_labels * 14.0
+
+    # --- overhead ---
+    dequant_bytes = x.largest_linear * cb if x.quantization != "none" else 0.0
+    varying = activation_bytes + backward_bytes + logits_bytes + grad_bytes
+    breakdown = {
+        f"base weights ({x.quantization if x.quantization != 'none' else _dtype_name(cb)})": (
+            base_bytes / GIB
+        ),
+        "trainable weights (fp32)": trainable_bytes / GIB,
+        "gradients (fp32)": grad_bytes / GIB,
+        f"optimizer states ({x.optimizer})": optimizer_bytes / GIB,
+        "activations"
+        + (" (gradient checkpointing)" if x.gradient_checkpointing else " (all layers kept)"): (
+            activation_bytes / GIB
+        ),
+        "backward working set": backward_bytes / GIB,
+        "logits + loss": logits_bytes / GIB,
+        "CUDA context, workspaces, dequant buffer": CUDA_CONTEXT_GB + dequant_bytes / GIB,
+        "allocator fragmentation": ALLOCATOR_SLACK * varying / GIB,
+    }
+    return MemoryEstimate(
+        inputs=x,
+        breakdown=breakdown,
+        total_gb=sum(breakdown.values()),
+        n_trainable=int(n_trainable),
+    )
+
+
+def _bytes_per_quantized_param(x: MemoryInputs) -> float:
+    if x.quantization == "4bit":
+        # NF4 (Dettmers et al. 2023, QLoRA §3): 4 bits + one fp32 absmax per block of 64 = 0.5
+        # bit/param; double quantization stores the absmax in 8 bits (+ fp32 per 256 blocks):
+        # 8/64 + 32/(64*256) = 0.127 bit, saving ~0.37 bit/param.
+        extra_bits = 8 / 64 + 32 / (64 * 256) if x.double_quant else 32 / 64
+        return (4 + extra_bits) / 8
+    if x.quantization == "8bit":
+        # LLM.int8 (Dettmers et al. 2022): int8 weights + one fp32 scale per row (negligible).
+        return 1.0
+    return float(x.compute_dtype_bytes)
+
+
+def _optimizer_bytes_per_param(name: str) -> float:
+    """Optimizer state per trainable parameter (HF docs "Model training anatomy")."""
+    n = name.lower()
+    if "lion" in n:
+        return 1.0 if "8bit" in n else 4.0  # one momentum buffer
+    if "8bit" in n:
+        return 2.0  # bitsandbytes 8-bit Adam: two 1-byte states (Dettmers et al. 2021)
+    if "adafactor" in n or n.startswith(("sgd", "adagrad", "rmsprop")):
+        return 4.0  # one fp32 buffer at most (Adafactor's factored moments are smaller)
+    # AdamW in fp32: exp_avg + exp_avg_sq = 8 bytes. Paged variants hold the same state but can
+    # spill it to CPU RAM under pressure; the steady state is counted on the GPU.
+    return 8.0
+
+
+def _dtype_name(nbytes: int) -> str:
+    return {2: "16-bit", 4: "fp32"}.get(nbytes, f"{nbytes}-byte")
+
+
+# Families whose MLP is a plain up/down projection (not gated) and that use learned positions.
+_UNGATED = {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta", "deberta-v2",
+            "gpt2", "opt", "phi", "gpt_neox", "mpnet", "camembert"}
+# Gated families with q/k/v biases but no `attention_bias` attribute in their config.
+_QKV_BIAS = {"qwen2", "qwen2_moe"}
+
+
+def _layer_linears(config: Any) -> tuple[dict[str, tuple[int, int]], bool, int]:
+    """(name -> (in, out) of one layer's linears, gated MLP?, intermediate size)."""
+    h = config.hidden_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    i = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * h
+    gated = getattr(config, "model_type", "") not in _UNGATED
+    q, k = heads * head_dim, kv * head_dim
+    linears = {"q_proj": (h, q), "k_proj": (h, k), "v_proj": (h, k), "o_proj": (q, h)}
+    if gated:
+        linears.update(gate_proj=(h, i), up_proj=(h, i), down_proj=(i, h))
+    else:
+        linears.update(up_proj=(h, i), down_proj=(i, h))
+    return linears, gated, i
+
+
+# Other names for the same linears (Phi-3 fused projections, BERT/GPT-2 style names).
+_ALIASES = {
+    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+    "gate_up_proj": ("gate_proj", "up_proj"),
+    "query": ("q_proj",), "key": ("k_proj",), "value": ("v_proj",), "dense": ("o_proj",),
+    "c_attn": ("q_proj", "k_proj", "v_proj"), "c_proj": ("o_proj",),
+    "fc1": ("up_proj",), "fc2": ("down_proj",), "c_fc": ("up_proj",),
+    "w1": ("gate_proj",), "w3": ("up_proj",), "w2": ("down_proj",),
+    "dense_h_to_4h": ("up_proj",), "dense_4h_to_h": ("down_proj",),
+}
+
+
+def _lora_in_out(linears: dict[str, tuple[int, int]], targets: str | list[str]) -> tuple[int, int]:
+    """(number of LoRA modules per layer, sum of their in+out features)."""
+    if isinstance(targets, str):
+        if targets in ("all-linear", "auto"):
+            # "auto" is derived from the loaded model; planning assumes the largest choice.
+            names = list(linears)
+        elif targets == "attention":
+            names = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        else:
+            names = [targets]
+    else:
+        names = list(targets)
+    count, total = 0, 0
+    for name in names:
+        parts = _ALIASES.get(name, (name,))
+        known = [p for p in parts if p in linears]
+        if known:
+            ins = linears[known[0]][0]
+            outs = sum(linears[p][1] for p in known)  # a fused linear has one A, one wider B
+        else:  # unknown name: assume hidden -> hidden
+            ins = outs = next(iter(linears.values()))[0]
+        count += 1
+        total += ins + outs
+    return count, total
+
+
+def count_params_from_config(config: Any, num_labels: int | None = 2) -> int:
+    """Parameters of the model a config describes, without building it.
+
+    `num_labels=None` counts a causal-LM head (none extra when tied to the embeddings); an int
+    counts a sequence-classification head of that many classes.
+    """
+    config = _text_config(config)
+    h, n_layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    linears, gated, _ = _layer_linears(config)
+    per_layer = sum(a * b for a, b in linears.values())
+    biased: set[str] = set()
+    if not gated:  # BERT/GPT-2 style: every linear has a bias
+        biased = set(linears)
+    else:
+        if getattr(config, "attention_bias", False):
+            biased |= {"q_proj", "k_proj", "v_proj", "o_proj"}
+        elif getattr(config, "model_type", "") in _QKV_BIAS:
+            biased |= {"q_proj", "k_proj", "v_proj"}
+        if getattr(config, "mlp_bias", False):
+            biased |= {"gate_proj", "up_proj", "down_proj"}
+    per_layer += sum(linears[name][1] for name in biased)
+    per_layer += 4 * h if not gated else 2 * h  # two LayerNorms (weight+bias) or RMSNorms
+    total = vocab * h + n_layers * per_layer + h  # embeddings, layers, final norm
+    if not gated:
+        total += (getattr(config, "max_position_embeddings", 0) or 0) * h + h  # learned positions
+    if num_labels is None:
+        if not getattr(config, "tie_word_embeddings", False):
+            total += vocab * h
+    else:
+        total += num_labels * h
+    return int(total)
+
+
+def _text_config(config: Any) -> Any:
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    missing = [a for a in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+               if getattr(config, a, None) is None]
+    if missing:
+        raise KitError(
+            f"Cannot plan memory for model type {getattr(config, 'model_type', '?')!r}: its config "
+            f"has no {', '.join(missing)}, so its memory cannot be planned before loading. Use a "
+            "model whose config has them (Llama, Mistral, Qwen, Phi, Gemma, BERT families do)."
+        )
+    return config
+
+
+def estimate_from_config(
+    config: Any,
+    *,
+    quantization: Quantization,
+    compute_dtype_bytes: int,
+    lora_rank: int,
+    batch_size: int,
+    seq_len: int,
+    gradient_checkpointing: bool,
+    optimizer: str = "adamw_torch",
+    lora_targets: str | list[str] = "all-linear",
+    num_labels: int | None = 2,
+    lora_dropout: float = 0.05,
+    double_quant: bool = True,
+    attention: Literal["sdpa", "eager"] = "sdpa",
+) -> MemoryEstimate:
+    """Estimate from a transformers config (no weights loaded): shapes and n_params come from it.
+
+    `lora_targets`: "all-linear", "auto" (planned as all-linear), "attention", or module names.
+    """
+    config = _text_config(config)
+    linears, gated, intermediate = _layer_linears(config)
+    n_targets, in_out = _lora_in_out(linears, lora_targets)
+    h, vocab = config.hidden_size, config.vocab_size
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    unquantized = vocab * h + (vocab * h if num_labels is None and not tied else 0)
+    return estimate_memory(
+        n_params=count_params_from_config(config, num_labels=num_labels),
+        hidden_size=h,
+        num_layers=config.num_hidden_layers,
+        quantization=quantization,
+        compute_dtype_bytes=compute_dtype_bytes,
+        lora_rank=lora_rank,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=gradient_checkpointing,
+        optimizer=optimizer,
+        n_lora_targets_per_layer=n_targets,
+        intermediate_size=intermediate,
+        gated_mlp=gated,
+        num_heads=config.num_attention_heads,
+        vocab_size=vocab,
+        num_labels=num_labels,
+        unquantized_params=unquantized,
+        lora_in_out_per_layer=in_out,
+        lora_dropout=lora_dropout,
+        double_quant=double_quant,
+        attention=attention,
+    )
+
+
+def plan_from_params(
+    cfg: TransformerParams,
+    config: Any,
+    profile: HardwareProfile,
+    *,
+    max_length: int | None = None,
+    num_labels: int | None = 2,
+) -> MemoryEstimate:
+    """Estimate for the `transformer` params section, a model config and the chosen hardware.
+
+    `max_length` overrides `cfg.max_length` (e.g. the EDA's percentile when that is None); with
+    neither, the plan assumes DEFAULT_PLAN_LENGTH tokens and says so in its notes.
+    """
+    seq_len = max_length or cfg.max_length
+    notes: tuple[str, ...] = ()
+    if seq_len is None:
+        seq_len = DEFAULT_PLAN_LENGTH
+        notes = (
+            f"transformer.max_length is null (derived from the data later): planned with "
+            f"{DEFAULT_PLAN_LENGTH} tokens; set transformer.max_length to plan exactly",
+        )
+    lora = cfg.lora
+    estimate = estimate_from_config(
+        config,
+        quantization=lora.quantization if lora.enabled else "none",
+        compute_dtype_bytes=profile.compute_dtype_bytes,
+        lora_rank=lora.r if lora.enabled else 0,
+        batch_size=cfg.batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        optimizer=cfg.optimizer,
+        lora_targets=lora.target_modules,
+        num_labels=num_labels,
+        lora_dropout=lora.dropout,
+        double_quant=lora.double_quant,
+    )
+    return dataclasses.replace(estimate, notes=notes)
+
+
+def check_fits(estimate: MemoryEstimate, budget_gb: float | None, context: str) -> None:
+    """Raise KitError when the estimate exceeds the budget, with the breakdown and fixes.
+
+    The fixes are re-estimated and applied greedily, biggest saving first, until the run fits;
+    the ones not needed are listed after. `budget_gb=None` (CPU, no budget known) checks
+    nothing. `context` names the run, e.g. "params/llm.yaml: transformer (Llama-3.1-8B on T4)".
+    """
+    if budget_gb is None or estimate.total_gb <= budget_gb:
+        return
+    lines = [
+        f"{context}: training needs about {estimate.total_gb:.1f} GB of GPU memory, more than the "
+        f"{budget_gb:.1f} GB budget (`transformer.memory_budget_gb`, default the GPU's memory); "
+        "it would stop with CUDA out-of-memory part-way.",
+        "Estimate:",
+        estimate.table(),
+        *(f"Note: {note}." for note in estimate.notes),
+        "Fixes, biggest saving first, each on top of the ones before (estimated total after it):",
+    ]
+    current, used = estimate, set()
+    while current.total_gb > budget_gb:
+        options = [
+            (key, text, _estimate(dataclasses.replace(current.inputs, **change)))
+            for key, text, change in _fix_changes(current.inputs)
+            if key not in used
+        ]
+        if not options:
+            break
+        key, text, best = min(options, key=lambda o: o[2].total_gb)
+        if best.total_gb >= current.total_gb:
+            break
+        used.add(key)
+        current = best
+        mark = " (fits)" if best.total_gb <= budget_gb else ""
+        lines.append(f"  {len(used)}. {text} → {best.total_gb:.1f} GB{mark}")
+    if current.total_gb > budget_gb:
+        lines.append(
+            "  Even so it does not fit: choose a smaller model (fewer parameters) or a GPU with "
+            "more memory."
+        )
+    rest = [text for key, text, _ in _fix_changes(current.inputs) if key not in used]
+    if rest:
+        lines.append("Other ways to save memory: " + "; ".join(rest) + ".")
+    raise KitError("\n".join(lines))
+
+
+def _fix_changes(x: MemoryInputs) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, advice naming the params field, change to the inputs) for the fixes that apply."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if x.quantization != "4bit":
+        if x.lora_rank <= 0:
+            text = (
+                "LoRA on a 4-bit model: `transformer.lora.enabled: true`, "
+                "`transformer.lora.quantization: 4bit`"
+            )
+            out.append(("quant", text, {"quantization": "4bit", "lora_rank": 8}))
+        else:
+            text = "`transformer.lora.quantization: 4bit` (QLoRA)"
+            out.append(("quant", text, {"quantization": "4bit"}))
+    if x.batch_size > 1:
+        half = x.batch_size // 2
+        text = (
+            f"`transformer.batch_size: {half}` (from {x.batch_size}) and double "
+            "`transformer.grad_accum` (same effective batch)"
+        )
+        out.append(("batch", text, {"batch_size": half}))
+    if x.seq_len > 64:
+        half = x.seq_len // 2
+        text = (
+            f"`transformer.max_length: {half}` (from {x.seq_len}; longer texts get truncated, "
+            "check the EDA's length percentiles)"
+        )
+        out.append(("seq", text, {"seq_len": half}))
+    if not x.gradient_checkpointing:
+        text = "`transformer.gradient_checkpointing: true` (steps ~30 % slower)"
+        out.append(("ckpt", text, {"gradient_checkpointing": True}))
+    if x.lora_rank > 4:
+        half = x.lora_rank // 2
+        out.append(("rank", f"`transformer.lora.r: {half}` (from {x.lora_rank})",
+                    {"lora_rank": half}))
+    if x.lora_rank > 0 and x.lora_dropout > 0:
+        out.append(("dropout", "`transformer.lora.dropout: 0.0` (no per-target dropout copies)",
+                    {"lora_dropout": 0.0}))
+    if "8bit" not in x.optimizer.lower():
+        out.append(("optim", "`transformer.optimizer: paged_adamw_8bit`",
+                    {"optimizer": "paged_adamw_8bit"}))
+    return out
+
+
+def measured_peak_gb(device: Any) -> float | None:
+    """The real peak after a run: torch.cuda.max_memory_allocated on a GPU, peak RSS on CPU.
+
+    The two are not the same measure (see `measured_peak_label`): on CPU it is the whole
+    process's resident memory, including Python, libraries and data. None when unavailable.
+    """
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return round(torch.cuda.max_memory_allocated(device) / GIB, 3)
+    if kind == "cpu":
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
+        peak_bytes = peak if sys.platform == "darwin" else peak * 1024
+        return round(peak_bytes / GIB, 3)
+    return None
+
+
+def measured_peak_label(device: Any) -> str:
+    """What `measured_peak_gb(device)` measures, for tables and logs."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        return "GPU peak (torch.cuda.max_memory_allocated; excludes the CUDA context)"
+    if kind == "cpu":
+        return "CPU process peak RSS (resource.getrusage; not GPU memory)"
+    return f"no peak measure for device {device}"
+
+
+__all__ = [
+    "MemoryEstimate",
+    "MemoryInputs",
+    "check_fits",
+    "count_params_from_config",
+    "estimate_from_config",
+    "estimate_memory",
+    "measured_peak_gb",
+    "measured_peak_label",
+    "plan_from_params",
+]

@@ -1,0 +1,70 @@
+"""01_eda's step: class balance, text lengths (suggested `max_length`), duplicates, examples.
+
+Numbers land in metrics.json under `eda` (the training step reads the suggested `max_length`),
+plots in the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from kit.core.rundir import RunDir
+from kit.data.competition import Competition
+from kit.data.eda import (
+    class_balance,
+    duplicates_and_leakage,
+    examples_per_class,
+    load_tokenizer,
+    plot_class_balance,
+    plot_lengths,
+    suggest_max_length,
+    text_lengths,
+)
+
+
+@dataclass
+class EdaResult:
+    """What 01_eda shows."""
+
+    balance: pd.DataFrame
+    balance_plot: Figure
+    lengths: pd.DataFrame
+    lengths_plot: Figure
+    suggested_max_length: int
+    token_unit: str
+    checks: pd.DataFrame
+    examples: pd.DataFrame
+
+
+def run_eda(run: RunDir, comp: Competition) -> EdaResult:
+    """Every analysis of kit.data.eda; saves plots and the `eda` block of metrics.json."""
+    params = run.params
+    balance = class_balance(comp)
+    balance_fig = plot_class_balance(balance, f"{comp.slug}: class balance")
+    run.save_plot(balance_fig, "class_balance")
+    tokenizer = params.eda.tokenizer
+    if tokenizer is None and "transformer" in params.models:
+        tokenizer = params.transformer.model
+    count, unit = load_tokenizer(tokenizer)
+    lengths_table, lengths = text_lengths(comp, count)
+    pct = params.eda.max_length_percentile
+    max_length = suggest_max_length(lengths["train tokens"], pct)
+    lengths_fig = plot_lengths(lengths, max_length, unit)
+    run.save_plot(lengths_fig, "text_lengths")
+    checks = duplicates_and_leakage(comp)
+    examples = examples_per_class(comp, params.eda.examples_per_class, params.seed)
+    run.update_metrics(eda={
+        "train_rows": len(comp.train), "test_rows": len(comp.test),
+        "classes": len(comp.labels), "token_unit": unit,
+        "suggested_max_length": max_length, "max_length_percentile": pct,
+        "checks": dict(zip(checks["check"], checks["rows"].astype(int), strict=True)),
+        "class_rows": dict(zip(balance["label"].astype(str), balance["rows"].astype(int),
+                               strict=True)),
+    })
+    plt.close("all")  # the returned figures still display in a notebook
+    return EdaResult(balance, balance_fig, lengths_table, lengths_fig, max_length, unit, checks,
+                     examples)
