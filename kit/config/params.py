@@ -48,6 +48,8 @@ class CompetitionParams:
     label_map: dict[str, str] | None = None
     metric: str = "f1_micro"  # a name from kit.evaluation.metrics
     max_rows: int | None = None  # read only the first N training rows (quick experiments)
+    csv_delimiter: str | None = None  # None: detected from the file ("," ";" tab "|")
+    encoding: str | None = None  # None: UTF-8 (with or without BOM), else detected and said
 
 
 @dataclass
