@@ -183,6 +183,9 @@ def run(spec: dict[str, Any]):
 
 
 def main() -> None:
+    from kit.core.logs import show_logs
+
+    show_logs()  # the kit's messages ("resumed from step N of M") on stdout, as in a notebook
     spec = json.loads(Path(sys.argv[1]).read_text())
     result = run(spec)
     out = {k: v for k, v in dataclasses.asdict(result).items()
