@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import math
@@ -59,9 +60,20 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def write_json(path: Path, data: Any, indent: int = 2) -> Path:
-    """`data` as JSON, atomically; numpy scalars/arrays, paths and sets are converted."""
-    return write_atomic(path, json.dumps(data, indent=indent, default=to_jsonable))
+def write_json(path: Path, data: Any, indent: int = 2, *, any_as_str: bool = False) -> Path:
+    """`data` as JSON, atomically; numpy values, paths, dtypes, enums and sets are converted.
+
+    `any_as_str`: any other object is written as its `str` (reports of third-party objects).
+    """
+    def default(value: Any) -> Any:
+        try:
+            return to_jsonable(value)
+        except TypeError:
+            if any_as_str:
+                return str(value)
+            raise
+
+    return write_atomic(path, json.dumps(data, indent=indent, default=default))
 
 
 def to_jsonable(value: Any) -> Any:
@@ -75,6 +87,8 @@ def to_jsonable(value: Any) -> Any:
         return str(value).replace("torch.", "")
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=str)
+    if isinstance(value, enum.Enum):
+        return value.value
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

@@ -9,8 +9,6 @@ a finished run, is refused so that no result is silently overwritten.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +19,7 @@ import yaml
 
 from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
 from kit.core import envinfo
-from kit.core.atomic import write_atomic
+from kit.core.atomic import save_npz, write_atomic, write_json
 from kit.data.competition import find_project_root
 from kit.errors import KitError
 
@@ -82,18 +80,14 @@ class RunDir:
         """Merge values into metrics.json (nested dicts merge) and return the whole."""
         metrics = self.read_metrics()
         _deep_update(metrics, values)
-        write_atomic(self.path / "metrics.json", json.dumps(metrics, indent=2, default=_jsonable))
+        write_json(self.path / "metrics.json", metrics)
         return metrics
 
     def save_predictions(self, preds: Predictions) -> Path:
         """Store a model's probabilities as predictions/<model>.npz (atomically)."""
-        path = self.predictions / f"{preds.model}.npz"
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(fd)
-        np.savez(tmp, val_ids=preds.val_ids, val_probs=preds.val_probs,
-                 test_ids=preds.test_ids, test_probs=preds.test_probs)
-        os.replace(tmp, path)
-        return path
+        return save_npz(self.predictions / f"{preds.model}.npz", val_ids=preds.val_ids,
+                        val_probs=preds.val_probs, test_ids=preds.test_ids,
+                        test_probs=preds.test_probs)
 
     def load_predictions(self, model: str) -> Predictions:
         path = self.predictions / f"{model}.npz"
@@ -120,16 +114,6 @@ def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def resolve_params(params_path: str | Path, run_name: str = "",
@@ -174,5 +158,5 @@ def open_run(params_path: str | Path, run_name: str = "",
             )
     path.mkdir(parents=True, exist_ok=True)
     dump_params(params, stored)
-    write_atomic(path / "env.json", json.dumps(envinfo.environment(root), indent=2))
+    write_json(path / "env.json", envinfo.environment(root))
     return RunDir(path=path, params=params, root=root)

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from kit.errors import KitError
+from kit.core.atomic import staged_folder
 from kit.core.packaged import package_dir
 
 DEMO_SEED = 20240501  # fixed: demo data must not change with a run's seed
@@ -129,19 +130,15 @@ def build_demo(slug: str, data_root: Path, force: bool = False) -> Path:
     placeholder = train[label].mode().iloc[0]
     sample = pd.DataFrame({"id": test["id"], label: placeholder})
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=dest.parent))
-    train.sort_values("id").to_csv(tmp / "train.csv", index=False)
-    test.drop(columns=[label]).to_csv(tmp / "test.csv", index=False)
-    sample.to_csv(tmp / "sample_submission.csv", index=False)
-    answer.to_csv(tmp / "answer_key.csv", index=False)
-    (tmp / "SOURCE.txt").write_text(
-        f"{spec.description}\nBuilt by kit.data.demos from the `{spec.package}` package "
-        f"(seed {DEMO_SEED}); answer_key.csv is for local scoring only.\n"
-    )
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
+    with staged_folder(dest) as tmp:
+        train.sort_values("id").to_csv(tmp / "train.csv", index=False)
+        test.drop(columns=[label]).to_csv(tmp / "test.csv", index=False)
+        sample.to_csv(tmp / "sample_submission.csv", index=False)
+        answer.to_csv(tmp / "answer_key.csv", index=False)
+        (tmp / "SOURCE.txt").write_text(
+            f"{spec.description}\nBuilt by kit.data.demos from the `{spec.package}` package "
+            f"(seed {DEMO_SEED}); answer_key.csv is for local scoring only.\n"
+        )
     return dest
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from kit.data.competition import Competition
+from kit.data.lengths import percentile_length
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -74,12 +75,6 @@ def text_lengths(comp: Competition, count_tokens: Callable[[list[str]], list[int
         index=[f"p{p}" if p < 100 else "max" for p in PERCENTILES],
     ).T
     return table, lengths
-
-
-def suggest_max_length(token_lengths: np.ndarray, percentile: float) -> int:
-    """A `max_length` that keeps `percentile` % of texts whole, rounded up to a multiple of 8."""
-    value = float(np.percentile(token_lengths, percentile))
-    return int(max(8, 8 * np.ceil(value / 8)))
 
 
 def plot_lengths(lengths: dict[str, np.ndarray], max_length: int, unit: str) -> Figure:

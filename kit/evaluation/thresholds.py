@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from kit.core.atomic import write_json
 from kit.errors import KitError
 from kit.evaluation.calibration import apply_temperature
 from kit.evaluation.metrics import (
@@ -429,7 +430,7 @@ class DecisionRule:
 
     def to_json(self, path: str | Path) -> None:
         """Write the rule as JSON (floats written exactly, so `from_json` returns an equal rule)."""
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(Path(path), asdict(self))
 
     @classmethod
     def from_json(cls, path: str | Path) -> DecisionRule:

@@ -161,9 +161,15 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    """Plain JSON values (peft configs hold sets and enums)."""
-    return json.loads(json.dumps(value, default=lambda v: to_jsonable(v) if isinstance(
-        v, (set, frozenset)) else str(v)))
+    """Plain JSON values: peft configs hold sets, enums and other objects (written as str)."""
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    try:
+        return to_jsonable(value)
+    except TypeError:
+        return str(value)
 
 
 def _readme(info: dict[str, Any], name: str) -> str:

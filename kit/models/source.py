@@ -18,11 +18,10 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
+from kit.core.atomic import staged_folder
 from kit.core.packaged import package_dir
 from kit.errors import KitError
 
@@ -168,9 +167,7 @@ def _smollm2_folder() -> Path:
 
     log.info("Converting %s to a float32 safetensors folder at %s (once, ~30 s)", _SMOLLM2_GGUF,
              target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2-135m-", dir=target.parent))
-    try:
+    with staged_folder(target) as staging:  # a stale or partial folder is replaced whole
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF)
         # The causal-LM class keeps every base weight; a classifier loads from this folder with
         # a freshly initialised `score` head, as from any base checkpoint. An explicit
@@ -183,11 +180,6 @@ def _smollm2_folder() -> Path:
         )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # a stale or partial folder from an older layout
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -21,9 +21,9 @@ from kit.data.eda import (
     load_tokenizer,
     plot_class_balance,
     plot_lengths,
-    suggest_max_length,
     text_lengths,
 )
+from kit.data.lengths import percentile_length
 
 
 @dataclass
@@ -52,7 +52,7 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
     count, unit = load_tokenizer(tokenizer)
     lengths_table, lengths = text_lengths(comp, count)
     pct = params.eda.max_length_percentile
-    max_length = suggest_max_length(lengths["train tokens"], pct)
+    max_length = percentile_length(lengths["train tokens"], pct)
     lengths_fig = plot_lengths(lengths, max_length, unit)
     run.save_plot(lengths_fig, "text_lengths")
     checks = duplicates_and_leakage(comp)

@@ -8,14 +8,13 @@ predictions already exist is not trained again (a rerun continues where the last
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 
-from kit.core.atomic import write_atomic
+from kit.core.atomic import write_json
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition, render_texts
 from kit.data.split import load_or_make_split
@@ -88,13 +87,12 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
                 f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
                 "and run name) to continue from it."
             )
-        write_atomic(run.path / "hardware.json", json.dumps(result.hardware, indent=2))
+        write_json(run.path / "hardware.json", result.hardware)
         extra = {"global_step": result.global_step, "max_length": result.max_length,
                  "resumed_from_step": result.resumed_from_step,
                  "best_step": result.best_step, "model_dir": str(result.model_dir)}
         if result.extra.get("load_report"):
-            write_atomic(run.path / "llm_report.json",
-                         json.dumps(result.extra["load_report"], indent=2, default=str))
+            write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
             extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
             extra["measured_peak_gb"] = result.extra["load_report"].get(
                 "measured_peak_after_training_gb")

@@ -9,7 +9,6 @@ order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from kit.data.lengths import percentile_length
 from kit.errors import KitError
 
 __all__ = [
@@ -195,9 +195,7 @@ def suggest_max_length(
     cap = limit or model_max_length(tokenizer)
     if len(texts) == 0:
         return min(cap, 128)
-    lengths = token_lengths(tokenizer, texts)
-    value = math.ceil(np.percentile(lengths, percentile))
-    return int(min(cap, max(8, 8 * math.ceil(value / 8))))
+    return min(cap, percentile_length(token_lengths(tokenizer, texts), percentile))
 
 
 def logits_to_probs(logits: np.ndarray | torch.Tensor, task: str) -> np.ndarray:
