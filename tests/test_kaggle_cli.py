@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
 
+from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
 from kit.kaggle.cli import (
@@ -26,8 +27,6 @@ from kit.kaggle.cli import (
     download_competition,
     find_credentials,
     format_command,
-    on_colab,
-    on_kaggle,
     require_credentials,
     submit,
     submit_command,

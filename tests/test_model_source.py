@@ -50,13 +50,13 @@ def test_hub_id_found_among_kaggle_inputs(tmp_path, monkeypatch):
     mounted = tmp_path / "input" / "deberta-v3-small" / "transformers" / "default" / "1"
     mounted.mkdir(parents=True)
     (mounted / "config.json").write_text("{}")
-    monkeypatch.setattr(model_source, "KAGGLE_INPUT", tmp_path / "input")
+    monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "input"))
     assert resolve_model("microsoft/deberta-v3-small") == str(mounted)
 
 
 def test_hub_id_offline_explains_how_to_attach(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(model_source, "KAGGLE_INPUT", tmp_path / "none")
+    monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "none"))
     monkeypatch.setattr(model_source, "_find_in_hf_cache", lambda hub_id: None)
     with pytest.raises(KitError) as err:
         resolve_model("microsoft/deberta-v3-small")
@@ -66,7 +66,7 @@ def test_hub_id_offline_explains_how_to_attach(monkeypatch, tmp_path):
 
 
 def test_hub_id_online_is_passed_through(monkeypatch, tmp_path):
-    monkeypatch.setattr(model_source, "KAGGLE_INPUT", tmp_path / "none")
+    monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "none"))
     monkeypatch.setattr(model_source, "_find_in_hf_cache", lambda hub_id: None)
     monkeypatch.setattr(model_source, "_offline", lambda: False)
     assert resolve_model("org/some-model") == "org/some-model"

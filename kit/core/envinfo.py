@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kit.core.platform import on_colab, on_kaggle
+
 PACKAGES = (
     "compkit", "torch", "transformers", "tokenizers", "peft", "accelerate", "bitsandbytes",
     "unsloth", "datasets", "scikit-learn", "numpy", "pandas", "matplotlib", "papermill", "kaggle",
@@ -109,6 +111,6 @@ def environment(root: Path) -> dict[str, Any]:
         "lock": lock_state(root),
         "git": git_state(root),
         "hardware": hardware_summary(),
-        "kaggle": bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")),
-        "colab": "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ,
+        "kaggle": on_kaggle(),
+        "colab": on_colab(),
     }

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
 
 __all__ = [
@@ -49,18 +50,6 @@ _TOKEN_PATTERN = re.compile(r"KGAT_[A-Za-z0-9_-]+|(?<=Bearer )\S+")
 
 
 # ----------------------------------------------------------------------------- where we run
-
-
-def on_kaggle(env: Mapping[str, str] | None = None) -> bool:
-    """True inside a Kaggle notebook (Kaggle sets KAGGLE_KERNEL_RUN_TYPE)."""
-    return bool((os.environ if env is None else env).get("KAGGLE_KERNEL_RUN_TYPE"))
-
-
-def on_colab(env: Mapping[str, str] | None = None) -> bool:
-    """True inside Google Colab (Colab sets COLAB_RELEASE_TAG and ships google.colab)."""
-    env = os.environ if env is None else env
-    in_colab = bool(env.get("COLAB_RELEASE_TAG") or env.get("COLAB_GPU"))
-    return in_colab or "google.colab" in sys.modules
 
 
 # ----------------------------------------------------------------------------- credentials

