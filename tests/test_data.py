@@ -11,9 +11,9 @@ from kit.data.competition import (
     encode_labels,
     load_competition,
     map_label,
-    read_table,
     split_labels,
 )
+from kit.data.readers import read_table
 from kit.errors import KitError
 from tests.conftest import topic_rows, write_competition
 
