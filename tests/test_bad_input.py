@@ -7,12 +7,117 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
+from kit.config.params import params_from_dict
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
+from kit.data.readers import read_table
+from kit.errors import KitError
 from kit.steps.train import train_models
+from tests.conftest import topic_rows, write_competition
 
 
 def test_tfidf_trains_on_the_split(project: Path):
     run = open_run("params/topics.yaml", overrides={"models": ["tfidf"]})
     table = train_models(run, load_competition(run.params, project))
     assert "tfidf" in table.index and (run.path / "split.json").exists()
+
+
+def _params(folder: Path, **competition) -> object:
+    return params_from_dict({"competition": {"slug": "x", "data_dir": str(folder),
+                                             **competition}})
+
+
+def _topics(folder: Path, **write) -> Path:
+    data = topic_rows(10)
+    return write_competition(folder, data.iloc[::2], data.iloc[1::2], **write)
+
+
+# Case 5: a CSV separated by semicolons (Excel in much of Europe writes them).
+
+def _semicolon_files(folder: Path) -> Path:
+    _topics(folder)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        df = pd.read_csv(folder / name)
+        if "text" in df:
+            df.loc[5, "text"] = "salt, pepper, and a late goal"  # line 7: commas in a text
+        df.to_csv(folder / name, sep=";", index=False)
+    return folder
+
+
+def test_semicolon_csv_is_detected_and_said(tmp_path: Path, capsys):
+    folder = _semicolon_files(tmp_path / "c")
+    comp = load_competition(_params(folder), tmp_path)
+    assert comp.labels == ["food", "sport", "tech"] and len(comp.train) == 15
+    assert comp.train_texts[5] == "salt, pepper, and a late goal"
+    assert "train.csv: fields separated by ';' (detected" in capsys.readouterr().out
+
+
+def test_wrong_csv_delimiter_names_file_line_and_setting(tmp_path: Path):
+    folder = _semicolon_files(tmp_path / "c")
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder, csv_delimiter=","), tmp_path)
+    msg = str(err.value)
+    for text in ("train.csv, line 7", "separated by ','", "`competition.csv_delimiter`"):
+        assert text in msg, msg
+
+
+def test_broken_csv_line_is_named(tmp_path: Path):
+    folder = _topics(tmp_path / "c")
+    lines = (folder / "train.csv").read_text().splitlines()
+    lines[3] += ",an unquoted tail, with commas"
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder), tmp_path)
+    msg = str(err.value)
+    for text in ("train.csv, line 4", "5 fields", "have 3", "double quotes"):
+        assert text in msg, msg
+
+
+# Case 6: a file saved in latin-1 / cp1252 (Windows, old Excel) instead of UTF-8.
+
+def _latin1_files(folder: Path) -> Path:
+    _topics(folder)
+    df = pd.read_csv(folder / "train.csv")
+    df.loc[5, "text"] = "café crème à la française"
+    df.to_csv(folder / "train.csv", index=False, encoding="latin-1")
+    return folder
+
+
+def test_latin1_csv_is_read_with_a_warning_naming_the_encoding(tmp_path: Path, capsys):
+    folder = _latin1_files(tmp_path / "c")
+    comp = load_competition(_params(folder), tmp_path)
+    assert comp.train_texts[5] == "café crème à la française"
+    out = capsys.readouterr().out
+    assert "train.csv is not UTF-8 (byte 0xe9 at offset" in out and "line 7" in out, out
+    assert "read it as cp1252 (detected)" in out and "`competition.encoding`" in out, out
+
+
+def test_declared_encoding_is_used_and_a_wrong_one_is_named(tmp_path: Path, capsys):
+    folder = _latin1_files(tmp_path / "c")
+    comp = load_competition(_params(folder, encoding="latin-1"), tmp_path)
+    assert comp.train_texts[5] == "café crème à la française"
+    assert "not UTF-8" not in capsys.readouterr().out
+    offset = (folder / "train.csv").read_bytes().index(b"\xe9")
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder, encoding="utf-8"), tmp_path)
+    msg = str(err.value)
+    for text in ("train.csv", f"byte 0xe9 at offset {offset}, line 7", "not valid utf-8",
+                 "`competition.encoding` is 'utf-8'"):
+        assert text in msg, msg
+
+
+def test_unknown_encoding_name_is_refused(tmp_path: Path):
+    with pytest.raises(KitError, match=r"`competition\.encoding` is 'latin-9x'"):
+        load_competition(_params(_topics(tmp_path / "c"), encoding="latin-9x"), tmp_path)
+
+
+def test_json_lines_not_utf8_name_the_byte_and_the_setting(tmp_path: Path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes('{"id": 1, "text": "a"}\n{"id": 2, "text": "café"}\n'.encode("latin-1"))
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(KitError, match=rf"byte 0xe9 at offset {offset}, line 2.*`competition.enc"):
+        read_table(path)
+    assert read_table(path, encoding="latin-1")["text"].tolist() == ["a", "café"]

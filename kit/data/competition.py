@@ -271,9 +271,11 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     need = [comp.id_column, *comp.text_columns, comp.label_column]
     if params.validation.group_column:
         need.append(params.validation.group_column)
-    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows)
-    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns])
-    sample = read_table(folder / comp.sample_submission_file)
+    fmt = {"delimiter": comp.csv_delimiter, "encoding": comp.encoding}
+    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows, **fmt)
+    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns],
+                      **fmt)
+    sample = read_table(folder / comp.sample_submission_file, **fmt)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
     if comp.id_column not in train or train[comp.id_column].isna().all():
@@ -287,7 +289,7 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     y, labels = encode_labels(train, comp, train_name)
     answer = None
     if comp.answer_key_file and (folder / comp.answer_key_file).exists():
-        answer = read_table(folder / comp.answer_key_file)
+        answer = read_table(folder / comp.answer_key_file, **fmt)
     return Competition(
         slug=comp.slug,
         folder=folder,
