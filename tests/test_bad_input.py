@@ -121,3 +121,12 @@ def test_json_lines_not_utf8_name_the_byte_and_the_setting(tmp_path: Path):
     with pytest.raises(KitError, match=rf"byte 0xe9 at offset {offset}, line 2.*`competition.enc"):
         read_table(path)
     assert read_table(path, encoding="latin-1")["text"].tolist() == ["a", "café"]
+
+
+def test_header_split_by_another_delimiter_names_it(tmp_path: Path):
+    folder = _topics(tmp_path / "c")
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        pd.read_csv(folder / name).to_csv(folder / name, sep="|", index=False)
+    with pytest.raises(KitError, match=r"looks separated by '\|'. Set `competition.csv_delimit"):
+        load_competition(_params(folder, csv_delimiter=";"), tmp_path)
+    assert len(load_competition(_params(folder), tmp_path).train) == 15

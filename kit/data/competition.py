@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kit.config.params import CompetitionParams, Params
-from kit.data.readers import read_table
+from kit.data.readers import DELIMITERS, read_table
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -230,11 +230,19 @@ def _infer_labels(per_row: list[list[str]], comp: CompetitionParams) -> list[str
 
 def _require_columns(df: pd.DataFrame, columns: list[str], file: str) -> None:
     missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KitError(
-            f"{file}: missing column(s) {missing}; it has {list(df.columns)[:20]}. "
-            "Fix the column names under `competition:` in the params file."
-        )
+    if not missing:
+        return
+    for sep in DELIMITERS:  # a header read with the wrong delimiter is one long column name
+        if any(set(missing) <= set(str(name).split(sep)) for name in df.columns):
+            raise KitError(
+                f"{file}: missing column(s) {missing}; its header {list(df.columns)[:5]} looks "
+                f"separated by {sep!r}. Set `competition.csv_delimiter: {sep!r}` in the params "
+                "file (or remove it to have the delimiter detected)."
+            )
+    raise KitError(
+        f"{file}: missing column(s) {missing}; it has {list(df.columns)[:20]}. "
+        "Fix the column names under `competition:` in the params file."
+    )
 
 
 def _check_ids(df: pd.DataFrame, id_column: str, file: str) -> None:
