@@ -130,3 +130,87 @@ def test_header_split_by_another_delimiter_names_it(tmp_path: Path):
     with pytest.raises(KitError, match=r"looks separated by '\|'. Set `competition.csv_delimit"):
         load_competition(_params(folder, csv_delimiter=";"), tmp_path)
     assert len(load_competition(_params(folder), tmp_path).train) == 15
+
+
+# Case 2: a train file with a header and no rows.
+
+def test_header_only_train_file_is_refused_at_load(tmp_path: Path):
+    folder = _topics(tmp_path / "c")
+    (folder / "train.csv").write_text("id,text,label\n")
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder), tmp_path)
+    msg = str(err.value)
+    for text in (str(folder / "train.csv"), "has no rows", "`competition.train_file`"):
+        assert text in msg, msg
+
+
+# Cases 3 and 4: too few classes, or more labels than a binary task has.
+
+def _binary(folder: Path, labels: list) -> Path:
+    train = pd.DataFrame({"id": range(1, len(labels) + 1),
+                          "text": [f"message {i}" for i in range(len(labels))], "label": labels})
+    test = pd.DataFrame({"id": [1001, 1002], "text": ["one more", "and another"]})
+    return write_competition(folder, train, test,
+                             sample=pd.DataFrame({"id": [1001, 1002], "label": 0}))
+
+
+def test_declared_class_missing_from_train_is_refused_at_load(tmp_path: Path):
+    folder = _binary(tmp_path / "c", [1] * 12)
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder, task="binary", labels=["0", "1"]), tmp_path)
+    msg = str(err.value)
+    for text in (str(folder / "train.csv"), "no row has the label(s) ['0']",
+                 "rows per label: {'1': 12}", "`competition.label_column` ('label')"):
+        assert text in msg, msg
+
+
+def test_single_class_train_file_says_so(tmp_path: Path):
+    folder = _binary(tmp_path / "c", ["ham"] * 12)
+    for task in ("binary", "multiclass"):
+        with pytest.raises(KitError) as err:
+            load_competition(_params(folder, task=task), tmp_path)
+        msg = str(err.value)
+        for text in ("train.csv: every row has the label 'ham' (12 rows)", "only one class",
+                     "filtered"):
+            assert text in msg, msg
+        assert "multiclass" not in msg, msg
+
+
+def test_stray_label_in_binary_file_names_its_rows(tmp_path: Path):
+    labels = [0, 1] * 15
+    labels[6] = labels[20] = 2
+    folder = _binary(tmp_path / "c", labels)
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder, task="binary"), tmp_path)
+    msg = str(err.value)
+    for text in ("train.csv", "stray labels", "{'2': 2}", "2 rows, first ids: [7, 21]",
+                 "fix or drop those rows", "`competition.label_map`"):
+        assert text in msg, msg
+    assert "multiclass" not in msg, msg
+
+
+def test_stray_label_outside_declared_binary_labels_names_its_rows(tmp_path: Path):
+    labels = [0, 1] * 15
+    labels[6] = 2
+    folder = _binary(tmp_path / "c", labels)
+    with pytest.raises(KitError) as err:
+        load_competition(_params(folder, task="binary", labels=["0", "1"]), tmp_path)
+    msg = str(err.value)
+    for text in ("train.csv: 1 row with labels outside", "{'2': 1}", "first ids: [7]",
+                 "Fix or drop those rows"):
+        assert text in msg, msg
+    assert "Add them to `competition.labels`" not in msg, msg
+
+
+def test_binary_file_with_three_real_classes_suggests_multiclass(tmp_path: Path):
+    folder = _binary(tmp_path / "c", ["a", "b", "c"] * 10)
+    with pytest.raises(KitError, match=r"has 3 labels: .*set `competition.task: multiclass`"):
+        load_competition(_params(folder, task="binary"), tmp_path)
+
+
+def test_declared_class_absent_from_train_is_a_warning_in_multiclass(tmp_path: Path, capsys):
+    folder = _topics(tmp_path / "c")
+    comp = load_competition(_params(folder, labels=["food", "sport", "tech", "travel"]),
+                            tmp_path)
+    assert comp.labels == ["food", "sport", "tech", "travel"]
+    assert "no row has the label(s) ['travel']" in capsys.readouterr().out

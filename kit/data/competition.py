@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,18 +177,28 @@ def encode_labels(df: pd.DataFrame, comp: CompetitionParams, file: str,
             raws = df[col].iloc[empty[:5]].tolist()
             raise KitError(
                 f"{file}: {len(empty)} rows have labels that `competition.label_map` does not "
-                f"map (first raw values: {raws}). Add exact keys or prefixes for them."
+                f"map (first raw values: {raws}, {_first_ids(df, empty, comp.id_column)}). Add "
+                "exact keys or prefixes for them."
             )
-    labels = comp.labels or _infer_labels(per_row, comp)
+    if comp.labels:
+        labels = [_label_str(x) for x in comp.labels]
+    else:
+        labels = _infer_labels(per_row, comp, df, file)
     index = {name: i for i, name in enumerate(labels)}
     outside = [i for i, row in enumerate(per_row) if any(x not in index for x in row)]
     if outside:
-        first = [per_row[i] for i in outside[:5]]
+        found = Counter(x for i in outside for x in per_row[i] if x not in index)
+        fix = ("Fix or drop those rows, or map their labels onto the two classes with "
+               "`competition.label_map`." if comp.task == "binary" else
+               "Add them to `competition.labels` (or map them with `competition.label_map`), "
+               "or fix or drop those rows.")
         raise KitError(
-            f"{file}: {len(outside)} rows have labels outside `competition.labels` {labels} "
-            f"(first: {first} at ids {df[comp.id_column].iloc[outside[:5]].tolist()}). "
-            "Add them to `competition.labels` or fix the rows."
+            f"{file}: {_n_rows(len(outside))} with labels outside `competition.labels` "
+            f"{labels}: rows per label {_by_count(found)} "
+            f"({_first_ids(df, outside, comp.id_column)}). {fix}"
         )
+    if comp.task != "multilabel":
+        _check_two_classes(per_row, labels, comp, df, file)
     if comp.task == "multilabel":
         y = np.zeros((len(df), len(labels)), dtype=np.int64)
         for i, row in enumerate(per_row):
@@ -204,15 +215,13 @@ def _label_str(value: object) -> str:
     return str(value)
 
 
-def _infer_labels(per_row: list[list[str]], comp: CompetitionParams) -> list[str]:
+def _infer_labels(per_row: list[list[str]], comp: CompetitionParams, df: pd.DataFrame,
+                  file: str) -> list[str]:
     seen = sorted({x for row in per_row for x in row})
-    if comp.task != "binary":
+    if comp.task != "binary" or len(seen) < 2:  # one class: _check_two_classes says so
         return seen
-    if len(seen) != 2:
-        raise KitError(
-            f"task is binary but the labels seen in train are {seen}. Set `competition.task` to "
-            "multiclass, or list the two labels in `competition.labels`."
-        )
+    if len(seen) > 2:
+        _refuse_extra_binary_labels(per_row, comp, df, file)
     if comp.positive_label is not None:
         if comp.positive_label not in seen:
             raise KitError(
@@ -226,6 +235,74 @@ def _infer_labels(per_row: list[list[str]], comp: CompetitionParams) -> list[str
         f"task is binary with labels {seen}: say which is positive with "
         f"`competition.positive_label: {seen[1]}`."
     )
+
+
+def _refuse_extra_binary_labels(per_row: list[list[str]], comp: CompetitionParams,
+                                df: pd.DataFrame, file: str) -> None:
+    """A binary file with more than two labels: a few stray rows, or really multiclass."""
+    counts = Counter(row[0] for row in per_row)
+    main = [x for x, _ in counts.most_common(2)]
+    extra = {x: n for x, n in counts.items() if x not in main}
+    rows = [i for i, row in enumerate(per_row) if row[0] in extra]
+    where = f"{_n_rows(len(rows))}, {_first_ids(df, rows, comp.id_column)}"
+    two = " or ".join(repr(x) for x in sorted(main))
+    pairs = [f"{x!r}: {x!r}" for x in sorted(main)] + [f"{x!r}: <{two}>" for x in list(extra)[:3]]
+    example = "{" + ", ".join(pairs) + "}"
+    fix = (f"fix or drop those rows, or map every label onto the two classes with "
+           f"`competition.label_map`, e.g. {example}.")
+    # A label on a handful of rows is a typo or a stray line, not a class one could learn.
+    if len(rows) <= 0.05 * len(per_row) or max(extra.values()) <= 2:
+        raise KitError(
+            f"{file}: task is binary, but besides its two classes {sorted(main)} column "
+            f"{comp.label_column!r} has stray labels: rows per label {_by_count(extra)} "
+            f"({where}). To train on the two classes, {fix}"
+        )
+    raise KitError(
+        f"{file}: task is binary, but column {comp.label_column!r} has {len(counts)} labels: "
+        f"rows per label {_by_count(counts)}. If the task has {len(counts)} classes, set "
+        f"`competition.task: multiclass`. If only {sorted(main)} are classes, the others are on "
+        f"{where}: {fix}"
+    )
+
+
+def _check_two_classes(per_row: list[list[str]], labels: list[str], comp: CompetitionParams,
+                       df: pd.DataFrame, file: str) -> None:
+    """Refuse a training file with fewer than two classes (a classifier cannot learn from it)."""
+    counts = Counter(row[0] for row in per_row)
+    absent = [x for x in labels if counts[x] == 0]
+    if len(labels) - len(absent) >= 2:
+        if absent:
+            log.warning(f"{file}: no row has the label(s) {absent} of `competition.labels`: "
+                        "the models will never predict them.")
+        return
+    fix = (f"Check that `competition.label_column` ({comp.label_column!r}) is the label column, "
+           f"and that {file} is the whole training file, not a copy filtered to one class.")
+    if comp.labels:
+        raise KitError(
+            f"{file}: `competition.labels` is {labels}, but no row has the label(s) {absent} "
+            f"(rows per label: {_by_count(counts)}). A classifier needs rows of at least two "
+            f"classes. {fix}"
+        )
+    only = next(iter(counts), None)
+    raise KitError(
+        f"{file}: every row has the label {only!r} ({_n_rows(len(per_row))}): the file holds only "
+        f"one class, and a classifier needs at least two. {fix}"
+    )
+
+
+def _n_rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _first_ids(df: pd.DataFrame, rows: list[int], id_column: str, n: int = 5) -> str:
+    """'first ids: [...]' of the rows at these positions (row numbers when there are no ids)."""
+    if id_column in df:
+        return f"first ids: {df[id_column].iloc[rows[:n]].tolist()}"
+    return f"first rows (0 = the first after the header): {list(rows[:n])}"
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], file: str) -> None:
@@ -286,6 +363,12 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     sample = read_table(folder / comp.sample_submission_file, **fmt)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
+    if train.empty:
+        raise KitError(
+            f"{train_name} has no rows, only the header {list(train.columns)[:10]}: nothing to "
+            "train on. Download the competition's files again, or point `competition.train_file` "
+            "(and `competition.data_dir`) at the full training file."
+        )
     if comp.id_column not in train or train[comp.id_column].isna().all():
         # Many competitions ship train.csv without ids; row numbers serve for the split.
         log.warning(f"{train_name} has no {comp.id_column!r} column: rows are numbered from 0.")
