@@ -18,11 +18,48 @@ from kit.errors import KitError
 from kit.steps.train import train_models
 from tests.conftest import topic_rows, write_competition
 
+# Case 1: rows without text. Test rows are predicted (the submission needs every id); train
+# rows are dropped, since there is nothing to learn from them.
 
-def test_tfidf_trains_on_the_split(project: Path):
+def _blank_texts(path: Path, ids: list[int]) -> None:
+    df = pd.read_csv(path)
+    df.loc[df["id"].isin(ids[:1]), "text"] = "   "
+    df.loc[df["id"].isin(ids[1:]), "text"] = None
+    df.to_csv(path, index=False)
+
+
+def test_empty_test_texts_are_predicted_with_a_warning(project: Path, capsys):
+    test_csv = project / "data" / "topics" / "test.csv"
+    blank = pd.read_csv(test_csv)["id"].head(3).tolist()
+    _blank_texts(test_csv, blank)
     run = open_run("params/topics.yaml", overrides={"models": ["tfidf"]})
-    table = train_models(run, load_competition(run.params, project))
-    assert "tfidf" in table.index and (run.path / "split.json").exists()
+    comp = load_competition(run.params, project)
+    out = capsys.readouterr().out
+    assert f"test.csv: 3 rows of {len(comp.test)} with empty or missing text" in out, out
+    assert f"first ids: {blank}" in out and "predicted from empty text" in out, out
+    assert [comp.test_texts[i] for i in range(3)] == ["   ", "", ""]
+    train_models(run, comp)
+    preds = run.load_predictions("tfidf")
+    assert preds.test_ids.tolist() == comp.test_ids.tolist()
+    assert preds.test_probs.shape == (len(comp.test), 3)
+
+
+def test_empty_train_texts_are_dropped_with_a_warning(tmp_path: Path, capsys):
+    folder = _topics(tmp_path / "c")
+    _blank_texts(folder / "train.csv", [3, 5])
+    comp = load_competition(_params(folder), tmp_path)
+    assert 3 not in comp.train_ids and 5 not in comp.train_ids and len(comp.train) == 13
+    assert len(comp.train_texts) == len(comp.y) == 13
+    out = capsys.readouterr().out
+    assert "train.csv: dropped 2 rows of 15 with empty or missing text" in out, out
+    assert "first ids: [3, 5]" in out and "nothing to learn from" in out, out
+
+
+def test_train_without_any_text_names_the_text_columns(tmp_path: Path):
+    folder = _topics(tmp_path / "c")
+    _blank_texts(folder / "train.csv", list(range(1, 31)))
+    with pytest.raises(KitError, match=r"every row has empty text in \['text'\].*text_columns"):
+        load_competition(_params(folder), tmp_path)
 
 
 def _params(folder: Path, **competition) -> object:

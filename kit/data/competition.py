@@ -101,21 +101,12 @@ def locate_data(comp: CompetitionParams, root: Path) -> Path:
 
 def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
                  template: str | None = None) -> list[str]:
-    """Join the text columns through the template; empty or missing texts are errors."""
+    """Join the text columns through the template; a missing cell renders as empty text."""
     template = template or comp.text_template
     _require_columns(df, comp.text_columns, file)
     if template is None:
         template = "\n\n".join("{" + c + "}" for c in comp.text_columns)
-    frame = df[comp.text_columns]
-    blank = frame.astype(str).apply(lambda col: col.str.strip() == "")
-    missing = frame.isna().any(axis=1) | blank.all(axis=1)
-    if missing.any():
-        bad = df.loc[missing, comp.id_column].head(5).tolist() if comp.id_column in df else []
-        raise KitError(
-            f"{file}: {int(missing.sum())} rows have empty or missing text in "
-            f"{comp.text_columns} (first ids: {bad}). Drop or fill those rows before the run, "
-            "e.g. df[col] = df[col].fillna('')."
-        )
+    frame = df[comp.text_columns].astype(object).where(df[comp.text_columns].notna(), "")
     try:
         return [template.format(**row) for row in frame.astype(str).to_dict("records")]
     except KeyError as err:
@@ -123,6 +114,46 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
             f"`competition.text_template` uses {{{err.args[0]}}}, which is not one of "
             f"`competition.text_columns` {comp.text_columns}. Add the column or fix the template."
         ) from err
+
+
+def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndarray:
+    """Row positions whose text columns are all missing or blank."""
+    _require_columns(df, comp.text_columns, file)
+    frame = df[comp.text_columns]
+    blank = frame.isna() | frame.astype(str).apply(lambda col: col.str.strip() == "")
+    return np.flatnonzero(blank.all(axis=1).to_numpy())
+
+
+def drop_empty_train_texts(train: pd.DataFrame, comp: CompetitionParams,
+                           file: str) -> pd.DataFrame:
+    """Drop training rows without text (nothing to learn from), saying how many and which."""
+    empty = empty_texts(train, comp, file)
+    if len(empty) == 0:
+        return train
+    where = f"{_first_ids(train, empty.tolist(), comp.id_column)}"
+    if len(empty) == len(train):
+        raise KitError(
+            f"{file}: every row has empty text in {comp.text_columns} ({_n_rows(len(train))}, "
+            f"{where}). Set `competition.text_columns` to the column(s) that hold the text; "
+            f"the file has {list(train.columns)[:20]}."
+        )
+    log.warning(
+        f"{file}: dropped {_n_rows(len(empty))} of {len(train)} with empty or missing text in "
+        f"{comp.text_columns} ({where}): there is nothing to learn from them. (Empty texts in "
+        "the test file are kept and predicted.)"
+    )
+    return train.drop(index=train.index[empty])
+
+
+def warn_empty_test_texts(test: pd.DataFrame, comp: CompetitionParams, file: str) -> None:
+    """Test rows without text stay: the submission needs every id, so they get predicted."""
+    empty = empty_texts(test, comp, file)
+    if len(empty):
+        log.warning(
+            f"{file}: {_n_rows(len(empty))} of {len(test)} with empty or missing text in "
+            f"{comp.text_columns} ({_first_ids(test, empty.tolist(), comp.id_column)}): kept, "
+            "and predicted from empty text, since the submission needs every id."
+        )
 
 
 def map_label(raw: str, label_map: dict[str, str]) -> str | None:
@@ -375,6 +406,8 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
         train[comp.id_column] = np.arange(len(train))
     for df, name in ((train, train_name), (test, test_name)):
         _check_ids(df, comp.id_column, name)
+    train = drop_empty_train_texts(train, comp, train_name)
+    warn_empty_test_texts(test, comp, test_name)
     _check_ids(sample, comp.id_column, sample_name)
     check_test_matches_sample(test, sample, comp.id_column, test_name, sample_name)
     y, labels = encode_labels(train, comp, train_name)
