@@ -5,16 +5,20 @@ Each test builds the spoilt files on the spot and loads them as a run would.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from kit.config.params import params_from_dict
+from kit.config.params import TfidfParams, params_from_dict
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
 from kit.data.readers import read_table
+from kit.data.split import make_split
 from kit.errors import KitError
+from kit.models.tfidf import fit_predict_tfidf
 from kit.steps.train import train_models
 from tests.conftest import topic_rows, write_competition
 
@@ -251,3 +255,34 @@ def test_declared_class_absent_from_train_is_a_warning_in_multiclass(tmp_path: P
                             tmp_path)
     assert comp.labels == ["food", "sport", "tech", "travel"]
     assert "no row has the label(s) ['travel']" in capsys.readouterr().out
+
+
+# The split and the models: refused before fitting, with the setting to change.
+
+def test_group_column_missing_or_too_coarse_is_named(tmp_path: Path):
+    comp = load_competition(_params(_topics(tmp_path / "c")), tmp_path)
+    with pytest.raises(KitError, match=r"`validation.group_column` is 'problem_id'.*no such col"):
+        make_split(comp, 0.2, 0, group_column="problem_id")
+    comp.train["problem_id"] = comp.train["id"] % 3
+    with pytest.raises(KitError, match=r"has 3 distinct values.*needs at least 5"):
+        make_split(comp, 0.2, 0, group_column="problem_id")
+
+
+def test_split_json_leaving_one_class_to_train_on_is_refused(project: Path):
+    run = open_run("params/topics.yaml", overrides={"models": ["tfidf"]})
+    comp = load_competition(run.params, project)
+    food = comp.train_ids[comp.y == comp.labels.index("food")].tolist()
+    sport = comp.train_ids[comp.y == comp.labels.index("sport")].tolist()
+    (run.path / "split.json").write_text(json.dumps({"validation_ids": food + sport}))
+    with pytest.raises(KitError, match=r"leaves one class to train on: .* training part \{'tech'"):
+        train_models(run, comp)
+    (run.path / "split.json").write_text(json.dumps({"validation_ids": [9999]}))
+    with pytest.raises(KitError, match=r"1 validation ids that are not in the training data"):
+        train_models(run, comp)
+
+
+def test_tfidf_min_df_keeping_no_word_names_the_setting():
+    texts = ["hello world", "foo bar", "green tea", "zz top"]
+    with pytest.raises(KitError, match=r"`tfidf.min_df` is 3: lower it"):
+        fit_predict_tfidf(texts, np.array([0, 1, 0, 1]), [texts], TfidfParams(min_df=3),
+                          "binary", 2, 0)
