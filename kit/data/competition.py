@@ -400,6 +400,7 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
             "train on. Download the competition's files again, or point `competition.train_file` "
             "(and `competition.data_dir`) at the full training file."
         )
+    _require_columns(train, [*comp.text_columns, comp.label_column], train_name)
     if comp.id_column not in train or train[comp.id_column].isna().all():
         # Many competitions ship train.csv without ids; row numbers serve for the split.
         log.warning(f"{train_name} has no {comp.id_column!r} column: rows are numbered from 0.")
