@@ -130,7 +130,7 @@ def drop_empty_train_texts(train: pd.DataFrame, comp: CompetitionParams,
     empty = empty_texts(train, comp, file)
     if len(empty) == 0:
         return train
-    where = f"{_first_ids(train, empty.tolist(), comp.id_column)}"
+    where = _first_ids(train, empty.tolist(), comp.id_column)
     if len(empty) == len(train):
         raise KitError(
             f"{file}: every row has empty text in {comp.text_columns} ({_n_rows(len(train))}, "
