@@ -101,7 +101,8 @@ def test_wrong_csv_delimiter_names_file_line_and_setting(tmp_path: Path):
     with pytest.raises(KitError) as err:
         load_competition(_params(folder, csv_delimiter=","), tmp_path)
     msg = str(err.value)
-    for text in ("train.csv, line 7", "separated by ','", "`competition.csv_delimiter`"):
+    for text in ("train.csv, line 7", "separated by ','", "looks separated by ';'",
+                 "set `competition.csv_delimiter: ';'`"):
         assert text in msg, msg
 
 

@@ -98,7 +98,8 @@ def _read_csv_as(path: Path, encoding: str, delimiter: str | None,
             "or check the file names under `competition:`."
         ) from err
     except pd.errors.ParserError as err:
-        raise KitError(_parser_error_message(path, sep, delimiter is None, err)) from err
+        raise KitError(_parser_error_message(path, sep, encoding, delimiter is None,
+                                             err)) from err
     if delimiter is None and sep != ",":
         log.info(f"{path.name}: fields separated by {sep!r} (detected; "
                  "`competition.csv_delimiter` overrides).")
@@ -180,19 +181,22 @@ def _charset_normalizer_guesses(sample: bytes) -> list[str]:
     return ["cp1252", top.encoding] if plausible else [top.encoding]
 
 
-def _parser_error_message(path: Path, sep: str, detected: bool, err: Exception) -> str:
-    how = "detected" if detected else "`competition.csv_delimiter`"
+def _parser_error_message(path: Path, sep: str, encoding: str, detected: bool,
+                          err: Exception) -> str:
+    how = "detected" if detected else "from `competition.csv_delimiter`"
+    sniffed = sep if detected else detect_delimiter(path, encoding)
+    other = (f"The file looks separated by {sniffed!r}: set `competition.csv_delimiter: "
+             f"{sniffed!r}`" if sniffed != sep else "If the file uses another delimiter, set "
+             "`competition.csv_delimiter` to it (one of ',' ';' '\\t' '|')")
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
     if not found:
         return (f"{path}: not readable as CSV with fields separated by {sep!r} ({how}): "
-                f"{str(err).strip()}. If the file uses another delimiter, set "
-                "`competition.csv_delimiter` (one of ',' ';' '\\t' '|').")
+                f"{str(err).strip()}. {other}.")
     expected, line, saw = found.groups()
     return (
         f"{path}, line {line}: {saw} fields, but the lines before it have {expected} (fields "
-        f"separated by {sep!r}, {how}). If the file uses another delimiter, set "
-        "`competition.csv_delimiter` to it (one of ',' ';' '\\t' '|'); if the delimiter is "
-        f"right, line {line} is broken: a text containing {sep!r} must be in double quotes."
+        f"separated by {sep!r}, {how}). {other}; if the delimiter is right, line {line} is "
+        f"broken: a text containing {sep!r} must be in double quotes."
     )
 
 
