@@ -154,8 +154,10 @@ def _encoding_guesses(path: Path, bad_offset: int) -> list[str]:
     then cp1252, then latin-1 (which decodes any bytes).
 
     cp1252 (Windows' Western European default, a superset of latin-1's letters) is the usual
-    non-UTF-8 file on Kaggle, and on short texts charset-normalizer's own pick is a coin toss
-    among look-alikes: it reads a French latin-1 file as cp775 or cp1250 ("à" becomes "ŕ").
+    non-UTF-8 file on Kaggle, and on little text charset-normalizer's own pick is a coin toss
+    among look-alikes: it reads a small French latin-1 file as cp775 or cp1250 ("à" becomes
+    "ŕ"), and "ééé" as cp1006 (Urdu). On a page of Russian or Greek it is right, and cp1252 is
+    not among its candidates.
     """
     with _open_bytes(path) as stream:
         sample = stream.read(DETECT_BYTES) if stream else b""
@@ -176,9 +178,11 @@ def _charset_normalizer_guesses(sample: bytes) -> list[str]:
     if not ranked:
         return []
     top = ranked[0]
+    # No language recognised (a few accented letters in English text): its pick is a coin toss.
+    unsure = top.coherence == 0
     plausible = any("cp1252" in m.could_be_from_charset and m.chaos <= top.chaos + 0.01
                     for m in ranked)
-    return ["cp1252", top.encoding] if plausible else [top.encoding]
+    return ["cp1252", top.encoding] if unsure or plausible else [top.encoding]
 
 
 def _parser_error_message(path: Path, sep: str, encoding: str, detected: bool,
