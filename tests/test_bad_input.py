@@ -22,6 +22,17 @@ from kit.models.tfidf import fit_predict_tfidf
 from kit.steps.train import train_models
 from tests.conftest import topic_rows, write_competition
 
+
+def _params(folder: Path, **competition) -> object:
+    return params_from_dict({"competition": {"slug": "x", "data_dir": str(folder),
+                                             **competition}})
+
+
+def _topics(folder: Path, **write) -> Path:
+    data = topic_rows(10)
+    return write_competition(folder, data.iloc[::2], data.iloc[1::2], **write)
+
+
 # Case 1: rows without text. Test rows are predicted (the submission needs every id); train
 # rows are dropped, since there is nothing to learn from them.
 
@@ -64,16 +75,6 @@ def test_train_without_any_text_names_the_text_columns(tmp_path: Path):
     _blank_texts(folder / "train.csv", list(range(1, 31)))
     with pytest.raises(KitError, match=r"every row has empty text in \['text'\].*text_columns"):
         load_competition(_params(folder), tmp_path)
-
-
-def _params(folder: Path, **competition) -> object:
-    return params_from_dict({"competition": {"slug": "x", "data_dir": str(folder),
-                                             **competition}})
-
-
-def _topics(folder: Path, **write) -> Path:
-    data = topic_rows(10)
-    return write_competition(folder, data.iloc[::2], data.iloc[1::2], **write)
 
 
 # Case 5: a CSV separated by semicolons (Excel in much of Europe writes them).
@@ -149,6 +150,14 @@ def test_declared_encoding_is_used_and_a_wrong_one_is_named(tmp_path: Path, caps
     for text in ("train.csv", f"byte 0xe9 at offset {offset}, line 7", "not valid utf-8",
                  "`competition.encoding` is 'utf-8'"):
         assert text in msg, msg
+
+
+def test_cp1251_russian_csv_is_detected(tmp_path: Path, capsys):
+    path = tmp_path / "train.csv"
+    text = "Привет мир, как у тебя дела сегодня? Погода хорошая."
+    pd.DataFrame({"id": range(30), "text": text}).to_csv(path, index=False, encoding="cp1251")
+    assert read_table(path)["text"].eq(text).all()
+    assert "read it as cp1251 (detected)" in capsys.readouterr().out
 
 
 def test_unknown_encoding_name_is_refused(tmp_path: Path):
