@@ -1,34 +1,30 @@
-"""Competition data: find the files, read them, check them, and turn rows into texts and labels.
+"""Competition data: find the files, check them, and turn rows into texts and labels.
 
 Data is found, in order: `competition.data_dir`; `/kaggle/input/<slug>` on Kaggle;
 `data/<slug>` under the project root (demo competitions are built there on first use); else
-`kaggle competitions download`. Every check that fails names the file, the column, the first
-offending rows, and the fix.
+`kaggle competitions download`. Files are read by `kit.data.readers`. Every check that fails
+names the file, the column, the first offending rows, and the fix.
 """
 
 from __future__ import annotations
 
-import logging
 import ast
-import gzip
-import io
-import json
+import logging
 import os
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from kit.errors import KitError
 from kit.config.params import CompetitionParams, Params
+from kit.data.readers import DELIMITERS, read_table
+from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
 KAGGLE_INPUT = Path("/kaggle/input")
-JSONL_CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -103,74 +99,14 @@ def locate_data(comp: CompetitionParams, root: Path) -> Path:
     return kaggle_cli.download_competition(comp.slug, local)
 
 
-def read_table(path: Path, columns: list[str] | None = None, max_rows: int | None = None,
-               ) -> pd.DataFrame:
-    """Read a CSV, or JSON lines (optionally gzipped) in chunks with a progress bar."""
-    if not path.exists():
-        raise KitError(f"File not found: {path}. Check the file names under `competition:`.")
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")):
-        return _read_json_lines(path, columns, max_rows)
-    try:
-        return pd.read_csv(path, nrows=max_rows, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise KitError(f"Could not read {path} as CSV: {err}") from err
-
-
-def iter_json_lines(path: Path, progress: bool = True) -> Iterator[dict]:
-    """Yield one record per line of a (gzipped) JSON-lines file, streamed, never all in memory.
-
-    The progress bar counts bytes of the file on disk (compressed bytes for .gz), so its ETA
-    is real for a multi-GB file.
-    """
-    gz = path.name.lower().endswith(".gz")
-    with open(path, "rb") as raw, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
-                                       desc=f"reading {path.name}", disable=not progress) as bar:
-        stream = gzip.GzipFile(fileobj=raw) if gz else raw
-        for lineno, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
-            if lineno % 10_000 == 0:
-                bar.update(raw.tell() - bar.n)
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as err:
-                raise KitError(f"{path}, line {lineno}: not valid JSON ({err}).") from err
-        bar.update(bar.total - bar.n)
-
-
-def _read_json_lines(path: Path, columns: list[str] | None, max_rows: int | None) -> pd.DataFrame:
-    # Streamed record by record so a multi-GB file (arXiv: 4.8 GB) only keeps the needed
-    # columns in memory; pandas' read_json(lines=True, chunksize=...) would parse every field.
-    frames, rows = [], []
-    for n, record in enumerate(iter_json_lines(path)):
-        if max_rows is not None and n >= max_rows:
-            break
-        rows.append({c: record.get(c) for c in columns} if columns else record)
-        if len(rows) >= JSONL_CHUNK_ROWS:
-            frames.append(pd.DataFrame(rows))
-            rows = []
-    frames.append(pd.DataFrame(rows))
-    return pd.concat(frames, ignore_index=True)
-
-
 def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
                  template: str | None = None) -> list[str]:
-    """Join the text columns through the template; empty or missing texts are errors."""
+    """Join the text columns through the template; a missing cell renders as empty text."""
     template = template or comp.text_template
     _require_columns(df, comp.text_columns, file)
     if template is None:
         template = "\n\n".join("{" + c + "}" for c in comp.text_columns)
-    frame = df[comp.text_columns]
-    blank = frame.astype(str).apply(lambda col: col.str.strip() == "")
-    missing = frame.isna().any(axis=1) | blank.all(axis=1)
-    if missing.any():
-        bad = df.loc[missing, comp.id_column].head(5).tolist() if comp.id_column in df else []
-        raise KitError(
-            f"{file}: {int(missing.sum())} rows have empty or missing text in "
-            f"{comp.text_columns} (first ids: {bad}). Drop or fill those rows before the run, "
-            "e.g. df[col] = df[col].fillna('')."
-        )
+    frame = df[comp.text_columns].astype(object).where(df[comp.text_columns].notna(), "")
     try:
         return [template.format(**row) for row in frame.astype(str).to_dict("records")]
     except KeyError as err:
@@ -178,6 +114,46 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
             f"`competition.text_template` uses {{{err.args[0]}}}, which is not one of "
             f"`competition.text_columns` {comp.text_columns}. Add the column or fix the template."
         ) from err
+
+
+def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndarray:
+    """Row positions whose text columns are all missing or blank."""
+    _require_columns(df, comp.text_columns, file)
+    frame = df[comp.text_columns]
+    blank = frame.isna() | frame.astype(str).apply(lambda col: col.str.strip() == "")
+    return np.flatnonzero(blank.all(axis=1).to_numpy())
+
+
+def drop_empty_train_texts(train: pd.DataFrame, comp: CompetitionParams,
+                           file: str) -> pd.DataFrame:
+    """Drop training rows without text (nothing to learn from), saying how many and which."""
+    empty = empty_texts(train, comp, file)
+    if len(empty) == 0:
+        return train
+    where = _first_ids(train, empty.tolist(), comp.id_column)
+    if len(empty) == len(train):
+        raise KitError(
+            f"{file}: every row has empty text in {comp.text_columns} ({_n_rows(len(train))}, "
+            f"{where}). Set `competition.text_columns` to the column(s) that hold the text; "
+            f"the file has {list(train.columns)[:20]}."
+        )
+    log.warning(
+        f"{file}: dropped {_n_rows(len(empty))} of {len(train)} with empty or missing text in "
+        f"{comp.text_columns} ({where}): there is nothing to learn from them. (Empty texts in "
+        "the test file are kept and predicted.)"
+    )
+    return train.drop(index=train.index[empty])
+
+
+def warn_empty_test_texts(test: pd.DataFrame, comp: CompetitionParams, file: str) -> None:
+    """Test rows without text stay: the submission needs every id, so they get predicted."""
+    empty = empty_texts(test, comp, file)
+    if len(empty):
+        log.warning(
+            f"{file}: {_n_rows(len(empty))} of {len(test)} with empty or missing text in "
+            f"{comp.text_columns} ({_first_ids(test, empty.tolist(), comp.id_column)}): kept, "
+            "and predicted from empty text, since the submission needs every id."
+        )
 
 
 def map_label(raw: str, label_map: dict[str, str]) -> str | None:
@@ -232,18 +208,28 @@ def encode_labels(df: pd.DataFrame, comp: CompetitionParams, file: str,
             raws = df[col].iloc[empty[:5]].tolist()
             raise KitError(
                 f"{file}: {len(empty)} rows have labels that `competition.label_map` does not "
-                f"map (first raw values: {raws}). Add exact keys or prefixes for them."
+                f"map (first raw values: {raws}, {_first_ids(df, empty, comp.id_column)}). Add "
+                "exact keys or prefixes for them."
             )
-    labels = comp.labels or _infer_labels(per_row, comp)
+    if comp.labels:
+        labels = [_label_str(x) for x in comp.labels]
+    else:
+        labels = _infer_labels(per_row, comp, df, file)
     index = {name: i for i, name in enumerate(labels)}
     outside = [i for i, row in enumerate(per_row) if any(x not in index for x in row)]
     if outside:
-        first = [per_row[i] for i in outside[:5]]
+        found = Counter(x for i in outside for x in per_row[i] if x not in index)
+        fix = ("Fix or drop those rows, or map their labels onto the two classes with "
+               "`competition.label_map`." if comp.task == "binary" else
+               "Add them to `competition.labels` (or map them with `competition.label_map`), "
+               "or fix or drop those rows.")
         raise KitError(
-            f"{file}: {len(outside)} rows have labels outside `competition.labels` {labels} "
-            f"(first: {first} at ids {df[comp.id_column].iloc[outside[:5]].tolist()}). "
-            "Add them to `competition.labels` or fix the rows."
+            f"{file}: {_n_rows(len(outside))} with labels outside `competition.labels` "
+            f"{labels}: rows per label {_by_count(found)} "
+            f"({_first_ids(df, outside, comp.id_column)}). {fix}"
         )
+    if comp.task != "multilabel":
+        _check_two_classes(per_row, labels, comp, df, file)
     if comp.task == "multilabel":
         y = np.zeros((len(df), len(labels)), dtype=np.int64)
         for i, row in enumerate(per_row):
@@ -260,15 +246,13 @@ def _label_str(value: object) -> str:
     return str(value)
 
 
-def _infer_labels(per_row: list[list[str]], comp: CompetitionParams) -> list[str]:
+def _infer_labels(per_row: list[list[str]], comp: CompetitionParams, df: pd.DataFrame,
+                  file: str) -> list[str]:
     seen = sorted({x for row in per_row for x in row})
-    if comp.task != "binary":
+    if comp.task != "binary" or len(seen) < 2:  # one class: _check_two_classes says so
         return seen
-    if len(seen) != 2:
-        raise KitError(
-            f"task is binary but the labels seen in train are {seen}. Set `competition.task` to "
-            "multiclass, or list the two labels in `competition.labels`."
-        )
+    if len(seen) > 2:
+        _refuse_extra_binary_labels(per_row, comp, df, file)
     if comp.positive_label is not None:
         if comp.positive_label not in seen:
             raise KitError(
@@ -284,13 +268,89 @@ def _infer_labels(per_row: list[list[str]], comp: CompetitionParams) -> list[str
     )
 
 
+def _refuse_extra_binary_labels(per_row: list[list[str]], comp: CompetitionParams,
+                                df: pd.DataFrame, file: str) -> None:
+    """A binary file with more than two labels: a few stray rows, or really multiclass."""
+    counts = Counter(row[0] for row in per_row)
+    main = [x for x, _ in counts.most_common(2)]
+    extra = {x: n for x, n in counts.items() if x not in main}
+    rows = [i for i, row in enumerate(per_row) if row[0] in extra]
+    where = f"{_n_rows(len(rows))}, {_first_ids(df, rows, comp.id_column)}"
+    two = " or ".join(repr(x) for x in sorted(main))
+    pairs = [f"{x!r}: {x!r}" for x in sorted(main)] + [f"{x!r}: <{two}>" for x in list(extra)[:3]]
+    example = "{" + ", ".join(pairs) + "}"
+    fix = (f"fix or drop those rows, or map every label onto the two classes with "
+           f"`competition.label_map`, e.g. {example}.")
+    # A label on a handful of rows is a typo or a stray line, not a class one could learn.
+    if len(rows) <= 0.05 * len(per_row) or max(extra.values()) <= 2:
+        raise KitError(
+            f"{file}: task is binary, but besides its two classes {sorted(main)} column "
+            f"{comp.label_column!r} has stray labels: rows per label {_by_count(extra)} "
+            f"({where}). To train on the two classes, {fix}"
+        )
+    raise KitError(
+        f"{file}: task is binary, but column {comp.label_column!r} has {len(counts)} labels: "
+        f"rows per label {_by_count(counts)}. If the task has {len(counts)} classes, set "
+        f"`competition.task: multiclass`. If only {sorted(main)} are classes, the others are on "
+        f"{where}: {fix}"
+    )
+
+
+def _check_two_classes(per_row: list[list[str]], labels: list[str], comp: CompetitionParams,
+                       df: pd.DataFrame, file: str) -> None:
+    """Refuse a training file with fewer than two classes (a classifier cannot learn from it)."""
+    counts = Counter(row[0] for row in per_row)
+    absent = [x for x in labels if counts[x] == 0]
+    if len(labels) - len(absent) >= 2:
+        if absent:
+            log.warning(f"{file}: no row has the label(s) {absent} of `competition.labels`: "
+                        "the models will never predict them.")
+        return
+    fix = (f"Check that `competition.label_column` ({comp.label_column!r}) is the label column, "
+           f"and that {file} is the whole training file, not a copy filtered to one class.")
+    if comp.labels:
+        raise KitError(
+            f"{file}: `competition.labels` is {labels}, but no row has the label(s) {absent} "
+            f"(rows per label: {_by_count(counts)}). A classifier needs rows of at least two "
+            f"classes. {fix}"
+        )
+    only = next(iter(counts), None)
+    raise KitError(
+        f"{file}: every row has the label {only!r} ({_n_rows(len(per_row))}): the file holds only "
+        f"one class, and a classifier needs at least two. {fix}"
+    )
+
+
+def _n_rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _first_ids(df: pd.DataFrame, rows: list[int], id_column: str, n: int = 5) -> str:
+    """'first ids: [...]' of the rows at these positions (row numbers when there are no ids)."""
+    if id_column in df:
+        return f"first ids: {df[id_column].iloc[rows[:n]].tolist()}"
+    return f"first rows (0 = the first after the header): {list(rows[:n])}"
+
+
 def _require_columns(df: pd.DataFrame, columns: list[str], file: str) -> None:
     missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KitError(
-            f"{file}: missing column(s) {missing}; it has {list(df.columns)[:20]}. "
-            "Fix the column names under `competition:` in the params file."
-        )
+    if not missing:
+        return
+    for sep in DELIMITERS:  # a header read with the wrong delimiter is one long column name
+        if any(set(missing) <= set(str(name).split(sep)) for name in df.columns):
+            raise KitError(
+                f"{file}: missing column(s) {missing}; its header {list(df.columns)[:5]} looks "
+                f"separated by {sep!r}. Set `competition.csv_delimiter: {sep!r}` in the params "
+                "file (or remove it to have the delimiter detected)."
+            )
+    raise KitError(
+        f"{file}: missing column(s) {missing}; it has {list(df.columns)[:20]}. "
+        "Fix the column names under `competition:` in the params file."
+    )
 
 
 def _check_ids(df: pd.DataFrame, id_column: str, file: str) -> None:
@@ -327,23 +387,34 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     need = [comp.id_column, *comp.text_columns, comp.label_column]
     if params.validation.group_column:
         need.append(params.validation.group_column)
-    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows)
-    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns])
-    sample = read_table(folder / comp.sample_submission_file)
+    fmt = {"delimiter": comp.csv_delimiter, "encoding": comp.encoding}
+    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows, **fmt)
+    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns],
+                      **fmt)
+    sample = read_table(folder / comp.sample_submission_file, **fmt)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
+    if train.empty:
+        raise KitError(
+            f"{train_name} has no rows, only the header {list(train.columns)[:10]}: nothing to "
+            "train on. Download the competition's files again, or point `competition.train_file` "
+            "(and `competition.data_dir`) at the full training file."
+        )
+    _require_columns(train, [*comp.text_columns, comp.label_column], train_name)
     if comp.id_column not in train or train[comp.id_column].isna().all():
         # Many competitions ship train.csv without ids; row numbers serve for the split.
         log.warning(f"{train_name} has no {comp.id_column!r} column: rows are numbered from 0.")
         train[comp.id_column] = np.arange(len(train))
     for df, name in ((train, train_name), (test, test_name)):
         _check_ids(df, comp.id_column, name)
+    train = drop_empty_train_texts(train, comp, train_name)
+    warn_empty_test_texts(test, comp, test_name)
     _check_ids(sample, comp.id_column, sample_name)
     check_test_matches_sample(test, sample, comp.id_column, test_name, sample_name)
     y, labels = encode_labels(train, comp, train_name)
     answer = None
     if comp.answer_key_file and (folder / comp.answer_key_file).exists():
-        answer = read_table(folder / comp.answer_key_file)
+        answer = read_table(folder / comp.answer_key_file, **fmt)
     return Competition(
         slug=comp.slug,
         folder=folder,

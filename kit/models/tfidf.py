@@ -9,6 +9,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from kit.config.params import TfidfParams
+from kit.errors import KitError
 
 
 def build_tfidf(cfg: TfidfParams, task: str, seed: int) -> Pipeline:
@@ -38,7 +39,23 @@ def build_tfidf(cfg: TfidfParams, task: str, seed: int) -> Pipeline:
 def fit_predict_tfidf(train_texts: list[str], y: np.ndarray, predict_on: list[list[str]],
                       cfg: TfidfParams, task: str, n_classes: int, seed: int) -> list[np.ndarray]:
     """Fit on the training texts; return probabilities (n, K) for each list in `predict_on`."""
-    model = build_tfidf(cfg, task, seed).fit(train_texts, y)
+    if task != "multilabel" and len(np.unique(y)) < 2:
+        raise KitError(
+            f"TF-IDF: all {len(y)} training rows have one class (index {y[0] if len(y) else '-'} "
+            f"of {n_classes}); logistic regression needs two. Train on rows of at least two "
+            "classes (see `validation.size` and the training file's labels)."
+        )
+    try:
+        model = build_tfidf(cfg, task, seed).fit(train_texts, y)
+    except ValueError as err:
+        # scikit-learn's words for "the vectorizer kept no n-gram"
+        if not any(s in str(err) for s in ("empty vocabulary", "no terms remain", "min_df")):
+            raise
+        fix = (f"`tfidf.min_df` is {cfg.min_df}: lower it (a word is kept only if at least that "
+               "many texts hold it)." if cfg.min_df > 1 else "The texts hold no word of two "
+               "letters or more: check `competition.text_columns` and `text_template`.")
+        raise KitError(f"TF-IDF kept no word of the {len(train_texts)} training texts "
+                       f"(scikit-learn: {err}). {fix}") from err
     out = []
     for texts in predict_on:
         probs = model.predict_proba(texts)
