@@ -8,9 +8,6 @@ scorer). Splits are stratified and seeded, so a demo is the same on every machin
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from kit.errors import KitError
 from kit.core.atomic import staged_folder
 from kit.core.packaged import package_dir
+from kit.errors import KitError
 
 DEMO_SEED = 20240501  # fixed: demo data must not change with a run's seed
 TEST_FRACTION = 0.25

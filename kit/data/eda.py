@@ -14,7 +14,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from kit.data.competition import Competition
-from kit.data.lengths import percentile_length
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
