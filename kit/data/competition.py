@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from kit.config.params import CompetitionParams, Params
+from kit.core.platform import kaggle_input
 from kit.data.readers import DELIMITERS, read_table
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
-KAGGLE_INPUT = Path("/kaggle/input")
 
 
 @dataclass
@@ -84,7 +84,8 @@ def locate_data(comp: CompetitionParams, root: Path) -> Path:
                 f"/kaggle/input/{comp.slug} and data/{comp.slug}."
             )
         return folder
-    for folder in (KAGGLE_INPUT / comp.slug, KAGGLE_INPUT / "competitions" / comp.slug):
+    kaggle = kaggle_input()
+    for folder in (kaggle / comp.slug, kaggle / "competitions" / comp.slug):
         tried.append(str(folder))
         if (folder / comp.train_file).exists():
             return folder
