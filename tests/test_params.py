@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit.config.params import Params, dump_params, load_params, params_from_dict
+from kit.cli import main as kit_main
+from kit.config.params import (
+    Params,
+    TransformerParams,
+    dump_params,
+    load_params,
+    params_from_dict,
+)
 from kit.errors import KitError
 from tests.conftest import REPO, write_params
 
@@ -71,6 +78,56 @@ def test_semantic_checks():
         params_from_dict({"competition": {"task": "binary", "labels": ["a", "b", "c"]}})
 
 
+# Each rule a run used to apply late (training, the decision step, the memory plan), with a value
+# it refuses and what its message must say.
+LATE_RULES = [
+    ({"transformer": {"warmup_ratio": 1.0}},
+     r"transformer\.warmup_ratio is 1\.0; use a value in \[0, 1\)"),
+    ({"transformer": {"eval_steps": 0}}, r"transformer\.eval_steps is 0; use a value >= 1"),
+    ({"transformer": {"save_steps": 0}}, r"transformer\.save_steps is 0; use a value >= 1"),
+    ({"transformer": {"eval_steps": 100, "save_steps": 50}},
+     r"save_steps \(50\) must be a multiple of eval_steps \(100\).*save_steps: 100"),
+    ({"transformer": {"early_stopping_patience": -1}}, r"early_stopping_patience is -1"),
+    ({"transformer": {"label_smoothing": 1.0}}, r"transformer\.label_smoothing is 1\.0"),
+    ({"transformer": {"epochs": 0, "max_steps": -1}}, r"epochs > 0 or transformer\.max_steps > 0"),
+    ({"transformer": {"lora": {"quantization": "4bit"}}}, r"needs LoRA adapters.*enabled: true"),
+    ({"transformer": {"lora": {"dropout": 1.5}}}, r"transformer\.lora\.dropout is 1\.5"),
+    ({"transformer": {"time_budget_minutes": 0}},
+     r"time_budget_minutes is 0\.0; use a value > 0 or null"),
+    ({"thresholds": {"bootstrap": 5}},
+     r"thresholds\.bootstrap is 5; use a value >= 20 \(default 200\)"),
+    ({"eda": {"max_length_percentile": 0}}, r"max_length_percentile is 0.*in \(0, 100\]"),
+    ({"submit": {"model": "transformer"}},
+     r"`submit\.model` is 'transformer', not one of `models`"),
+    ({"competition": {"task": "binary", "labels": ["yes", "no"], "positive_label": "yes"}},
+     r"List them as \['no', 'yes'\]"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), LATE_RULES, ids=lambda x: str(x)[:60])
+def test_rules_a_run_would_apply_are_checked_when_params_are_read(raw, message):
+    with pytest.raises(KitError, match=message) as err:
+        params_from_dict(raw, source="p.yaml")
+    assert str(err.value).startswith("p.yaml: ")
+
+
+def test_rules_also_hold_for_sections_built_in_code():
+    with pytest.raises(KitError, match=r"save_steps \(15\) must be a multiple of eval_steps"):
+        TransformerParams(eval_steps=10, save_steps=15)
+
+
+def test_kit_check_refuses_what_training_would_refuse(tmp_path: Path, capsys):
+    path = write_params(tmp_path / "steps.yaml", {
+        "models": ["tfidf", "transformer"],
+        "transformer": {"max_steps": 400, "eval_steps": 100, "save_steps": 50},
+    })
+    assert kit_main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert "save_steps (50) must be a multiple of eval_steps (100)" in err
+    assert "e.g. set save_steps: 100 (or eval_steps: 50)" in err
+
+
 def test_dump_round_trips(tmp_path: Path):
     params = params_from_dict({"transformer": {"lora": {"enabled": True, "r": 4}}})
     dump_params(params, tmp_path / "out.yaml")
@@ -79,6 +136,7 @@ def test_dump_round_trips(tmp_path: Path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "params").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_params_file_validates(path: Path):
+def test_every_shipped_params_file_validates(path: Path, capsys):
     params = load_params(path)
     assert params.name
+    assert kit_main(["check", str(path)]) == 0, capsys.readouterr().err

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kit.config.schema import MODEL_KINDS, Params
+from kit.config.schema import Params
 from kit.errors import KitError
 
 
@@ -35,9 +35,7 @@ def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Pa
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a nested dict against the schema; errors name the file and the dotted key."""
-    params = _build(Params, raw, prefix="", source=source)
-    _check_semantics(params, source)
-    return params
+    return _build(Params, raw, prefix="", source=source)
 
 
 def dump_params(params: Params, path: str | Path) -> None:
@@ -118,7 +116,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
                 f"{source}: unknown key `{prefix}{key}`.{hint} Valid keys here: {', '.join(names)}."
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)  # the schema's intervals and rules (kit.config.schema.Section)
+    except KitError as err:
+        raise KitError(f"{source}: {err}") from None
 
 
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
@@ -182,33 +183,3 @@ def _type_error(key: str, value: Any, tp: Any, source: str) -> KitError:
     return KitError(
         f"{source}: `{key}` is {value!r} ({type(value).__name__}); expected {_type_name(tp)}."
     )
-
-
-def _check_semantics(params: Params, source: str) -> None:
-    """Checks that span fields or bound values (types are already checked)."""
-    for i, kind in enumerate(params.models):
-        if kind not in MODEL_KINDS:
-            raise KitError(
-                f"{source}: `models[{i}]` is {kind!r}; use one of {', '.join(MODEL_KINDS)}."
-            )
-    if not params.models:
-        raise KitError(f"{source}: `models` is empty; list at least one, e.g. [tfidf].")
-    if not 0.0 < params.validation.size < 1.0:
-        raise KitError(
-            f"{source}: `validation.size` is {params.validation.size}; use a fraction in (0, 1)."
-        )
-    comp = params.competition
-    if not comp.text_columns:
-        raise KitError(f"{source}: `competition.text_columns` is empty; name at least one column.")
-    if comp.task == "binary" and comp.labels is not None and len(comp.labels) != 2:
-        raise KitError(
-            f"{source}: task is binary but `competition.labels` has {len(comp.labels)} entries: "
-            f"{comp.labels}. List exactly two, negative first."
-        )
-    if comp.positive_label is not None and comp.labels and comp.positive_label not in comp.labels:
-        raise KitError(
-            f"{source}: `competition.positive_label` {comp.positive_label!r} is not in "
-            f"`competition.labels` {comp.labels}."
-        )
-    if not params.name or "/" in params.name:
-        raise KitError(f"{source}: `name` is {params.name!r}; use a folder-safe name.")
