@@ -140,3 +140,50 @@ def test_every_shipped_params_file_validates(path: Path, capsys):
     params = load_params(path)
     assert params.name
     assert kit_main(["check", str(path)]) == 0, capsys.readouterr().err
+
+
+ENUM_RULES = [
+    ({"models": ["tfidf", "bert"]},
+     r"`models\[1\]` is 'bert'; it must be one of 'tfidf', 'transformer'"),
+    ({"models": ["tfidf", "tfidf"]}, r"list each model once"),
+    ({"competition": {"metric": "f1macro"}}, r"Unknown metric 'f1macro'\. Did you mean 'f1_macro'"),
+    ({"competition": {"metric": "f1"}},
+     r"`competition\.metric` 'f1' is not defined for a multiclass task \(only binary\)"),
+    ({"competition": {"task": "multilabel", "metric": "qwk"}},
+     r"'qwk' is not defined for a multilabel"),
+    ({"competition": {"task": "sentiment"}},
+     r"competition\.task.*'binary', 'multiclass', 'multilabel'"),
+    ({"transformer": {"scheduler": "step"}}, r"transformer\.scheduler.*'linear', 'cosine'"),
+    ({"models": ["transformer"], "transformer": {"optimizer": "adamw_torchh"}},
+     r"`transformer\.optimizer` is 'adamw_torchh'.*Did you mean 'adamw_torch'"),
+    ({"competition": {"metric": "log_loss"}, "thresholds": {"multiclass_bias": True}},
+     r"multiclass_bias` shifts decided labels.*'log_loss' scores probabilities"),
+    ({"competition": {"text_template": "Q: {question}"}},
+     r"`competition\.text_template` uses \{question\}, which is not one of"),
+    ({"models": ["transformer"], "transformer": {"prompt_template": "{text} {answer}"}},
+     r"`transformer\.prompt_template` uses \{answer\}"),
+    ({"submit": {"kernel": "alice/run"}}, r"needs both kernel and version"),
+    ({"competition": {"slug": "my comp"}}, r"Competition slug 'my comp' is not valid"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), ENUM_RULES, ids=lambda x: str(x)[:60])
+def test_names_are_checked_against_their_registries(raw, message):
+    with pytest.raises(KitError, match=message):
+        params_from_dict(raw, source="p.yaml")
+
+
+def test_metrics_fit_their_tasks_and_unused_sections_stay_unchecked():
+    params_from_dict({"competition": {"task": "multilabel", "metric": "roc_auc"}})
+    params_from_dict({"competition": {"task": "binary", "metric": "f1"}})
+    # A tfidf-only run never builds a Trainer: its transformer.optimizer is not looked up.
+    params_from_dict({"models": ["tfidf"], "transformer": {"optimizer": "anything"}})
+
+
+def test_task_is_defined_once_in_the_config():
+    from kit.config import params
+    from kit.evaluation import calibration, metrics, thresholds
+
+    assert thresholds.Task is params.Task
+    assert metrics.TASKS is calibration.TASKS is thresholds.TASKS is params.TASKS
+    assert params.TASKS == ("binary", "multiclass", "multilabel")

@@ -7,6 +7,7 @@ kit.config.loading for how files, `extends:` and overrides are read.
 from kit.config.loading import diff_params, dump_params, load_params, params_from_dict
 from kit.config.schema import (
     MODEL_KINDS,
+    TASKS,
     CompetitionParams,
     EdaParams,
     LoraParams,
@@ -21,6 +22,7 @@ from kit.config.schema import (
 
 __all__ = [
     "MODEL_KINDS",
+    "TASKS",
     "CompetitionParams",
     "EdaParams",
     "LoraParams",

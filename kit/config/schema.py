@@ -11,14 +11,20 @@ refuses everything a run would refuse, with the same message, before any data is
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
+import string
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from kit.errors import KitError
+from kit.kaggle import cli as kaggle_cli
 
 Task = Literal["binary", "multiclass", "multilabel"]
+TASKS: tuple[str, ...] = get_args(Task)
+ModelKind = Literal["tfidf", "transformer"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,18 @@ class CompetitionParams(Section):
         "help": "File encoding; null: UTF-8 (with or without BOM), else detected and said."})
 
     def check(self) -> None:
+        from kit.evaluation.metrics import METRICS, get_metric  # the registry (imports sklearn)
+
         if not self.text_columns:
             raise KitError("`competition.text_columns` is empty; name at least one column.")
+        check_template(self.text_template, self.text_columns, "competition.text_template")
+        metric = get_metric(self.metric)
+        if self.task not in metric.tasks:
+            fits = [name for name, m in METRICS.items() if self.task in m.tasks]
+            raise KitError(
+                f"`competition.metric` {self.metric!r} is not defined for a {self.task} task "
+                f"(only {', '.join(metric.tasks)}); use one of {', '.join(fits)}."
+            )
         if self.task == "binary" and self.labels is not None and len(self.labels) != 2:
             raise KitError(
                 f"task is binary but `competition.labels` has {len(self.labels)} entries: "
@@ -355,7 +371,7 @@ class Params(Section):
         "help": "Drives the split, the models and the bootstrap.", "within": "[0, inf)"})
     output_dir: str = field(default="outputs", metadata={
         "help": "Where run folders go (relative paths: from the project root)."})
-    models: list[str] = field(default_factory=lambda: ["tfidf"], metadata={
+    models: list[ModelKind] = field(default_factory=lambda: ["tfidf"], metadata={
         "help": "Models to train, in order: tfidf, transformer."})
     competition: CompetitionParams = field(default_factory=CompetitionParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
@@ -370,17 +386,66 @@ class Params(Section):
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        for i, kind in enumerate(self.models):
-            if kind not in MODEL_KINDS:
-                raise KitError(f"`models[{i}]` is {kind!r}; use one of {', '.join(MODEL_KINDS)}.")
+        from kit.evaluation.metrics import get_metric  # the metric registry (imports sklearn)
+
         if not self.models:
             raise KitError("`models` is empty; list at least one, e.g. [tfidf].")
+        if len(set(self.models)) < len(self.models):
+            raise KitError(f"`models` is {self.models}; list each model once.")
         if not self.name or "/" in self.name:
             raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
         if self.submit.model != "best" and self.submit.model not in self.models:
             raise KitError(
                 f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}."
             )
+        comp = self.competition
+        if (self.thresholds.enabled and self.thresholds.multiclass_bias
+                and comp.task == "multiclass" and get_metric(comp.metric).needs != "labels"):
+            raise KitError(
+                f"`thresholds.multiclass_bias` shifts decided labels, but `competition.metric` "
+                f"{comp.metric!r} scores probabilities. Set thresholds.multiclass_bias: false."
+            )
+        if "transformer" in self.models:
+            check_template(self.transformer.prompt_template, comp.text_columns,
+                           "transformer.prompt_template")
+            check_optimizer(self.transformer.optimizer)
+        # 04_submit builds this kaggle command, even for a dry run; building it now refuses a bad
+        # slug, kernel or kernel version with the submit step's own message.
+        kaggle_cli.submit_command(comp.slug, "submission.csv", self.submit.message or self.name,
+                                  self.submit.kernel, self.submit.kernel_version)
 
 
-MODEL_KINDS = ("tfidf", "transformer")
+def check_template(template: str | None, columns: list[str], key: str) -> None:
+    """A text template may only name the text columns (as `{column}`)."""
+    if template is None:
+        return
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise KitError(
+            f"`{key}` is not a valid format string ({err}); write a brace as {{{{ or }}}}."
+        ) from None
+    for name in names:
+        column = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if column not in columns:
+            raise KitError(
+                f"`{key}` uses {{{name}}}, which is not one of `competition.text_columns` "
+                f"{columns}. Add the column or fix the template."
+            )
+
+
+def check_optimizer(name: str) -> None:
+    """`transformer.optimizer` must be a Trainer `optim` name (transformers' OptimizerNames)."""
+    # Importing transformers.training_args takes seconds: only params that train a transformer
+    # pay for it, and those import it anyway.
+    from transformers.training_args import OptimizerNames
+
+    names = [o.value for o in OptimizerNames]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KitError(
+            f"`transformer.optimizer` is {name!r}, not a Trainer optimizer.{hint} Use one of "
+            f"transformers' OptimizerNames, e.g. adamw_torch, adamw_8bit, paged_adamw_32bit."
+        )
+
