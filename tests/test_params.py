@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -13,8 +15,9 @@ from kit.config.params import (
     load_params,
     params_from_dict,
 )
+from kit.data.competition import load_competition
 from kit.errors import KitError
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, write_competition, write_params
 
 
 def test_defaults_are_valid():
@@ -187,3 +190,46 @@ def test_task_is_defined_once_in_the_config():
     assert thresholds.Task is params.Task
     assert metrics.TASKS is calibration.TASKS is thresholds.TASKS is params.TASKS
     assert params.TASKS == ("binary", "multiclass", "multilabel")
+
+
+def _flags_competition(project: Path, labels: list) -> None:
+    """A binary competition whose label column holds `labels` as the CSV writes them."""
+    texts = ["spam offer win now", "meeting at noon", "cheap pills win", "lunch tomorrow?"] * 3
+    train = pd.DataFrame({"id": range(12), "text": texts, "label": labels * 3})
+    test = pd.DataFrame({"id": range(100, 104), "text": texts[:4]})
+    write_competition(project / "data" / "flags", train, test,
+                      sample=pd.DataFrame({"id": test["id"], "label": labels[0]}))
+
+
+@pytest.mark.parametrize(
+    ("column", "competition", "classes", "positive_rows"),
+    [
+        ([1, 0, 1, 0], {"positive_label": 1}, ["0", "1"], [0, 2]),
+        ([1, 0, 1, 0], {"positive_label": 0}, ["1", "0"], [1, 3]),
+        ([1, 0, 1, 0], {"labels": [0, 1]}, ["0", "1"], [0, 2]),
+        ([True, False, True, False], {"positive_label": True}, ["False", "True"], [0, 2]),
+        (["spam", "ham", "spam", "ham"], {"label_map": {"spam": 1, "ham": 0},
+                                           "positive_label": 1}, ["0", "1"], [0, 2]),
+    ],
+    ids=["int-1", "int-0", "declared-ints", "bool", "mapped-to-ints"],
+)
+def test_labels_in_params_match_the_data_as_it_has_them(project: Path, column, competition,
+                                                        classes, positive_rows):
+    _flags_competition(project, column)
+    path = write_params(project / "params" / "flags.yaml", {
+        "extends": "base.yaml", "name": "flags",
+        "competition": {"slug": "flags", "task": "binary", "metric": "f1", **competition},
+    })
+    params = load_params(path)
+    comp = load_competition(params, project)
+    assert comp.labels == classes
+    assert np.flatnonzero(comp.y == 1).tolist()[:2] == positive_rows
+    again = params_from_dict(yaml.safe_load(yaml.safe_dump(params.to_dict())))
+    assert again == params  # the run folder's params.yaml reads back equal
+
+
+def test_label_values_that_are_not_scalars_are_refused():
+    with pytest.raises(KitError, match=r"competition\.positive_label.*\[1\].*expected"):
+        params_from_dict({"competition": {"positive_label": [1]}})
+    with pytest.raises(KitError, match="lists a class twice"):
+        params_from_dict({"competition": {"labels": [1, "1"]}})

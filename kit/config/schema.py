@@ -25,6 +25,9 @@ Task = Literal["binary", "multiclass", "multilabel"]
 TASKS: tuple[str, ...] = get_args(Task)
 ModelKind = Literal["tfidf", "transformer"]
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+# A label as a params file writes it (`1`, `true`, `spam`); CompetitionParams.check() stores it in
+# the text form the data loader gives label cells, so `1` matches a 0/1 column.
+Label = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,13 @@ class CompetitionParams(Section):
     label_column: str = field(default="label", metadata={"help": "The training label column."})
     task: Task = field(default="multiclass", metadata={
         "help": "binary (two classes), multiclass (one of K), multilabel (any of K)."})
-    labels: list[str] | None = field(default=None, metadata={
+    labels: list[Label] | None = field(default=None, metadata={
         "help": "Declared classes, binary: negative first; null: sorted labels seen in train."})
-    positive_label: str | None = field(default=None, metadata={
+    positive_label: Label | None = field(default=None, metadata={
         "help": "Binary: the positive class; null: 1, True, yes, spam or positive if present."})
     label_delimiter: str | None = field(default=None, metadata={
         "help": "Several labels in one cell, split on this; single-label tasks keep the first."})
-    label_map: dict[str, str] | None = field(default=None, metadata={
+    label_map: dict[Label, Label] | None = field(default=None, metadata={
         "help": "Raw label -> class: exact key first, then the longest matching prefix."})
     metric: str = field(default="f1_micro", metadata={
         "help": "The competition metric, by its name in kit.evaluation.metrics."})
@@ -125,8 +128,15 @@ class CompetitionParams(Section):
         "help": "File encoding; null: UTF-8 (with or without BOM), else detected and said."})
 
     def check(self) -> None:
+        from kit.data.competition import _label_str  # it imports this module: not at the top
         from kit.evaluation.metrics import METRICS, get_metric  # the registry (imports sklearn)
 
+        if self.labels is not None:
+            self.labels = [_label_str(label) for label in self.labels]
+        if self.positive_label is not None:
+            self.positive_label = _label_str(self.positive_label)
+        if self.label_map is not None:
+            self.label_map = {_label_str(k): _label_str(v) for k, v in self.label_map.items()}
         if not self.text_columns:
             raise KitError("`competition.text_columns` is empty; name at least one column.")
         check_template(self.text_template, self.text_columns, "competition.text_template")
@@ -137,6 +147,8 @@ class CompetitionParams(Section):
                 f"`competition.metric` {self.metric!r} is not defined for a {self.task} task "
                 f"(only {', '.join(metric.tasks)}); use one of {', '.join(fits)}."
             )
+        if self.labels is not None and len(set(self.labels)) < len(self.labels):
+            raise KitError(f"`competition.labels` {self.labels} lists a class twice.")
         if self.task == "binary" and self.labels is not None and len(self.labels) != 2:
             raise KitError(
                 f"task is binary but `competition.labels` has {len(self.labels)} entries: "
