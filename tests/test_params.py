@@ -1,5 +1,6 @@
 """Params: strict keys and types, `extends`, overrides, and every shipped file validates."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,20 @@ import yaml
 
 from kit.cli import main as kit_main
 from kit.config.params import (
+    CompetitionParams,
+    EdaParams,
+    LoraParams,
     Params,
+    SubmitParams,
+    TfidfParams,
+    ThresholdParams,
     TransformerParams,
+    ValidationParams,
     dump_params,
     load_params,
     params_from_dict,
 )
+from kit.config.reference import params_table, readme_table
 from kit.data.competition import load_competition
 from kit.errors import KitError
 from tests.conftest import REPO, write_competition, write_params
@@ -233,3 +242,38 @@ def test_label_values_that_are_not_scalars_are_refused():
         params_from_dict({"competition": {"positive_label": [1]}})
     with pytest.raises(KitError, match="lists a class twice"):
         params_from_dict({"competition": {"labels": [1, "1"]}})
+
+
+def _keys(cls: type, prefix: str = ""):
+    for f in dataclasses.fields(cls):
+        if f.default_factory in SECTIONS:
+            yield from _keys(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+SECTIONS = {CompetitionParams, ValidationParams, EdaParams, TfidfParams, TransformerParams,
+            LoraParams, ThresholdParams, SubmitParams}
+
+
+def test_every_params_key_has_a_one_line_doc():
+    keys = dict(_keys(Params))
+    assert len(keys) > 80 and "transformer.lora.r" in keys
+    for key, f in keys.items():
+        doc = f.metadata.get("help", "")
+        assert doc and "\n" not in doc and len(doc) <= 90, key
+
+
+def test_readme_params_table_is_the_one_rendered_from_the_schema():
+    assert readme_table(REPO / "README.md") == params_table(), (
+        "README.md's params table differs from the schema: run "
+        "`python -m kit.config.reference README.md` and commit the result."
+    )
+
+
+def test_params_table_shows_defaults_ranges_and_choices():
+    table = params_table()
+    assert "| `transformer.warmup_ratio` | `0.06` | number in [0, 1) |" in table
+    assert "| `competition.task` | `multiclass` | `binary`, `multiclass`, `multilabel` |" in table
+    assert "| `competition.positive_label` | `null` | label or null |" in table
+    assert "| `f1` | binary | labels |" in table

@@ -93,7 +93,7 @@ class CompetitionParams(Section):
     slug: str = field(default="trec-questions", metadata={
         "help": "Kaggle competition (the URL part after /competitions/) or demo name."})
     data_dir: str | None = field(default=None, metadata={
-        "help": "Folder of the files; null: /kaggle/input/<slug>, data/<slug>, else download."})
+        "help": "Folder of the files; null: `/kaggle/input/<slug>`, `data/<slug>`, else download."})
     train_file: str = field(default="train.csv", metadata={
         "help": "Training table: .csv, .jsonl, .json.gz or .jsonl.gz (JSON lines streamed)."})
     test_file: str = field(default="test.csv", metadata={"help": "Test table, same formats."})
@@ -119,7 +119,7 @@ class CompetitionParams(Section):
     label_map: dict[Label, Label] | None = field(default=None, metadata={
         "help": "Raw label -> class: exact key first, then the longest matching prefix."})
     metric: str = field(default="f1_micro", metadata={
-        "help": "The competition metric, by its name in kit.evaluation.metrics."})
+        "help": "The competition metric: a name from the metric table (it must fit the task)."})
     max_rows: int | None = field(default=None, metadata={
         "help": "Read only the first N training rows (quick experiments).", "within": "[1, inf)"})
     csv_delimiter: str | None = field(default=None, metadata={
@@ -242,7 +242,7 @@ class LoraParams(Section):
     quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={
         "help": "The 4-bit data type."})
     double_quant: bool = field(default=True, metadata={
-        "help": "Quantize the 4-bit scales too (~0.4 bit per parameter less)."})
+        "help": "Quantize the 4-bit scales too (about 0.4 bit per parameter less)."})
     unsloth: Literal["auto", "never", "require"] = field(default="auto", metadata={
         "help": "Use unsloth where it runs (auto), never, or fail without it (require)."})
     merge_on_export: bool = field(default=False, metadata={
@@ -366,7 +366,7 @@ class SubmitParams(Section):
     model: str = field(default="best", metadata={
         "help": "Whose predictions: best on validation, or a name from models."})
     kernel: str | None = field(default=None, metadata={
-        "help": "Code competitions: the notebook, as <owner>/<notebook-slug>."})
+        "help": "Code competitions: the notebook, as `<owner>/<notebook-slug>`."})
     kernel_version: int | None = field(default=None, metadata={
         "help": "Code competitions: the version number `kaggle kernels push` printed."})
     prediction: Literal["label", "probability"] = field(default="label", metadata={
