@@ -1,6 +1,11 @@
 """Params: strict keys and types, `extends`, overrides, and every shipped file validates."""
 
 import dataclasses
+import hashlib
+import shutil
+import site
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +282,37 @@ def test_params_table_shows_defaults_ranges_and_choices():
     assert "| `competition.task` | `multiclass` | `binary`, `multiclass`, `multilabel` |" in table
     assert "| `competition.positive_label` | `null` | label or null |" in table
     assert "| `f1` | binary | labels |" in table
+
+
+def _run_all_in(project: Path) -> Path:
+    """run_all.sh in `project`, with a ready environment: a venv over this interpreter's packages.
+
+    The venv's install stamp matches, so run_all.sh installs nothing and goes straight to the run.
+    """
+    for name in ("run_all.sh", "pyproject.toml"):
+        shutil.copy2(REPO / name, project / name)
+    (project / "kit").symlink_to(REPO / "kit")
+    venv = project / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    prefix = subprocess.run([venv / "bin" / "python", "-c", "import sys, site; "
+                             "print(sys.prefix); print(site.getsitepackages()[0])"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    Path(prefix[1], "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    stamp = hashlib.sha256((project / "pyproject.toml").read_bytes()
+                           + (project / "run_all.sh").read_bytes()).hexdigest()[:16]
+    Path(prefix[0], ".compkit-installed").write_text(stamp + "\n")
+    return project / "run_all.sh"
+
+
+def test_run_all_stops_with_the_kit_error_on_bad_params(project: Path):
+    script = _run_all_in(project)
+    write_params(project / "params" / "broken.yaml", {
+        "extends": "topics.yaml", "models": ["tfidf", "transformer"],
+        "transformer": {"eval_steps": 100, "save_steps": 50},
+    })
+    proc = subprocess.run([str(script), "params/broken.yaml"], capture_output=True, text=True,
+                          cwd=project, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: " in proc.stderr and "must be a multiple of eval_steps" in proc.stderr
+    assert "unbound variable" not in proc.stderr and "== 01_eda" not in proc.stderr
+    assert "Installing" not in proc.stderr  # the environment was taken as ready
