@@ -4,7 +4,8 @@ Strict like nanoGPT's configurator: an unknown key is an error naming the closes
 value of the wrong type names key, value and expected type. A file may `extends:` another (path
 relative to itself), so an experiment file holds only what it changes. Overrides (from a notebook's
 parameters cell or the command line) pass through the same validation, since papermill itself only
-warns on unknown names.
+warns on unknown names. Ranges and rules between keys are the schema's own (kit.config.schema):
+they run as each section is built, and their messages get the file name in front here.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class CompetitionParams(Section):
             self.label_map = {_label_str(k): _label_str(v) for k, v in self.label_map.items()}
         if not self.text_columns:
             raise KitError("`competition.text_columns` is empty; name at least one column.")
-        check_template(self.text_template, self.text_columns, "competition.text_template")
+        _check_template(self.text_template, self.text_columns, "competition.text_template")
         metric = get_metric(self.metric)
         if self.task not in metric.tasks:
             fits = [name for name, m in METRICS.items() if self.task in m.tasks]
@@ -418,16 +418,16 @@ class Params(Section):
                 f"{comp.metric!r} scores probabilities. Set thresholds.multiclass_bias: false."
             )
         if "transformer" in self.models:
-            check_template(self.transformer.prompt_template, comp.text_columns,
+            _check_template(self.transformer.prompt_template, comp.text_columns,
                            "transformer.prompt_template")
-            check_optimizer(self.transformer.optimizer)
+            _check_optimizer(self.transformer.optimizer)
         # 04_submit builds this kaggle command, even for a dry run; building it now refuses a bad
         # slug, kernel or kernel version with the submit step's own message.
         kaggle_cli.submit_command(comp.slug, "submission.csv", self.submit.message or self.name,
                                   self.submit.kernel, self.submit.kernel_version)
 
 
-def check_template(template: str | None, columns: list[str], key: str) -> None:
+def _check_template(template: str | None, columns: list[str], key: str) -> None:
     """A text template may only name the text columns (as `{column}`)."""
     if template is None:
         return
@@ -446,7 +446,7 @@ def check_template(template: str | None, columns: list[str], key: str) -> None:
             )
 
 
-def check_optimizer(name: str) -> None:
+def _check_optimizer(name: str) -> None:
     """`transformer.optimizer` must be a Trainer `optim` name (transformers' OptimizerNames)."""
     # Importing transformers.training_args takes seconds: only params that train a transformer
     # pay for it, and those import it anyway.
