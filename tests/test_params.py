@@ -95,8 +95,8 @@ def test_semantic_checks():
         params_from_dict({"competition": {"task": "binary", "labels": ["a", "b", "c"]}})
 
 
-# Each rule a run used to apply late (training, the decision step, the memory plan), with a value
-# it refuses and what its message must say.
+# Each rule a run used to apply late (training, the decision step, the memory plan) or to ignore
+# (positive_label against the order of labels), with a value it refuses and what its message says.
 LATE_RULES = [
     ({"transformer": {"warmup_ratio": 1.0}},
      r"transformer\.warmup_ratio is 1\.0; use a value in \[0, 1\)"),
