@@ -64,7 +64,10 @@ setup_env() {
 setup_env
 [ "$SETUP_ONLY" = 1 ] && { echo "Environment ready: $PY"; exit 0; }
 
-mapfile -t RUN < <("$PY" -m kit run-name "$PARAMS" --name "$NAME")
+# Captured first: `mapfile < <(...)` would ignore a failure (bad params: the kit prints why on
+# stderr) and go on with an empty run name.
+RUN_INFO="$("$PY" -m kit run-name "$PARAMS" --name "$NAME")" || exit 2
+mapfile -t RUN <<<"$RUN_INFO"
 RUN_NAME="${RUN[0]}"; RUN_DIR="${RUN[1]}"
 mkdir -p "$RUN_DIR/notebooks"
 # tqdm reads TQDM_* defaults: fewer progress updates keep headless logs and IOPub small.

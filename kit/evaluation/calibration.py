@@ -13,8 +13,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 from sklearn.calibration import calibration_curve
 
+from kit.config.params import TASKS
 from kit.errors import KitError
-from kit.evaluation.metrics import TASKS
 
 __all__ = [
     "apply_temperature",

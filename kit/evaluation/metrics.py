@@ -19,14 +19,11 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from kit.config.params import TASKS
 from kit.errors import KitError
-
-Task = Literal["binary", "multiclass", "multilabel"]
-TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel")
 
 __all__ = [
     "METRICS",
-    "TASKS",
     "Metric",
     "default_predictions",
     "get_metric",

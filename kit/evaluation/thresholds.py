@@ -19,12 +19,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from kit.config.params import TASKS, Task
 from kit.core.atomic import write_json
 from kit.errors import KitError
 from kit.evaluation.calibration import apply_temperature
 from kit.evaluation.metrics import (
-    TASKS,
-    Task,
     default_predictions,
     get_metric,
     score,

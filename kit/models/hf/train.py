@@ -99,7 +99,6 @@ def train_transformer(
             f"metric {metric!r} is not defined for a {task} task; pick one of the metrics for "
             f"{task} (e.g. f1_macro)."
         )
-    _check_cfg(cfg, has_val)
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
     fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
@@ -302,37 +301,6 @@ def _check_labels(
             f"(label_names has {num_labels} entries)."
         )
     return y.astype(np.int64)
-
-
-def _check_cfg(cfg: TransformerParams, has_val: bool) -> None:
-    if not 0 <= cfg.warmup_ratio < 1:
-        raise KitError(
-            f"transformer.warmup_ratio is {cfg.warmup_ratio}; use a fraction in [0, 1), e.g. 0.06."
-        )
-    if cfg.eval_steps < 1 or cfg.save_steps < 1:
-        raise KitError(
-            f"transformer.eval_steps ({cfg.eval_steps}) and save_steps ({cfg.save_steps}) must be "
-            ">= 1."
-        )
-    if has_val and cfg.save_steps % cfg.eval_steps:
-        suggestion = cfg.eval_steps * max(1, round(cfg.save_steps / cfg.eval_steps))
-        raise KitError(
-            f"transformer.save_steps ({cfg.save_steps}) must be a multiple of eval_steps "
-            f"({cfg.eval_steps}) so that every checkpoint has a validation score and the best one "
-            f"can be kept; e.g. set save_steps: {suggestion}."
-        )
-    if cfg.early_stopping_patience > 0 and not has_val:
-        raise KitError(
-            "transformer.early_stopping_patience > 0 needs validation texts to score; pass "
-            "val_texts or set early_stopping_patience: 0."
-        )
-    if not 0 <= cfg.label_smoothing < 1:
-        raise KitError(
-            f"transformer.label_smoothing is {cfg.label_smoothing}; use a value in [0, 1), "
-            "e.g. 0.1."
-        )
-    if cfg.epochs <= 0 and cfg.max_steps <= 0:
-        raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
 
 
 def _export_model(

@@ -1,0 +1,463 @@
+"""The params schema: every section and key of a params file, its default, doc, range and rules.
+
+The one home of what a params file may say, in the style of transformers' argument dataclasses:
+each key is a field whose `metadata={"help": ...}` is its one-line doc (README "Params" is
+rendered from it by kit.config.reference) and whose optional `"within"` is the interval its value
+must lie in. Rules between keys live in each section's `check()`. Intervals and rules run when a
+section is built, from YAML (kit.config.loading) or directly in code, so `python -m kit check`
+refuses everything a run would refuse, with the same message, before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
+
+from kit.errors import KitError
+from kit.kaggle import cli as kaggle_cli
+
+Task = Literal["binary", "multiclass", "multilabel"]
+TASKS: tuple[str, ...] = get_args(Task)
+ModelKind = Literal["tfidf", "transformer"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+# A label as a params file writes it (`1`, `true`, `spam`); CompetitionParams.check() stores it in
+# the text form the data loader gives label cells, so `1` matches a 0/1 column.
+Label = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An allowed range, written as in mathematics: "[0, 1)", "(0, inf)", "[1, inf)"."""
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        m = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])", text.strip())
+        if m is None:
+            raise ValueError(f"not an interval: {text!r}")  # a schema typo: a kit bug
+        return cls(float(m[2]), float(m[3]), m[1] == "[", m[4] == "]")
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        """">= 1", "> 0" or "in [0, 1)": as messages and the README say it."""
+        if self.high == math.inf:
+            return f"{'>=' if self.low_closed else '>'} {self.low:g}"
+        left, right = "[" if self.low_closed else "(", "]" if self.high_closed else ")"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+class Section:
+    """A params section: intervals and rules between keys are checked when it is built."""
+
+    section: ClassVar[str] = ""  # where the section sits in a params file: "transformer.lora"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if "within" not in f.metadata or value is None:
+                continue
+            within = Interval.parse(f.metadata["within"])
+            if value not in within:
+                usual = "or null" if f.default is None else f"(default {f.default!r})"
+                raise KitError(f"{self.key(f.name)} is {value!r}; use a value {within} {usual}.")
+        self.check()
+
+    def check(self) -> None:
+        """Rules between keys; sections that have some override this."""
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        """The dotted key of field `name`, as params files and messages spell it."""
+        return f"{cls.section}.{name}" if cls.section else name
+
+
+@dataclass
+class CompetitionParams(Section):
+    """Where the data is and what its columns mean."""
+
+    section: ClassVar[str] = "competition"
+
+    slug: str = field(default="trec-questions", metadata={
+        "help": "Kaggle competition (the URL part after /competitions/) or demo name."})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "Folder of the files; null: `/kaggle/input/<slug>`, `data/<slug>`, else download."})
+    train_file: str = field(default="train.csv", metadata={
+        "help": "Training table: .csv, .jsonl, .json.gz or .jsonl.gz (JSON lines streamed)."})
+    test_file: str = field(default="test.csv", metadata={"help": "Test table, same formats."})
+    sample_submission_file: str = field(default="sample_submission.csv", metadata={
+        "help": "Kaggle's sample submission: the submission takes its columns."})
+    answer_key_file: str | None = field(default="answer_key.csv", metadata={
+        "help": "Test labels for local scoring (demo competitions); skipped if absent."})
+    id_column: str = field(default="id", metadata={
+        "help": "Row id column (a train table without it is numbered from 0)."})
+    text_columns: list[str] = field(default_factory=lambda: ["text"], metadata={
+        "help": "Columns that make the text, joined by a blank line without a template."})
+    text_template: str | None = field(default=None, metadata={
+        "help": "Python format string over the text columns: `Question: {question}`."})
+    label_column: str = field(default="label", metadata={"help": "The training label column."})
+    task: Task = field(default="multiclass", metadata={
+        "help": "binary (two classes), multiclass (one of K), multilabel (any of K)."})
+    labels: list[Label] | None = field(default=None, metadata={
+        "help": "Declared classes, binary: negative first; null: sorted labels seen in train."})
+    positive_label: Label | None = field(default=None, metadata={
+        "help": "Binary: the positive class; null: 1, True, yes, spam or positive if present."})
+    label_delimiter: str | None = field(default=None, metadata={
+        "help": "Several labels in one cell, split on this; single-label tasks keep the first."})
+    label_map: dict[Label, Label] | None = field(default=None, metadata={
+        "help": "Raw label -> class: exact key first, then the longest matching prefix."})
+    metric: str = field(default="f1_micro", metadata={
+        "help": "The competition metric: a name from the metric table (it must fit the task)."})
+    max_rows: int | None = field(default=None, metadata={
+        "help": "Read only the first N training rows (quick experiments).", "within": "[1, inf)"})
+    csv_delimiter: str | None = field(default=None, metadata={
+        "help": "CSV field separator; null: detected (comma, semicolon, tab, pipe)."})
+    encoding: str | None = field(default=None, metadata={
+        "help": "File encoding; null: UTF-8 (with or without BOM), else detected and said."})
+
+    def check(self) -> None:
+        from kit.data.competition import _label_str  # it imports this module: not at the top
+        from kit.evaluation.metrics import METRICS, get_metric  # the registry (imports sklearn)
+
+        if self.labels is not None:
+            self.labels = [_label_str(label) for label in self.labels]
+        if self.positive_label is not None:
+            self.positive_label = _label_str(self.positive_label)
+        if self.label_map is not None:
+            self.label_map = {_label_str(k): _label_str(v) for k, v in self.label_map.items()}
+        if not self.text_columns:
+            raise KitError("`competition.text_columns` is empty; name at least one column.")
+        _check_template(self.text_template, self.text_columns, "competition.text_template")
+        metric = get_metric(self.metric)
+        if self.task not in metric.tasks:
+            fits = [name for name, m in METRICS.items() if self.task in m.tasks]
+            raise KitError(
+                f"`competition.metric` {self.metric!r} is not defined for a {self.task} task "
+                f"(only {', '.join(metric.tasks)}); use one of {', '.join(fits)}."
+            )
+        if self.labels is not None and len(set(self.labels)) < len(self.labels):
+            raise KitError(f"`competition.labels` {self.labels} lists a class twice.")
+        if self.task == "binary" and self.labels is not None and len(self.labels) != 2:
+            raise KitError(
+                f"task is binary but `competition.labels` has {len(self.labels)} entries: "
+                f"{self.labels}. List exactly two, negative first."
+            )
+        if self.positive_label is not None and self.labels:
+            if self.positive_label not in self.labels:
+                raise KitError(
+                    f"`competition.positive_label` {self.positive_label!r} is not in "
+                    f"`competition.labels` {self.labels}."
+                )
+            if self.task == "binary" and self.positive_label != self.labels[1]:
+                raise KitError(
+                    f"`competition.positive_label` {self.positive_label!r} comes first in "
+                    f"`competition.labels` {self.labels}, which lists the negative class first. "
+                    f"List them as {self.labels[::-1]}."
+                )
+
+
+@dataclass
+class ValidationParams(Section):
+    """The hold-out split that every model is scored on."""
+
+    section: ClassVar[str] = "validation"
+
+    size: float = field(default=0.2, metadata={
+        "help": "Share of the training rows held out for validation.", "within": "(0, 1)"})
+    stratify: bool = field(default=True, metadata={
+        "help": "Keep the class shares equal on both sides (single-label tasks)."})
+    group_column: str | None = field(default=None, metadata={
+        "help": "Rows sharing a value here stay on one side (several answers to one problem)."})
+
+
+@dataclass
+class EdaParams(Section):
+    """What the EDA notebook measures."""
+
+    section: ClassVar[str] = "eda"
+
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Tokenizer for text lengths; null: the transformer's if trained, else words."})
+    max_length_percentile: float = field(default=99.0, metadata={
+        "help": "Token-length percentile that suggests transformer.max_length.",
+        "within": "(0, 100]"})
+    examples_per_class: int = field(default=3, metadata={
+        "help": "Example texts shown per class.", "within": "[0, inf)"})
+
+
+@dataclass
+class TfidfParams(Section):
+    """The TF-IDF + logistic-regression baseline."""
+
+    section: ClassVar[str] = "tfidf"
+
+    word_ngram_max: int = field(default=2, metadata={
+        "help": "Word n-grams from 1 to this.", "within": "[1, inf)"})
+    char_ngrams: bool = field(default=True, metadata={
+        "help": "Add character 2-5 grams (robust on short and noisy text)."})
+    max_features: int = field(default=200_000, metadata={
+        "help": "Vocabulary size kept.", "within": "[1, inf)"})
+    min_df: int = field(default=1, metadata={
+        "help": "Drop terms found in fewer rows than this.", "within": "[1, inf)"})
+    sublinear_tf: bool = field(default=True, metadata={
+        "help": "1 + log(tf) instead of raw term counts."})
+    C: float = field(default=4.0, metadata={
+        "help": "Inverse regularisation strength of the logistic regression.",
+        "within": "(0, inf)"})
+    class_weight: Literal["balanced", "none"] = field(default="balanced", metadata={
+        "help": "Reweight classes by inverse frequency, or not."})
+    max_iter: int = field(default=2000, metadata={
+        "help": "Solver iterations at most.", "within": "[1, inf)"})
+
+
+@dataclass
+class LoraParams(Section):
+    """LoRA / QLoRA adapters (decoder LLMs as classifiers, or encoders)."""
+
+    section: ClassVar[str] = "transformer.lora"
+
+    enabled: bool = field(default=False, metadata={
+        "help": "Train adapters (and the head) instead of every weight."})
+    r: int = field(default=8, metadata={"help": "Adapter rank.", "within": "[1, inf)"})
+    alpha: int = field(default=16, metadata={
+        "help": "Adapter scale numerator (scale = alpha / r).", "within": "[1, inf)"})
+    dropout: float = field(default=0.05, metadata={
+        "help": "Dropout on the adapter inputs.", "within": "[0, 1)"})
+    target_modules: str | list[str] = field(default="auto", metadata={
+        "help": "auto (derived from the loaded model), all-linear, or a list of module names."})
+    quantization: Literal["none", "4bit", "8bit"] = field(default="none", metadata={
+        "help": "Load the base weights quantized (QLoRA; needs bitsandbytes)."})
+    quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={
+        "help": "The 4-bit data type."})
+    double_quant: bool = field(default=True, metadata={
+        "help": "Quantize the 4-bit scales too (about 0.4 bit per parameter less)."})
+    unsloth: Literal["auto", "never", "require"] = field(default="auto", metadata={
+        "help": "Use unsloth where it runs (auto), never, or fail without it (require)."})
+    merge_on_export: bool = field(default=False, metadata={
+        "help": "Merge the adapters into the exported weights."})
+
+    def check(self) -> None:
+        if self.quantization != "none" and not self.enabled:
+            raise KitError(
+                f"Quantization {self.quantization!r} needs LoRA adapters: quantized weights "
+                "cannot be trained. Set `transformer.lora.enabled: true` or "
+                "`transformer.lora.quantization: none`."
+            )
+
+
+@dataclass
+class TransformerParams(Section):
+    """Fine-tuning a Hugging Face model (encoder, or decoder LLM with `lora`)."""
+
+    section: ClassVar[str] = "transformer"
+
+    model: str = field(default="minilm", metadata={
+        "help": "Local or Kaggle input folder, hub id (online), or alias minilm, smollm2-135m."})
+    max_length: int | None = field(default=None, metadata={
+        "help": "Tokens per text; null: the EDA's percentile of token lengths.",
+        "within": "[1, inf)"})
+    truncation_side: Literal["right", "left"] = field(default="right", metadata={
+        "help": "Which end of a long text is cut."})
+    prompt_template: str | None = field(default=None, metadata={
+        "help": "Overrides competition.text_template for this model."})
+    epochs: float = field(default=3.0, metadata={
+        "help": "Passes over the training rows (ignored when max_steps > 0).",
+        "within": "[0, inf)"})
+    max_steps: int = field(default=-1, metadata={
+        "help": "> 0: train this many optimizer steps instead of epochs (huge data sets)."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Training rows per device step.", "within": "[1, inf)"})
+    eval_batch_size: int = field(default=64, metadata={
+        "help": "Rows per prediction step.", "within": "[1, inf)"})
+    grad_accum: int = field(default=1, metadata={
+        "help": "Device steps per optimizer step.", "within": "[1, inf)"})
+    lr: float = field(default=5e-5, metadata={"help": "Peak learning rate.", "within": "(0, inf)"})
+    scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"
+    ] = field(default="linear", metadata={"help": "Learning-rate schedule after the warmup."})
+    warmup_ratio: float = field(default=0.06, metadata={
+        "help": "Share of the steps that warm the learning rate up.", "within": "[0, 1)"})
+    weight_decay: float = field(default=0.01, metadata={
+        "help": "AdamW weight decay.", "within": "[0, inf)"})
+    optimizer: str = field(default="adamw_torch", metadata={
+        "help": "A Trainer `optim`, e.g. adamw_8bit (without bitsandbytes: adamw_torch)."})
+    eval_steps: int = field(default=100, metadata={
+        "help": "Score validation every this many optimizer steps.", "within": "[1, inf)"})
+    save_steps: int = field(default=100, metadata={
+        "help": "Checkpoint every this many steps: a multiple of eval_steps.",
+        "within": "[1, inf)"})
+    save_total_limit: int = field(default=2, metadata={
+        "help": "Last checkpoints kept; the best is kept as well.", "within": "[1, inf)"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Evaluations without improvement before stopping; 0: never stop early.",
+        "within": "[0, inf)"})
+    class_weights: Literal["balanced", "sqrt", "none"] = field(default="sqrt", metadata={
+        "help": "Loss weights by class frequency (sqrt: the milder square root)."})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "Label smoothing of the cross-entropy.", "within": "[0, 1)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations: less memory, about 30 % slower."})
+    checkpoint_dir: str | None = field(default=None, metadata={
+        "help": "Persistent checkpoint folder (e.g. Google Drive); null: the run folder."})
+    disk_budget_gb: float = field(default=15.0, metadata={
+        "help": "Checkpoints beyond this size are rotated out.", "within": "(0, inf)"})
+    time_budget_minutes: float | None = field(default=None, metadata={
+        "help": "Stop with a checkpoint before this; rerun to continue.", "within": "(0, inf)"})
+    memory_budget_gb: float | None = field(default=None, metadata={
+        "help": "GPU memory to plan for; null: the GPU's.", "within": "(0, inf)"})
+    lora: LoraParams = field(default_factory=LoraParams)
+
+    def check(self) -> None:
+        # Every checkpoint needs a validation score so that the best one is known and kept, and
+        # a run always has validation (validation.size lies in (0, 1)).
+        if self.save_steps % self.eval_steps:
+            save = self.eval_steps * max(1, round(self.save_steps / self.eval_steps))
+            evaluate = math.gcd(self.save_steps, self.eval_steps)
+            raise KitError(
+                f"transformer.save_steps ({self.save_steps}) must be a multiple of eval_steps "
+                f"({self.eval_steps}) so that every checkpoint has a validation score and the best "
+                f"one can be kept; e.g. set save_steps: {save} (or eval_steps: {evaluate})."
+            )
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
+
+
+@dataclass
+class ThresholdParams(Section):
+    """How 03_thresholds turns probabilities into the decision rule that 04_submit applies."""
+
+    section: ClassVar[str] = "thresholds"
+
+    enabled: bool = field(default=True, metadata={
+        "help": "Fit a decision rule on validation; false: argmax, or 0.5 per label."})
+    bootstrap: int = field(default=200, metadata={
+        "help": "Resamples for the stability interval of a binary threshold.",
+        "within": "[20, inf)"})
+    calibrate: bool = field(default=True, metadata={
+        "help": "Temperature scaling fitted on validation."})
+    multiclass_bias: bool = field(default=False, metadata={
+        "help": "Multiclass: per-class log-prior offsets fitted on validation (label metrics)."})
+    require_label: bool = field(default=True, metadata={
+        "help": "Multilabel: every row gets at least its most likely label."})
+
+
+@dataclass
+class SubmitParams(Section):
+    """Building and sending the submission."""
+
+    section: ClassVar[str] = "submit"
+
+    enabled: bool = field(default=False, metadata={
+        "help": "Really submit; false: a dry run that prints the kaggle command."})
+    message: str | None = field(default=None, metadata={
+        "help": "Submission message; null: run name, model and validation score."})
+    model: str = field(default="best", metadata={
+        "help": "Whose predictions: best on validation, or a name from models."})
+    kernel: str | None = field(default=None, metadata={
+        "help": "Code competitions: the notebook, as `<owner>/<notebook-slug>`."})
+    kernel_version: int | None = field(default=None, metadata={
+        "help": "Code competitions: the version number `kaggle kernels push` printed."})
+    prediction: Literal["label", "probability"] = field(default="label", metadata={
+        "help": "Submit decided labels, or probabilities (one column per class)."})
+
+
+@dataclass
+class Params(Section):
+    """Everything one run needs; written resolved to the run folder as params.yaml."""
+
+    name: str = field(default="demo", metadata={
+        "help": "Run folder name under output_dir (run_all.sh --name overrides it)."})
+    seed: int = field(default=42, metadata={
+        "help": "Drives the split, the models and the bootstrap.", "within": "[0, inf)"})
+    output_dir: str = field(default="outputs", metadata={
+        "help": "Where run folders go (relative paths: from the project root)."})
+    models: list[ModelKind] = field(default_factory=lambda: ["tfidf"], metadata={
+        "help": "Models to train, in order: tfidf, transformer."})
+    competition: CompetitionParams = field(default_factory=CompetitionParams)
+    validation: ValidationParams = field(default_factory=ValidationParams)
+    eda: EdaParams = field(default_factory=EdaParams)
+    tfidf: TfidfParams = field(default_factory=TfidfParams)
+    transformer: TransformerParams = field(default_factory=TransformerParams)
+    thresholds: ThresholdParams = field(default_factory=ThresholdParams)
+    submit: SubmitParams = field(default_factory=SubmitParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, ready for YAML."""
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        from kit.evaluation.metrics import get_metric  # the metric registry (imports sklearn)
+
+        if not self.models:
+            raise KitError("`models` is empty; list at least one, e.g. [tfidf].")
+        if len(set(self.models)) < len(self.models):
+            raise KitError(f"`models` is {self.models}; list each model once.")
+        if not self.name or "/" in self.name:
+            raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
+        if self.submit.model != "best" and self.submit.model not in self.models:
+            raise KitError(
+                f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}."
+            )
+        comp = self.competition
+        if (self.thresholds.enabled and self.thresholds.multiclass_bias
+                and comp.task == "multiclass" and get_metric(comp.metric).needs != "labels"):
+            raise KitError(
+                f"`thresholds.multiclass_bias` shifts decided labels, but `competition.metric` "
+                f"{comp.metric!r} scores probabilities. Set thresholds.multiclass_bias: false."
+            )
+        if "transformer" in self.models:
+            _check_template(self.transformer.prompt_template, comp.text_columns,
+                           "transformer.prompt_template")
+            _check_optimizer(self.transformer.optimizer)
+        # 04_submit builds this kaggle command, even for a dry run; building it now refuses a bad
+        # slug, kernel or kernel version with the submit step's own message.
+        kaggle_cli.submit_command(comp.slug, "submission.csv", self.submit.message or self.name,
+                                  self.submit.kernel, self.submit.kernel_version)
+
+
+def _check_template(template: str | None, columns: list[str], key: str) -> None:
+    """A text template may only name the text columns (as `{column}`)."""
+    if template is None:
+        return
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise KitError(
+            f"`{key}` is not a valid format string ({err}); write a brace as {{{{ or }}}}."
+        ) from None
+    for name in names:
+        column = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if column not in columns:
+            raise KitError(
+                f"`{key}` uses {{{name}}}, which is not one of `competition.text_columns` "
+                f"{columns}. Add the column or fix the template."
+            )
+
+
+def _check_optimizer(name: str) -> None:
+    """`transformer.optimizer` must be a Trainer `optim` name (transformers' OptimizerNames)."""
+    # Importing transformers.training_args takes seconds: only params that train a transformer
+    # pay for it, and those import it anyway.
+    from transformers.training_args import OptimizerNames
+
+    names = [o.value for o in OptimizerNames]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KitError(
+            f"`transformer.optimizer` is {name!r}, not a Trainer optimizer.{hint} Use one of "
+            f"transformers' OptimizerNames, e.g. adamw_torch, adamw_8bit, paged_adamw_32bit."
+        )
+
