@@ -30,7 +30,7 @@ def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Pa
     """
     raw = _read_with_extends(Path(path), seen=())
     if overrides:
-        _merge(raw, _undot(overrides))
+        deep_merge(raw, _undot(overrides))
     return params_from_dict(raw, source=str(path))
 
 
@@ -73,15 +73,15 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if base_name is None:
         return data
     base = _read_with_extends(path.parent / base_name, seen=(*seen, resolved))
-    _merge(base, data)
+    deep_merge(base, data)
     return base
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> None:
     """Deep-merge `update` into `base` in place (mappings merge, everything else replaces)."""
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = value
 
@@ -94,7 +94,7 @@ def _undot(overrides: dict[str, Any]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            _merge(node[parts[-1]], value)
+            deep_merge(node[parts[-1]], value)
         else:
             node[parts[-1]] = value
     return nested

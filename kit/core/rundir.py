@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kit.config.loading import deep_merge
 from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
 from kit.core import envinfo
 from kit.core.atomic import save_npz, write_atomic, write_json
@@ -79,7 +80,7 @@ class RunDir:
     def update_metrics(self, **values: Any) -> dict[str, Any]:
         """Merge values into metrics.json (nested dicts merge) and return the whole."""
         metrics = self.read_metrics()
-        _deep_update(metrics, values)
+        deep_merge(metrics, values)
         write_json(self.path / "metrics.json", metrics)
         return metrics
 
@@ -106,14 +107,6 @@ class RunDir:
     def finish(self) -> None:
         """Mark the run finished: later opens refuse to overwrite it."""
         write_atomic(self.path / FINISHED, datetime.now(timezone.utc).isoformat() + "\n")
-
-
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
 
 
 def resolve_params(params_path: str | Path, run_name: str = "",
