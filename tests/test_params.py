@@ -289,7 +289,8 @@ def _run_all_in(project: Path) -> Path:
 
     The venv's install stamp matches, so run_all.sh installs nothing and goes straight to the run.
     """
-    for name in ("run_all.sh", "pyproject.toml"):
+    stamped = ("pyproject.toml", "requirements-lock.txt", "run_all.sh")  # run_all.sh's order
+    for name in stamped:
         shutil.copy2(REPO / name, project / name)
     (project / "kit").symlink_to(REPO / "kit")
     venv = project / ".venv"
@@ -298,8 +299,7 @@ def _run_all_in(project: Path) -> Path:
                              "print(sys.prefix); print(site.getsitepackages()[0])"],
                             capture_output=True, text=True, check=True).stdout.split()
     Path(prefix[1], "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    stamp = hashlib.sha256((project / "pyproject.toml").read_bytes()
-                           + (project / "run_all.sh").read_bytes()).hexdigest()[:16]
+    stamp = hashlib.sha256(b"".join((project / n).read_bytes() for n in stamped)).hexdigest()[:16]
     Path(prefix[0], ".compkit-installed").write_text(stamp + "\n")
     return project / "run_all.sh"
 
