@@ -99,6 +99,11 @@ def train_transformer(
             f"metric {metric!r} is not defined for a {task} task; pick one of the metrics for "
             f"{task} (e.g. f1_macro)."
         )
+    if cfg.early_stopping_patience > 0 and not has_val:  # the arguments, not params: see schema
+        raise KitError(
+            "transformer.early_stopping_patience > 0 needs validation texts to score; pass "
+            "val_texts or set early_stopping_patience: 0."
+        )
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
     fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
