@@ -155,8 +155,11 @@ def _read_json_lines(path: Path, columns: list[str] | None, max_rows: int | None
 
 
 def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
-                 template: str | None = None) -> list[str]:
-    """Join the text columns through the template; empty or missing texts are errors."""
+                 template: str | None = None, allow_empty: bool = False) -> list[str]:
+    """Join the text columns through the template; empty or missing texts are errors.
+
+    `allow_empty` (prediction): such rows are rendered from empty strings, with a warning.
+    """
     template = template or comp.text_template
     _require_columns(df, comp.text_columns, file)
     if template is None:
@@ -166,11 +169,15 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
     missing = frame.isna().any(axis=1) | blank.all(axis=1)
     if missing.any():
         bad = df.loc[missing, comp.id_column].head(5).tolist() if comp.id_column in df else []
-        raise KitError(
-            f"{file}: {int(missing.sum())} rows have empty or missing text in "
-            f"{comp.text_columns} (first ids: {bad}). Drop or fill those rows before the run, "
-            "e.g. df[col] = df[col].fillna('')."
-        )
+        if not allow_empty:
+            raise KitError(
+                f"{file}: {int(missing.sum())} rows have empty or missing text in "
+                f"{comp.text_columns} (first ids: {bad}). Drop or fill those rows before the "
+                "run, e.g. df[col] = df[col].fillna('')."
+            )
+        log.warning(f"{file}: {int(missing.sum())} rows have empty or missing text in "
+                    f"{comp.text_columns} (first ids: {bad}); predicted from empty strings.")
+        frame = frame.fillna("")
     try:
         return [template.format(**row) for row in frame.astype(str).to_dict("records")]
     except KeyError as err:
