@@ -1,4 +1,4 @@
-"""Command line: build demo data, check params files, and name the run folder for run_all.sh."""
+"""Command line: demo data, params checks, run names for run_all.sh; predict with a run."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     name = sub.add_parser("run-name", help="print the run name a new run of PARAMS takes")
     name.add_argument("params")
     name.add_argument("--name", default="")
+    _add_serving_commands(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -62,9 +63,37 @@ def main(argv: list[str] | None = None) -> int:
             params, root = resolve_params(args.params, next_run_name(args.params, args.name))
             print(params.name)
             print(run_path(params, root))
+        elif args.command in ("predict", "serve"):
+            return _serving_command(args)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
+    predict = sub.add_parser("predict", help="predict a CSV or JSON-lines file with a run")
+    predict.add_argument("run", help="the run folder, e.g. outputs/demo")
+    predict.add_argument("--input", required=True, help="CSV or JSON lines with the run's "
+                         "text columns (and its id column)")
+    predict.add_argument("--output", help="CSV to write (default: <input>.predictions.csv)")
+    predict.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+
+
+def _serving_command(args: argparse.Namespace) -> int:
+    """`kit predict` (imported here: the other commands stay light)."""
+    from kit.core.logs import show_logs
+
+    show_logs()
+    if args.command == "predict":
+        from kit.serve.predict_file import predict_file
+        from kit.serve.predictor import Predictor
+
+        predictor = Predictor.load(args.run, device=args.device)
+        result = predict_file(predictor, Path(args.input), args.output, args.chunk_rows)
+        print(result.output)
+        return 0
     return 0
 
 
