@@ -16,6 +16,17 @@ from kit.serve.predictor import Predictor
 from tests.serve_helpers import BuiltRun, build_run
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny BERT trains on one thread, as in test_hf_train (the machine is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tfidf_run(tmp_path_factory) -> BuiltRun:
     return build_run(tmp_path_factory.mktemp("serve-tfidf"))
