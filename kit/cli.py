@@ -1,8 +1,9 @@
-"""Command line: build demo data, check params files, and name the run folder for run_all.sh."""
+"""Command line: demo data, params checks, run names for run_all.sh; predict with, serve a run."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     name = sub.add_parser("run-name", help="print the run name a new run of PARAMS takes")
     name.add_argument("params")
     name.add_argument("--name", default="")
+    _add_serving_commands(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -62,9 +64,79 @@ def main(argv: list[str] | None = None) -> int:
             params, root = resolve_params(args.params, next_run_name(args.params, args.name))
             print(params.name)
             print(run_path(params, root))
+        elif args.command in ("predict", "serve"):
+            return _serving_command(args)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
+    from kit.serve.settings import BatchingConfig, Limits
+
+    limits, batching = Limits(), BatchingConfig()
+    predict = sub.add_parser("predict", help="predict a CSV or JSON-lines file with a run")
+    predict.add_argument("run", help="the run folder, e.g. outputs/demo")
+    predict.add_argument("--input", required=True, help="CSV or JSON lines with the run's "
+                         "text columns (and its id column)")
+    predict.add_argument("--output", help="CSV to write (default: <input>.predictions.csv)")
+    predict.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    serve = sub.add_parser("serve", help="serve a run: REST API and a web page")
+    serve.add_argument("run", help="the run folder, e.g. outputs/demo")
+    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", default=None,
+                       help="bearer token required on /predict and /health (or KIT_SERVE_TOKEN)")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    serve.add_argument("--max-texts", type=int, default=limits.max_texts,
+                       help="texts per request (more: 413)")
+    serve.add_argument("--max-chars", type=int, default=limits.max_chars,
+                       help="characters per text (more: 413)")
+    serve.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
+                       help="request body size (more: 413)")
+    serve.add_argument("--no-batching", action="store_true",
+                       help="one model call per request instead of micro-batches")
+    serve.add_argument("--batch-texts", type=int, default=batching.max_texts,
+                       help="texts per micro-batch")
+    serve.add_argument("--batch-wait-ms", type=float, default=batching.max_wait_ms,
+                       help="how long a micro-batch waits for more requests")
+    serve.add_argument("--max-queue", type=int, default=batching.max_queue,
+                       help="requests waiting (more: 503)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _serving_command(args: argparse.Namespace) -> int:
+    """`kit predict` and `kit serve` (imported here: the other commands stay light)."""
+    from kit.core.logs import show_logs
+
+    show_logs()
+    if args.command == "predict":
+        from kit.serve.predict_file import predict_file
+        from kit.serve.predictor import Predictor
+
+        predictor = Predictor.load(args.run, device=args.device)
+        result = predict_file(predictor, Path(args.input), args.output, args.chunk_rows)
+        print(result.output)
+        return 0
+    from kit.serve.api import serve
+    from kit.serve.settings import BatchingConfig, Limits, ServeSettings
+
+    for flag in ("max_texts", "max_chars", "max_body_bytes", "batch_texts", "max_queue"):
+        if getattr(args, flag) < 1:
+            raise KitError(f"--{flag.replace('_', '-')} is {getattr(args, flag)}; use >= 1.")
+    if args.batch_wait_ms < 0:
+        raise KitError(f"--batch-wait-ms is {args.batch_wait_ms}; use >= 0.")
+    settings = ServeSettings(
+        run_folder=Path(args.run).resolve(),
+        token=args.token or os.environ.get("KIT_SERVE_TOKEN") or None,
+        limits=Limits(args.max_texts, args.max_chars, args.max_body_bytes),
+        batching=BatchingConfig(not args.no_batching, args.batch_texts, args.batch_wait_ms,
+                                args.max_queue),
+        device=args.device,
+    )
+    serve(settings, args.host, args.port, access_log=args.access_log)
     return 0
 
 

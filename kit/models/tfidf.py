@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import joblib
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -9,7 +13,10 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from kit.config.params import TfidfParams
+from kit.core.atomic import write_atomic
 from kit.errors import KitError
+
+PIPELINE_FILE = "pipeline.joblib"  # under models/tfidf/ of the run folder, for kit.serve
 
 
 def build_tfidf(cfg: TfidfParams, task: str, seed: int) -> Pipeline:
@@ -37,8 +44,12 @@ def build_tfidf(cfg: TfidfParams, task: str, seed: int) -> Pipeline:
 
 
 def fit_predict_tfidf(train_texts: list[str], y: np.ndarray, predict_on: list[list[str]],
-                      cfg: TfidfParams, task: str, n_classes: int, seed: int) -> list[np.ndarray]:
-    """Fit on the training texts; return probabilities (n, K) for each list in `predict_on`."""
+                      cfg: TfidfParams, task: str, n_classes: int, seed: int,
+                      save_to: Path | None = None) -> list[np.ndarray]:
+    """Fit on the training texts; return probabilities (n, K) for each list in `predict_on`.
+
+    `save_to`: also keep the fitted pipeline there (joblib, atomically) for serving.
+    """
     if task != "multilabel" and len(np.unique(y)) < 2:
         raise KitError(
             f"TF-IDF: all {len(y)} training rows have one class (index {y[0] if len(y) else '-'} "
@@ -56,13 +67,35 @@ def fit_predict_tfidf(train_texts: list[str], y: np.ndarray, predict_on: list[li
                "letters or more: check `competition.text_columns` and `text_template`.")
         raise KitError(f"TF-IDF kept no word of the {len(train_texts)} training texts "
                        f"(scikit-learn: {err}). {fix}") from err
-    out = []
-    for texts in predict_on:
-        probs = model.predict_proba(texts)
-        if task != "multilabel" and probs.shape[1] != n_classes:
-            # A class absent from training gets no column from scikit-learn: add it back as 0.
-            full = np.zeros((len(texts), n_classes))
-            full[:, model.classes_] = probs
-            probs = full
-        out.append(np.asarray(probs, dtype=np.float64))
-    return out
+    if save_to is not None:
+        save_pipeline(model, save_to)
+    return [predict_tfidf(model, texts, task, n_classes) for texts in predict_on]
+
+
+def predict_tfidf(model: Pipeline, texts: list[str], task: str, n_classes: int) -> np.ndarray:
+    """Probabilities (n, K) of a fitted pipeline: one column per class, seen in training or not."""
+    probs = model.predict_proba(texts)
+    if task != "multilabel" and probs.shape[1] != n_classes:
+        # A class absent from training gets no column from scikit-learn: add it back as 0.
+        full = np.zeros((len(texts), n_classes))
+        full[:, model.classes_] = probs
+        probs = full
+    return np.asarray(probs, dtype=np.float64)
+
+
+def save_pipeline(model: Pipeline, path: Path) -> Path:
+    """The fitted pipeline as one joblib file, written atomically."""
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return write_atomic(Path(path), buffer.getvalue())
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """A pipeline saved by `save_pipeline` (a pickle: load only run folders you made)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(
+            f"No fitted TF-IDF pipeline at {path}: this run was trained before pipelines were "
+            "saved. Train the run again under a new name to serve it."
+        )
+    return joblib.load(path)

@@ -37,14 +37,14 @@ class SubmissionResult:
     rule: DecisionRule
 
 
-def load_rule(run: RunDir, comp: Competition) -> DecisionRule:
+def load_rule(run: RunDir, task: str, labels: list[str]) -> DecisionRule:
     """The rule 03_thresholds saved; the untuned default when thresholds are disabled."""
     path = run.path / RULE_FILE
     if path.exists():
         return DecisionRule.from_json(path)
     if run.params.thresholds.enabled:
         raise KitError(f"No {RULE_FILE} in {run.path}: run 03_thresholds before 04_submit.")
-    return DecisionRule.default(comp.task, comp.labels)
+    return DecisionRule.default(task, labels)
 
 
 def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
@@ -58,7 +58,7 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
             f"{params.competition.test_file}: the data changed since training. Retrain in a "
             "new run."
         )
-    rule = load_rule(run, comp)
+    rule = load_rule(run, comp.task, comp.labels)
     pred = rule.apply(preds.test_probs)
     probs = rule.probabilities(preds.test_probs)
     delimiter = params.competition.label_delimiter

@@ -20,7 +20,7 @@ from kit.data.competition import Competition, render_texts
 from kit.data.split import load_or_make_split
 from kit.errors import KitError
 from kit.evaluation import metrics
-from kit.models.tfidf import fit_predict_tfidf
+from kit.models.tfidf import PIPELINE_FILE, fit_predict_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
             [texts[i] for i in train_rows], comp.y[train_rows],
             [[texts[i] for i in val_rows], comp.test_texts],
             params.tfidf, comp.task, len(comp.labels), params.seed,
+            save_to=run.models / "tfidf" / PIPELINE_FILE,
         )
         return val, test, {}
     if kind == "transformer":

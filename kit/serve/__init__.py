@@ -1,0 +1,1 @@
+"""Serving a finished run: batch prediction of files, a REST API and a small web page."""

@@ -1,0 +1,208 @@
+"""A finished run's chosen model and decision rule, loaded once, predicting labels for new texts.
+
+`Predictor.load(run_folder)` picks the model 04_submit used (`submit.model`, else metrics.json's
+`best_model`): the transformer from its export (`models/transformer/model/`, via
+`load_exported`), or the fitted TF-IDF pipeline (`models/tfidf/pipeline.joblib`). New texts are
+rendered from the run's text columns and template exactly as in training, and the run's
+`DecisionRule` turns raw probabilities into labels and scores as it does for the submission.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kit.config.params import Params, params_from_dict
+from kit.core.rundir import RunDir
+from kit.data.competition import render_texts, warn_empty_test_texts
+from kit.errors import KitError
+from kit.evaluation.thresholds import DecisionRule
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decisions", "Predictor"]
+
+
+@dataclass
+class Decisions:
+    """The rule applied to raw probabilities: what the submission would say for these texts."""
+
+    probs: np.ndarray  # (n, K) after the rule's temperature: the submission's probabilities
+    pred: np.ndarray  # class ids (n,), or multi-hot (n, K) for multilabel
+    labels: list[list[str]]  # per text: its label names (one, except multilabel)
+
+
+@dataclass
+class Predictor:
+    """One run's model and rule, ready to predict; `raw_probs` is the only model call."""
+
+    run_name: str
+    folder: Path
+    model_name: str  # "tfidf" or "transformer"
+    task: str
+    labels: list[str]
+    rule: DecisionRule
+    params: Params
+    metric: str | None
+    validation: float | None  # the chosen model's validation score (metrics.json)
+    device: str
+    template: str | None  # how text columns become one text for this model
+    _predict: Callable[[list[str]], np.ndarray] = field(repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def text_columns(self) -> list[str]:
+        return list(self.params.competition.text_columns)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | None = None) -> Predictor:
+        """Read the run folder and load its chosen model; a KitError says what is missing."""
+        folder = Path(folder).resolve()
+        params_file = folder / "params.yaml"
+        if not params_file.is_file():
+            raise KitError(
+                f"{folder} is not a run folder (no params.yaml). Pass outputs/<run>, the folder "
+                "./run_all.sh printed last."
+            )
+        params = params_from_dict(yaml.safe_load(params_file.read_text()), source=str(params_file))
+        run = RunDir(path=folder, params=params, root=folder.parent)
+        from kit.steps.decide import chosen_model  # the model 04_submit used
+        from kit.steps.submit import load_rule
+
+        model_name = chosen_model(run)
+        metrics = run.read_metrics()
+        task = params.competition.task
+        if model_name == "tfidf":
+            predict, labels, dev = _load_tfidf(folder, params)
+            template = params.competition.text_template
+        elif model_name == "transformer":
+            predict, labels, dev, task = _load_transformer(folder, params, device)
+            template = params.transformer.prompt_template or params.competition.text_template
+        else:
+            raise KitError(f"{folder}: cannot serve model {model_name!r}; kit.serve knows "
+                           "tfidf and transformer.")
+        rule = load_rule(run, task, labels)
+        if list(rule.labels) != list(labels):
+            raise KitError(
+                f"{folder}: the decision rule's labels {rule.labels} differ from the model's "
+                f"{labels}; decision_rule.json belongs to another model. Re-run 03_thresholds."
+            )
+        validation = metrics.get("models", {}).get(model_name, {}).get(metrics.get("metric"))
+        log.info(f"Loaded run {params.name!r}: {model_name} on {dev}, rule {rule.kind}"
+                 + (f" (temperature {rule.temperature:.3g})" if rule.temperature else ""))
+        return cls(params.name, folder, model_name, task, list(labels), rule, params,
+                   metrics.get("metric"), validation, dev, template, predict)
+
+    def render(self, df: pd.DataFrame, source: str) -> list[str]:
+        """Texts from rows holding the run's text columns, as training rendered them.
+
+        A missing column is an error naming it; empty texts are predicted, with a warning.
+        """
+        missing = [c for c in self.text_columns if c not in df.columns]
+        if missing:
+            raise KitError(
+                f"{source}: missing text column(s) {missing}; run {self.run_name!r} reads "
+                f"{self.text_columns} (competition.text_columns), and {source} has "
+                f"{list(df.columns)[:20]}. Rename the column(s) in the input."
+            )
+        warn_empty_test_texts(df, self.params.competition, source)
+        return render_texts(df, self.params.competition, source, self.template)
+
+    def raw_probs(self, texts: list[str]) -> np.ndarray:
+        """The model's probabilities (n, K) before the rule: what predictions/*.npz hold."""
+        with self._lock:  # one model call at a time (the fast tokenizer is not thread-safe)
+            return self._predict(list(texts))
+
+    def decide(self, raw: np.ndarray) -> Decisions:
+        """Labels and scores exactly as 04_submit makes them from test probabilities."""
+        pred = self.rule.apply(raw)
+        probs = self.rule.probabilities(raw)
+        if self.task == "multilabel":
+            names = [[self.labels[k] for k in np.flatnonzero(row)] for row in pred]
+        else:
+            names = [[self.labels[k]] for k in pred]
+        return Decisions(probs, pred, names)
+
+    def predict(self, texts: list[str]) -> Decisions:
+        """Rendered texts to decisions: `decide(raw_probs(texts))`."""
+        return self.decide(self.raw_probs(texts))
+
+    def describe_rule(self) -> dict[str, Any]:
+        """The applied rule as plain values (kind, temperature, thresholds or offsets)."""
+        rule = self.rule
+        out: dict[str, Any] = {"kind": rule.kind, "temperature": rule.temperature}
+        for name in ("threshold", "thresholds", "bias"):
+            if getattr(rule, name) is not None:
+                out[name] = getattr(rule, name)
+        if rule.metric:
+            out["tuned_for"] = rule.metric
+        return out
+
+
+def _load_tfidf(folder: Path, params: Params) -> tuple[Callable, list[str], str]:
+    from kit.models.tfidf import PIPELINE_FILE, load_pipeline, predict_tfidf
+    from kit.steps.decide import RULE_FILE
+
+    pipeline = load_pipeline(folder / "models" / "tfidf" / PIPELINE_FILE)
+    # The class names: the pipeline only knows class ids; the rule (or params) names them.
+    rule_file = folder / RULE_FILE
+    labels = (DecisionRule.from_json(rule_file).labels if rule_file.exists()
+              else params.competition.labels)
+    if not labels:
+        raise KitError(
+            f"{folder}: no {RULE_FILE} and no `competition.labels`, so the classes have no "
+            "names. Run 03_thresholds for this run."
+        )
+    task = params.competition.task
+
+    def predict(texts: list[str]) -> np.ndarray:
+        return predict_tfidf(pipeline, texts, task, len(labels))
+
+    return predict, list(labels), "cpu"
+
+
+def _load_transformer(folder: Path, params: Params, device: str | None,
+                      ) -> tuple[Callable, list[str], str, str]:
+    from kit.models.export import EXPORT_INFO, load_exported
+
+    export = folder / "models" / "transformer" / "model"
+    if not (export / EXPORT_INFO).is_file():
+        raise KitError(
+            f"No transformer export at {export} ({EXPORT_INFO} missing): the run did not finish "
+            "training. Finish 02_train, or serve with `submit.model: tfidf`."
+        )
+    info = json.loads((export / EXPORT_INFO).read_text())
+    model, tokenizer, labels = load_exported(export, device=device)
+    tokenizer.truncation_side = info.get("truncation_side", "right")
+    task = info.get("task", params.competition.task)
+    max_length = int(info.get("max_length") or params.transformer.max_length or 512)
+    dev = next(model.parameters()).device
+    amp = _autocast_dtype() if dev.type == "cuda" else None
+    batch_size = params.transformer.eval_batch_size
+
+    def predict(texts: list[str]) -> np.ndarray:
+        from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
+
+        return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
+                             progress=False, autocast_dtype=amp)
+
+    return predict, list(labels), str(dev), task
+
+
+def _autocast_dtype() -> Any:
+    """The precision training predicted with on this GPU (bf16 from sm_80, else fp16)."""
+    import torch
+
+    from kit.models.hardware import detect_hardware
+
+    profile = detect_hardware()
+    return torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
