@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from kit.core.logs import show_logs
 from kit.core.rundir import FINISHED, resolve_params, run_path
 from kit.data.competition import find_project_root
 from kit.errors import KitError
@@ -48,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     name = sub.add_parser("run-name", help="print the run name a new run of PARAMS takes")
     name.add_argument("params")
     name.add_argument("--name", default="")
+    doc = sub.add_parser("params-doc", help="print the README's params table from the schema")
+    doc.add_argument("readme", nargs="?", help="rewrite that file's table in place instead")
     _add_serving_commands(sub)
     args = parser.parse_args(argv)
+    show_logs()
     try:
         if args.command == "demo":
             from kit.data.demos import DEMOS, build_demo
@@ -64,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             params, root = resolve_params(args.params, next_run_name(args.params, args.name))
             print(params.name)
             print(run_path(params, root))
+        elif args.command == "params-doc":
+            from kit.config.reference import params_table, update_readme
+
+            if args.readme:
+                changed = update_readme(Path(args.readme))
+                print(f"{args.readme}: params table {'updated' if changed else 'up to date'}")
+            else:
+                print(params_table(), end="")
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
     except KitError as err:

@@ -272,7 +272,7 @@ def test_every_params_key_has_a_one_line_doc():
 def test_readme_params_table_is_the_one_rendered_from_the_schema():
     assert readme_table(REPO / "README.md") == params_table(), (
         "README.md's params table differs from the schema: run "
-        "`python -m kit.config.reference README.md` and commit the result."
+        "`python -m kit params-doc README.md` and commit the result."
     )
 
 

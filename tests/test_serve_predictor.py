@@ -79,7 +79,7 @@ def test_predict_file_streams_chunks_and_writes_labels_and_probabilities(tfidf_r
     test.to_csv(src, index=False)
     assert main(["predict", str(tfidf_run.path), "--input", str(src), "--chunk-rows", "7"]) == 0
     out = capsys.readouterr().out
-    assert "1 rows have empty or missing text" in out and "predicted from empty strings" in out
+    assert "1 row of 7 with empty or missing text" in out and "predicted from empty text" in out
     assert f"predict: {len(test)} rows" in out
     got = pd.read_csv(tmp_path / "new.predictions.csv")
     assert list(got.columns) == ["id", "label", "prob_food", "prob_sport", "prob_tech"]

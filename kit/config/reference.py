@@ -1,7 +1,7 @@
 """The params reference in README "Params": a table rendered from the schema's field docs.
 
-    python -m kit.config.reference              # print the table
-    python -m kit.config.reference README.md    # rewrite it in place, between its two markers
+    python -m kit params-doc              # print the table
+    python -m kit params-doc README.md    # rewrite it in place, between its two markers
 
 tests/test_params.py checks that the README holds exactly this table, so the docs cannot drift
 from kit.config.schema (defaults, allowed values and intervals are read from the fields).
@@ -10,7 +10,6 @@ from kit.config.schema (defaults, allowed values and intervals are read from the
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -115,10 +114,3 @@ def _cell(text: str) -> str:
 def _first_line(doc: str | None) -> str:
     return _cell((doc or "").strip().splitlines()[0])
 
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        changed = update_readme(Path(sys.argv[1]))
-        print(f"{sys.argv[1]}: params table {'updated' if changed else 'already up to date'}")
-    else:
-        print(params_table(), end="")
