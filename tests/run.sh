@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./run_all.sh --setup-only
+# The page test drives Debian's Chromium (a browser that downloads itself cannot be had here).
+if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing chromium and chromium-driver (browser test) ..." >&2
+  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+    || echo "Could not install chromium; the browser test will say so." >&2
+fi
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
 "$PY" -m ruff check kit tests bench
