@@ -23,9 +23,9 @@ from kit.config.params import LoraParams, TransformerParams
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile
 from kit.models.llm.lora import classification_head_names, derive_target_modules
+from kit.models.llm.memory_fit import check_fits
 from kit.models.llm.memory_plan import (
     GIB,
-    check_fits,
     estimate_from_config,
     estimate_from_inputs,
     estimate_memory,
