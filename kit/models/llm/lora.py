@@ -39,7 +39,7 @@ from torch import nn
 from kit.config.params import TransformerParams
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile, model_device_map
-from kit.models.llm import memory_plan
+from kit.models.llm import memory_fit, memory_plan
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +294,10 @@ def ensure_pad_token(tokenizer: Any, model: nn.Module | None = None) -> str:
 def plan_memory(
     cfg: TransformerParams, path: str, num_labels: int, profile: HardwareProfile, report: dict
 ) -> None:
-    """Estimate training memory (kit.models.llm.memory_plan); on a GPU, stop early if it won't fit.
+    """Estimate training memory before loading; on a GPU, stop early if it won't fit.
 
-    QLoRA always checkpoints gradients here, so the plan does too. The estimate goes to `report`.
+    kit.models.llm.memory_plan estimates, kit.models.llm.memory_fit decides. QLoRA always
+    checkpoints gradients here, so the plan does too. The estimate goes to `report`.
     """
     if cfg.max_length is None:
         if _is_gpu(profile):
@@ -315,7 +316,7 @@ def plan_memory(
     report["memory_estimate_gb"] = estimate.total_gb
     if _is_gpu(profile):
         budget = cfg.memory_budget_gb or profile.memory_gb
-        memory_plan.check_fits(estimate, budget, context=f"transformer.model {cfg.model!r}")
+        memory_fit.check_fits(estimate, budget, context=f"transformer.model {cfg.model!r}")
 
 
 def load_base_classifier(

@@ -2,8 +2,10 @@
 
 Made for decoder LLMs fine-tuned with LoRA/QLoRA on a 16 GB T4, and good enough for full
 fine-tuning of encoders. The numbers are rules of thumb from the literature (sources next to each
-formula); they aim to be within ~20 % and on the safe side, not exact. `measured_peak_gb` gives
-the real peak after training, to compare against the plan.
+formula); they aim to be within ~20 % and on the safe side, not exact. The model's shapes are read
+from the model itself, built on the meta device (kit.models.llm.model_shape); whether the plan fits
+and what to change is kit.models.llm.memory_fit. `measured_peak_gb` gives the real peak after
+training, to compare against the plan.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from kit.errors import KitError
+from kit.models.llm.model_shape import read_shape
 
 if TYPE_CHECKING:
     from kit.config.params import TransformerParams
@@ -48,14 +51,17 @@ class MemoryInputs:
     seq_len: int
     gradient_checkpointing: bool
     optimizer: str
-    n_lora_targets_per_layer: int
     intermediate_size: int
     gated_mlp: bool
+    rms_norm: bool  # RMSNorm upcasting to fp32 (decoders) rather than a 16-bit LayerNorm
     num_heads: int
     vocab_size: int
     num_labels: int | None  # None: causal-LM head over the whole vocabulary
     unquantized_params: int
-    lora_in_out_per_layer: int  # sum of in+out features of the LoRA-targeted linears of one layer
+    head_params: int  # classification head, trained whole next to the adapters
+    lora_modules: int  # linears with adapters, in the whole model
+    lora_in_out: int  # sum of their in+out features: the adapters hold lora_rank times this
+    lora_in_features_per_layer: int  # inputs of one layer's adapters (each keeps a dropout copy)
     lora_dropout: float
     double_quant: bool
     attention: Literal["sdpa", "eager"]
@@ -103,23 +109,28 @@ def estimate_memory(
     seq_len: int,
     gradient_checkpointing: bool,
     optimizer: str = "adamw_torch",
-    n_lora_targets_per_layer: int = 7,
     intermediate_size: int | None = None,
     gated_mlp: bool = True,
+    rms_norm: bool | None = None,
     num_heads: int | None = None,
     vocab_size: int = 0,
     num_labels: int | None = 2,
     unquantized_params: int | None = None,
-    lora_in_out_per_layer: int | None = None,
+    head_params: int | None = None,
+    lora_modules: int | None = None,
+    lora_in_out: int | None = None,
+    lora_in_features_per_layer: int | None = None,
     lora_dropout: float = 0.05,
     double_quant: bool = True,
     attention: Literal["sdpa", "eager"] = "sdpa",
+    largest_linear: int | None = None,
 ) -> MemoryEstimate:
     """Estimate peak GPU memory of one training step (see the module docstring for the sources).
 
-    Without `lora_in_out_per_layer`, each LoRA target is taken as a hidden x hidden linear
-    (`estimate_from_config` computes the real shapes). `unquantized_params` defaults to the input
-    embeddings (+ an untied LM head when `num_labels` is None): bitsandbytes keeps them 16-bit.
+    For shapes given by hand; `estimate_from_config` reads them all from the model. Left out, the
+    LoRA targets are 7 hidden x hidden linears per layer, the head hidden x num_labels, the norms
+    RMSNorm when the MLP is gated, and `unquantized_params` the input embeddings (+ an untied LM
+    head when `num_labels` is None): bitsandbytes keeps them 16-bit.
     """
     if quantization != "none" and lora_rank <= 0:
         raise KitError(
@@ -130,6 +141,10 @@ def estimate_memory(
     if quantization not in ("none", "8bit", "4bit"):
         raise KitError(f"Unknown quantization {quantization!r}; use 'none', '8bit' or '4bit'.")
     intermediate = intermediate_size or 4 * hidden_size
+    if lora_modules is None:
+        lora_modules = 7 * num_layers
+    if head_params is None:
+        head_params = hidden_size * num_labels if num_labels else 0
     if unquantized_params is None:
         unquantized_params = vocab_size * hidden_size * (2 if num_labels is None else 1)
     inputs = MemoryInputs(
@@ -143,25 +158,32 @@ def estimate_memory(
         seq_len=seq_len,
         gradient_checkpointing=gradient_checkpointing,
         optimizer=optimizer,
-        n_lora_targets_per_layer=n_lora_targets_per_layer,
         intermediate_size=intermediate,
         gated_mlp=gated_mlp,
+        rms_norm=gated_mlp if rms_norm is None else rms_norm,
         num_heads=num_heads or max(1, hidden_size // 128),
         vocab_size=vocab_size,
         num_labels=num_labels,
         unquantized_params=min(int(unquantized_params), int(n_params)),
-        lora_in_out_per_layer=lora_in_out_per_layer or n_lora_targets_per_layer * 2 * hidden_size,
+        head_params=head_params,
+        lora_modules=lora_modules,
+        lora_in_out=lora_modules * 2 * hidden_size if lora_in_out is None else lora_in_out,
+        lora_in_features_per_layer=(
+            lora_modules // num_layers * hidden_size
+            if lora_in_features_per_layer is None
+            else lora_in_features_per_layer
+        ),
         lora_dropout=lora_dropout,
         double_quant=double_quant,
         attention=attention,
-        largest_linear=hidden_size * max(hidden_size, intermediate),
+        largest_linear=largest_linear or hidden_size * max(hidden_size, intermediate),
     )
-    return _estimate(inputs)
+    return estimate_from_inputs(inputs)
 
 
-def _estimate(x: MemoryInputs) -> MemoryEstimate:
+def estimate_from_inputs(x: MemoryInputs) -> MemoryEstimate:
+    """The estimate for these inputs (`check_fits` re-estimates changed ones with it)."""
     cb = x.compute_dtype_bytes
-    head_params = x.hidden_size * x.num_labels if x.num_labels else 0
     full_finetune = x.lora_rank <= 0
 
     # --- weights ---
@@ -174,7 +196,7 @@ def _estimate(x: MemoryInputs) -> MemoryEstimate:
     else:
         # LoRA: r*(in+out) per targeted linear (Hu et al. 2021), trained in fp32 like the
         # classification head (modules_to_save), which peft keeps in fp32 when autocasting.
-        n_trainable = x.num_layers * x.lora_rank * x.lora_in_out_per_layer + head_params
+        n_trainable = x.lora_rank * x.lora_in_out + x.head_params
         quantized = x.n_params - x.unquantized_params
         base_bytes = quantized * _bytes_per_quantized_param(x) + x.unquantized_params * cb
     trainable_bytes = n_trainable * 4.0
@@ -195,12 +217,12 @@ def _estimate(x: MemoryInputs) -> MemoryEstimate:
     if not full_finetune and x.lora_dropout > 0:
         # peft applies dropout to the input of every LoRA target separately and keeps its output
         # (2 bytes) and mask (1 byte) for backward: ~3 bytes per input feature per target.
-        per_token += 3 * x.lora_in_out_per_layer // 2
+        per_token += 3 * x.lora_in_features_per_layer
     scale = cb / 2  # the formula counts 16-bit activations; fp32 on CPU doubles it
     # Korthikanti's 4h for the two norms assumes fused 16-bit LayerNorm. The RMSNorm of the
     # HF decoder families upcasts to fp32 and keeps that fp32 input (4h) plus the normalised
     # output in the compute dtype: (4 + cb)*h per norm. Measured on a tiny Llama in the tests.
-    norm_bytes = 2 * (4 + cb) * h if x.gated_mlp else 4 * h * scale
+    norm_bytes = 2 * (4 + cb) * h if x.rms_norm else 4 * h * scale
     layer_bytes = tokens * (per_token * scale + norm_bytes)
     if x.attention == "eager":
         layer_bytes += 5 * x.num_heads * x.seq_len * x.seq_len * x.batch_size * scale
@@ -282,115 +304,6 @@ def _dtype_name(nbytes: int) -> str:
     return {2: "16-bit", 4: "fp32"}.get(nbytes, f"{nbytes}-byte")
 
 
-# Families whose MLP is a plain up/down projection (not gated) and that use learned positions.
-_UNGATED = {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta", "deberta-v2",
-            "gpt2", "opt", "phi", "gpt_neox", "mpnet", "camembert"}
-# Gated families with q/k/v biases but no `attention_bias` attribute in their config.
-_QKV_BIAS = {"qwen2", "qwen2_moe"}
-
-
-def _layer_linears(config: Any) -> tuple[dict[str, tuple[int, int]], bool, int]:
-    """(name -> (in, out) of one layer's linears, gated MLP?, intermediate size)."""
-    h = config.hidden_size
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or h // heads
-    i = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * h
-    gated = getattr(config, "model_type", "") not in _UNGATED
-    q, k = heads * head_dim, kv * head_dim
-    linears = {"q_proj": (h, q), "k_proj": (h, k), "v_proj": (h, k), "o_proj": (q, h)}
-    if gated:
-        linears.update(gate_proj=(h, i), up_proj=(h, i), down_proj=(i, h))
-    else:
-        linears.update(up_proj=(h, i), down_proj=(i, h))
-    return linears, gated, i
-
-
-# Other names for the same linears (Phi-3 fused projections, BERT/GPT-2 style names).
-_ALIASES = {
-    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
-    "gate_up_proj": ("gate_proj", "up_proj"),
-    "query": ("q_proj",), "key": ("k_proj",), "value": ("v_proj",), "dense": ("o_proj",),
-    "c_attn": ("q_proj", "k_proj", "v_proj"), "c_proj": ("o_proj",),
-    "fc1": ("up_proj",), "fc2": ("down_proj",), "c_fc": ("up_proj",),
-    "w1": ("gate_proj",), "w3": ("up_proj",), "w2": ("down_proj",),
-    "dense_h_to_4h": ("up_proj",), "dense_4h_to_h": ("down_proj",),
-}
-
-
-def _lora_in_out(linears: dict[str, tuple[int, int]], targets: str | list[str]) -> tuple[int, int]:
-    """(number of LoRA modules per layer, sum of their in+out features)."""
-    if isinstance(targets, str):
-        if targets in ("all-linear", "auto"):
-            # "auto" is derived from the loaded model; planning assumes the largest choice.
-            names = list(linears)
-        elif targets == "attention":
-            names = ["q_proj", "k_proj", "v_proj", "o_proj"]
-        else:
-            names = [targets]
-    else:
-        names = list(targets)
-    count, total = 0, 0
-    for name in names:
-        parts = _ALIASES.get(name, (name,))
-        known = [p for p in parts if p in linears]
-        if known:
-            ins = linears[known[0]][0]
-            outs = sum(linears[p][1] for p in known)  # a fused linear has one A, one wider B
-        else:  # unknown name: assume hidden -> hidden
-            ins = outs = next(iter(linears.values()))[0]
-        count += 1
-        total += ins + outs
-    return count, total
-
-
-def count_params_from_config(config: Any, num_labels: int | None = 2) -> int:
-    """Parameters of the model a config describes, without building it.
-
-    `num_labels=None` counts a causal-LM head (none extra when tied to the embeddings); an int
-    counts a sequence-classification head of that many classes.
-    """
-    config = _text_config(config)
-    h, n_layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    linears, gated, _ = _layer_linears(config)
-    per_layer = sum(a * b for a, b in linears.values())
-    biased: set[str] = set()
-    if not gated:  # BERT/GPT-2 style: every linear has a bias
-        biased = set(linears)
-    else:
-        if getattr(config, "attention_bias", False):
-            biased |= {"q_proj", "k_proj", "v_proj", "o_proj"}
-        elif getattr(config, "model_type", "") in _QKV_BIAS:
-            biased |= {"q_proj", "k_proj", "v_proj"}
-        if getattr(config, "mlp_bias", False):
-            biased |= {"gate_proj", "up_proj", "down_proj"}
-    per_layer += sum(linears[name][1] for name in biased)
-    per_layer += 4 * h if not gated else 2 * h  # two LayerNorms (weight+bias) or RMSNorms
-    total = vocab * h + n_layers * per_layer + h  # embeddings, layers, final norm
-    if not gated:
-        total += (getattr(config, "max_position_embeddings", 0) or 0) * h + h  # learned positions
-    if num_labels is None:
-        if not getattr(config, "tie_word_embeddings", False):
-            total += vocab * h
-    else:
-        total += num_labels * h
-    return int(total)
-
-
-def _text_config(config: Any) -> Any:
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    missing = [a for a in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-               if getattr(config, a, None) is None]
-    if missing:
-        raise KitError(
-            f"Cannot plan memory for model type {getattr(config, 'model_type', '?')!r}: its config "
-            f"has no {', '.join(missing)}, so its memory cannot be planned before loading. Use a "
-            "model whose config has them (Llama, Mistral, Qwen, Phi, Gemma, BERT families do)."
-        )
-    return config
-
-
 def estimate_from_config(
     config: Any,
     *,
@@ -407,20 +320,17 @@ def estimate_from_config(
     double_quant: bool = True,
     attention: Literal["sdpa", "eager"] = "sdpa",
 ) -> MemoryEstimate:
-    """Estimate from a transformers config (no weights loaded): shapes and n_params come from it.
+    """Estimate for a transformers config: shapes are read from the model it builds on the meta
+    device (kit.models.llm.model_shape; no weights loaded, no memory allocated).
 
-    `lora_targets`: "all-linear", "auto" (planned as all-linear), "attention", or module names.
+    `lora_targets` is `transformer.lora.target_modules`: "auto", "all-linear" or module names,
+    derived as the real run derives them and matched by peft itself.
     """
-    config = _text_config(config)
-    linears, gated, intermediate = _layer_linears(config)
-    n_targets, in_out = _lora_in_out(linears, lora_targets)
-    h, vocab = config.hidden_size, config.vocab_size
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    unquantized = vocab * h + (vocab * h if num_labels is None and not tied else 0)
+    shape = read_shape(config, num_labels=num_labels, lora_targets=lora_targets)
     return estimate_memory(
-        n_params=count_params_from_config(config, num_labels=num_labels),
-        hidden_size=h,
-        num_layers=config.num_hidden_layers,
+        n_params=shape.n_params,
+        hidden_size=shape.hidden_size,
+        num_layers=shape.num_layers,
         quantization=quantization,
         compute_dtype_bytes=compute_dtype_bytes,
         lora_rank=lora_rank,
@@ -428,17 +338,21 @@ def estimate_from_config(
         seq_len=seq_len,
         gradient_checkpointing=gradient_checkpointing,
         optimizer=optimizer,
-        n_lora_targets_per_layer=n_targets,
-        intermediate_size=intermediate,
-        gated_mlp=gated,
-        num_heads=config.num_attention_heads,
-        vocab_size=vocab,
+        intermediate_size=shape.intermediate_size,
+        gated_mlp=shape.gated_mlp,
+        rms_norm=shape.rms_norm,
+        num_heads=shape.num_heads,
+        vocab_size=shape.vocab_size,
         num_labels=num_labels,
-        unquantized_params=unquantized,
-        lora_in_out_per_layer=in_out,
+        unquantized_params=shape.n_params - shape.quantized_params,
+        head_params=shape.head_params,
+        lora_modules=shape.lora_modules,
+        lora_in_out=shape.lora_in_out,
+        lora_in_features_per_layer=shape.lora_in_features_per_layer,
         lora_dropout=lora_dropout,
         double_quant=double_quant,
         attention=attention,
+        largest_linear=shape.largest_linear,
     )
 
 
@@ -473,100 +387,13 @@ def plan_from_params(
         seq_len=seq_len,
         gradient_checkpointing=cfg.gradient_checkpointing,
         optimizer=cfg.optimizer,
-        lora_targets=lora.target_modules,
+        # Without LoRA the adapters only size the "use QLoRA" advice: planned as all-linear.
+        lora_targets=lora.target_modules if lora.enabled else "all-linear",
         num_labels=num_labels,
         lora_dropout=lora.dropout,
         double_quant=lora.double_quant,
     )
     return dataclasses.replace(estimate, notes=notes)
-
-
-def check_fits(estimate: MemoryEstimate, budget_gb: float | None, context: str) -> None:
-    """Raise KitError when the estimate exceeds the budget, with the breakdown and fixes.
-
-    The fixes are re-estimated and applied greedily, biggest saving first, until the run fits;
-    the ones not needed are listed after. `budget_gb=None` (CPU, no budget known) checks
-    nothing. `context` names the run, e.g. "params/llm.yaml: transformer (Llama-3.1-8B on T4)".
-    """
-    if budget_gb is None or estimate.total_gb <= budget_gb:
-        return
-    lines = [
-        f"{context}: training needs about {estimate.total_gb:.1f} GB of GPU memory, more than the "
-        f"{budget_gb:.1f} GB budget (`transformer.memory_budget_gb`, default the GPU's memory); "
-        "it would stop with CUDA out-of-memory part-way.",
-        "Estimate:",
-        estimate.table(),
-        *(f"Note: {note}." for note in estimate.notes),
-        "Fixes, biggest saving first, each on top of the ones before (estimated total after it):",
-    ]
-    current, used = estimate, set()
-    while current.total_gb > budget_gb:
-        options = [
-            (key, text, _estimate(dataclasses.replace(current.inputs, **change)))
-            for key, text, change in _fix_changes(current.inputs)
-            if key not in used
-        ]
-        if not options:
-            break
-        key, text, best = min(options, key=lambda o: o[2].total_gb)
-        if best.total_gb >= current.total_gb:
-            break
-        used.add(key)
-        current = best
-        mark = " (fits)" if best.total_gb <= budget_gb else ""
-        lines.append(f"  {len(used)}. {text} → {best.total_gb:.1f} GB{mark}")
-    if current.total_gb > budget_gb:
-        lines.append(
-            "  Even so it does not fit: choose a smaller model (fewer parameters) or a GPU with "
-            "more memory."
-        )
-    rest = [text for key, text, _ in _fix_changes(current.inputs) if key not in used]
-    if rest:
-        lines.append("Other ways to save memory: " + "; ".join(rest) + ".")
-    raise KitError("\n".join(lines))
-
-
-def _fix_changes(x: MemoryInputs) -> list[tuple[str, str, dict[str, Any]]]:
-    """(key, advice naming the params field, change to the inputs) for the fixes that apply."""
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    if x.quantization != "4bit":
-        if x.lora_rank <= 0:
-            text = (
-                "LoRA on a 4-bit model: `transformer.lora.enabled: true`, "
-                "`transformer.lora.quantization: 4bit`"
-            )
-            out.append(("quant", text, {"quantization": "4bit", "lora_rank": 8}))
-        else:
-            text = "`transformer.lora.quantization: 4bit` (QLoRA)"
-            out.append(("quant", text, {"quantization": "4bit"}))
-    if x.batch_size > 1:
-        half = x.batch_size // 2
-        text = (
-            f"`transformer.batch_size: {half}` (from {x.batch_size}) and double "
-            "`transformer.grad_accum` (same effective batch)"
-        )
-        out.append(("batch", text, {"batch_size": half}))
-    if x.seq_len > 64:
-        half = x.seq_len // 2
-        text = (
-            f"`transformer.max_length: {half}` (from {x.seq_len}; longer texts get truncated, "
-            "check the EDA's length percentiles)"
-        )
-        out.append(("seq", text, {"seq_len": half}))
-    if not x.gradient_checkpointing:
-        text = "`transformer.gradient_checkpointing: true` (steps ~30 % slower)"
-        out.append(("ckpt", text, {"gradient_checkpointing": True}))
-    if x.lora_rank > 4:
-        half = x.lora_rank // 2
-        out.append(("rank", f"`transformer.lora.r: {half}` (from {x.lora_rank})",
-                    {"lora_rank": half}))
-    if x.lora_rank > 0 and x.lora_dropout > 0:
-        out.append(("dropout", "`transformer.lora.dropout: 0.0` (no per-target dropout copies)",
-                    {"lora_dropout": 0.0}))
-    if "8bit" not in x.optimizer.lower():
-        out.append(("optim", "`transformer.optimizer: paged_adamw_8bit`",
-                    {"optimizer": "paged_adamw_8bit"}))
-    return out
 
 
 def measured_peak_gb(device: Any) -> float | None:
@@ -603,9 +430,8 @@ def measured_peak_label(device: Any) -> str:
 __all__ = [
     "MemoryEstimate",
     "MemoryInputs",
-    "check_fits",
-    "count_params_from_config",
     "estimate_from_config",
+    "estimate_from_inputs",
     "estimate_memory",
     "measured_peak_gb",
     "measured_peak_label",
