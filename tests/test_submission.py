@@ -45,6 +45,20 @@ def test_local_score_sees_mistakes(comp):
     assert min(scores["local_public"], scores["local_private"]) < 1.0
 
 
+def test_classes_cut_from_training_count_as_missed_not_a_crash(comp, caplog):
+    """`competition.max_rows` can leave a class out of train that the answer key still has."""
+    known = comp.labels[:2]
+    comp.labels = known  # as if the training rows had shown two of the three topics
+    truth = comp.answer_key.set_index("id").loc[comp.test_ids, "label"]
+    pred = np.array([known.index(v) if v in known else 0 for v in truth])
+    sub = build_submission(comp, pred, np.eye(2)[pred])
+    scores = score_local(sub, comp, "accuracy")
+    seen = truth.isin(known).mean()
+    assert 0 < min(scores["local_public"], scores["local_private"]) < 1.0
+    assert (scores["local_public"] + scores["local_private"]) / 2 == pytest.approx(seen, abs=0.2)
+    assert "never showed" in caplog.text and "tech" in caplog.text
+
+
 MALFORMED = {
     "extra column": (lambda s: s.assign(extra=1), "columns"),
     "missing row": (lambda s: s.iloc[:-1], "rows"),

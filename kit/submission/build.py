@@ -7,12 +7,16 @@ inside the competition's label set. Each problem names the first offending rows 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from kit.data.competition import Competition, split_labels
 from kit.errors import KitError
 from kit.evaluation import metrics
+
+log = logging.getLogger(__name__)
 
 
 def build_submission(comp: Competition, pred: np.ndarray, probs: np.ndarray,
@@ -149,12 +153,28 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
         return {}
     idc, col = comp.id_column, comp.label_column
     merged = key.merge(sub, on=idc, suffixes=("_true", ""))
-    index = {label: k for k, label in enumerate(comp.labels)}
     true_col = f"{col}_true" if f"{col}_true" in merged else col
+    # The key may hold classes the training rows never showed (e.g. `competition.max_rows`
+    # cut them off): they are scored as classes the model always misses, not a KeyError.
+    if comp.task == "multilabel":
+        key_labels = {x for v in merged[true_col] for x in split_labels(v, delimiter)}
+    else:
+        key_labels = {_label_text(v) for v in merged[true_col]}
+    unseen = sorted(key_labels - set(comp.labels))
+    if unseen and comp.task == "binary":
+        raise KitError(
+            f"The answer key has labels {unseen} besides the binary task's {comp.labels}; "
+            "fix `competition.labels` / `positive_label` or the answer key."
+        )
+    if unseen:
+        log.warning("The answer key has classes the training rows never showed: %s; they "
+                    "count as missed in the local scores.", unseen)
+    all_labels = [*comp.labels, *unseen]
+    index = {label: k for k, label in enumerate(all_labels)}
 
     def encode(values: pd.Series) -> np.ndarray:
         if comp.task == "multilabel":
-            out = np.zeros((len(values), len(comp.labels)), dtype=int)
+            out = np.zeros((len(values), len(all_labels)), dtype=int)
             for i, v in enumerate(values):
                 out[i, [index[x] for x in split_labels(v, delimiter)]] = 1
             return out
@@ -167,7 +187,7 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
         if part.empty:
             continue
         y_true, pred = encode(part[true_col]), encode(part[target])
-        onehot = (np.eye(len(comp.labels))[pred] if comp.task != "multilabel" else pred).astype(
+        onehot = (np.eye(len(all_labels))[pred] if comp.task != "multilabel" else pred).astype(
             float)
         scores[f"local_{usage.lower()}"] = metrics.score(metric, y_true, onehot, pred, comp.task)
     if len(scores) == 2:
