@@ -8,11 +8,11 @@ offending rows, and the fix.
 
 from __future__ import annotations
 
-import logging
 import ast
 import gzip
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kit.errors import KitError
 from kit.config.params import CompetitionParams, Params
+from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 

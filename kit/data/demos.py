@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from kit.errors import KitError
 from kit.core.packaged import package_dir
+from kit.errors import KitError
 
 DEMO_SEED = 20240501  # fixed: demo data must not change with a run's seed
 TEST_FRACTION = 0.25
