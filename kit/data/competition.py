@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,17 +105,41 @@ def locate_data(comp: CompetitionParams, root: Path) -> Path:
 
 
 def read_table(path: Path, columns: list[str] | None = None, max_rows: int | None = None,
-               ) -> pd.DataFrame:
-    """Read a CSV, or JSON lines (optionally gzipped) in chunks with a progress bar."""
+               id_column: str | None = None) -> pd.DataFrame:
+    """Read a CSV, or JSON lines (optionally gzipped) in chunks with a progress bar.
+
+    `id_column` keeps its values as written (see `ids_as_written`).
+    """
     if not path.exists():
         raise KitError(f"File not found: {path}. Check the file names under `competition:`.")
     name = path.name.lower()
     if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")):
-        return _read_json_lines(path, columns, max_rows)
-    try:
-        return pd.read_csv(path, nrows=max_rows, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise KitError(f"Could not read {path} as CSV: {err}") from err
+        df = _read_json_lines(path, columns, max_rows)
+    else:
+        try:
+            df = pd.read_csv(path, nrows=max_rows, low_memory=False,
+                             dtype={id_column: str} if id_column else None)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+            raise KitError(f"Could not read {path} as CSV: {err}") from err
+    if id_column in df:
+        df[id_column] = ids_as_written(df[id_column])
+    return df
+
+
+_PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
+
+
+def ids_as_written(values: pd.Series) -> pd.Series:
+    """Ids as the file writes them: integers if every id is a plain integer, else text.
+
+    Parsed as numbers, arXiv's "2101.00010" would become 2101.0001 and "007" 7, so the
+    submission would carry ids Kaggle does not know; a JSON file's 5 and a CSV's "5" are equal.
+    """
+    text = [None if pd.isna(v) else v if isinstance(v, str) else str(v)
+            for v in values.tolist()]
+    if text and all(isinstance(t, str) and _PLAIN_INT.match(t) for t in text):
+        return pd.Series([int(t) for t in text], index=values.index, dtype="int64")
+    return pd.Series(text, index=values.index, dtype=object)
 
 
 def iter_json_lines(path: Path, progress: bool = True) -> Iterator[dict]:
@@ -327,9 +352,11 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     need = [comp.id_column, *comp.text_columns, comp.label_column]
     if params.validation.group_column:
         need.append(params.validation.group_column)
-    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows)
-    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns])
-    sample = read_table(folder / comp.sample_submission_file)
+    ids = comp.id_column
+    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows,
+                       id_column=ids)
+    test = read_table(folder / comp.test_file, columns=[ids, *comp.text_columns], id_column=ids)
+    sample = read_table(folder / comp.sample_submission_file, id_column=ids)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
     if comp.id_column not in train or train[comp.id_column].isna().all():
@@ -343,7 +370,7 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     y, labels = encode_labels(train, comp, train_name)
     answer = None
     if comp.answer_key_file and (folder / comp.answer_key_file).exists():
-        answer = read_table(folder / comp.answer_key_file)
+        answer = read_table(folder / comp.answer_key_file, id_column=ids)
     return Competition(
         slug=comp.slug,
         folder=folder,
