@@ -57,6 +57,23 @@ def build_submission(comp: Competition, pred: np.ndarray, probs: np.ndarray,
     return order[list(sample.columns)]
 
 
+def submitted_labels(value: object, delimiter: str | None, labels: list[str]) -> list[str]:
+    """The labels of one multilabel cell of a submission (or answer key), as `build_submission`
+    joined them. A label name may hold the delimiter itself (arxiv-multilabel's label_map gives
+    "Computer Science", joined by " "): then the longest known name wins at each position."""
+    parts = split_labels(value, delimiter)
+    sep = delimiter if delimiter is not None else " "
+    if not any(sep in label for label in labels):
+        return parts
+    known, out, i = set(labels), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i + 1, -1) if sep.join(parts[i:j]) in known),
+                 i + 1)
+        out.append(sep.join(parts[i:j]))
+        i = j
+    return out
+
+
 def _cast_like(values: list[str], like: pd.Series) -> pd.Series:
     """Labels in the sample column's dtype (0/1 stay ints, True/False bools, text stays text)."""
     out = pd.Series(values, dtype=object)
@@ -121,7 +138,7 @@ def validate_submission(sub: pd.DataFrame, comp: Competition, prediction: str = 
     col = targets[0]
     allowed = set(comp.labels)
     if comp.task == "multilabel":
-        cells = [split_labels(v, delimiter) for v in sub[col]]
+        cells = [submitted_labels(v, delimiter, comp.labels) for v in sub[col]]
         bad = [i for i, labels in enumerate(cells) if not set(labels) <= allowed]
     else:
         bad = [i for i, v in enumerate(sub[col]) if _label_text(v) not in allowed]
@@ -157,7 +174,8 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
     # The key may hold classes the training rows never showed (e.g. `competition.max_rows`
     # cut them off): they are scored as classes the model always misses, not a KeyError.
     if comp.task == "multilabel":
-        key_labels = {x for v in merged[true_col] for x in split_labels(v, delimiter)}
+        key_labels = {x for v in merged[true_col]
+                      for x in submitted_labels(v, delimiter, comp.labels)}
     else:
         key_labels = {_label_text(v) for v in merged[true_col]}
     unseen = sorted(key_labels - set(comp.labels))
@@ -176,7 +194,7 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
         if comp.task == "multilabel":
             out = np.zeros((len(values), len(all_labels)), dtype=int)
             for i, v in enumerate(values):
-                out[i, [index[x] for x in split_labels(v, delimiter)]] = 1
+                out[i, [index[x] for x in submitted_labels(v, delimiter, comp.labels)]] = 1
             return out
         return np.array([index[_label_text(v)] for v in values])
 
