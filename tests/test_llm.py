@@ -339,6 +339,19 @@ def test_unsloth_auto_only_when_installed_on_sm70_or_newer(
     assert "unsloth" not in sys.modules
 
 
+def test_unsloth_auto_on_cpu_says_in_one_line_that_peft_trains(checkpoints, caplog):
+    report: dict = {}
+    cfg = dataclasses.replace(lora_params(checkpoints["llama"], unsloth="auto"), max_length=32)
+    llm.load_lora_classifier(cfg, 3, "multiclass", LABEL_NAMES, CPU, report)
+    line = "unsloth not used: there is no CUDA GPU (unsloth needs one); training with peft"
+    assert report["backend"] == "peft" and report["notices"].count(line) == 1
+    assert caplog.text.count(line) == 1
+    report = {}
+    cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, unsloth="never"))
+    llm.load_lora_classifier(cfg, 3, "multiclass", LABEL_NAMES, CPU, report)
+    assert "notices" not in report  # 'never' was asked for: nothing to explain
+
+
 @pytest.mark.parametrize(("profile", "why"), [(CPU, "no CUDA GPU"), (P100, "sm_60")])
 def test_unsloth_require_on_cpu_or_p100_is_an_error_with_the_fix(monkeypatch, profile, why):
     _fake_installed(monkeypatch, True)

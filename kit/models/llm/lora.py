@@ -418,7 +418,7 @@ def load_lora_classifier(
     lora = cfg.lora
     backend, reason = choose_backend(lora.unsloth, profile)
     report.update(backend=backend, backend_reason=reason)
-    if backend == "peft" and lora.unsloth == "auto" and _is_gpu(profile):
+    if backend == "peft" and lora.unsloth == "auto":  # asked for where possible: say why not
         _notice(reason, report)
     path = resolve_model_path(cfg.model)
     report["model_path"] = path
