@@ -87,6 +87,21 @@ def make_checkpoint(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
     return folder
 
 
+def make_prequantized_checkpoint(folder: Path) -> Path:
+    """Like unsloth's *-bnb-4bit uploads: NF4 weights saved, bfloat16 compute in config.json."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    full = make_checkpoint(folder.with_name(folder.name + "-full"))
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(full, quantization_config=quant,
+                                                 dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def lora_params(path: Path, **lora) -> TransformerParams:
     return TransformerParams(model=str(path), lora=LoraParams(enabled=True, **lora))
 
@@ -251,6 +266,19 @@ def test_lora_and_qlora_training_lower_the_loss(checkpoints, quantization):
     assert report["compute_dtype"] == "float32"
     losses = train_steps(model, tok, steps=15, lr=5e-3)
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_a_prequantized_checkpoint_computes_in_the_kit_dtype(tmp_path):
+    """transformers keeps a pre-quantized checkpoint's own compute dtype (bfloat16, even on a
+    T4, P100 or CPU) over the config passed; the kit's choice (float32 here) must win."""
+    path = make_prequantized_checkpoint(tmp_path / "llama-bnb-4bit")
+    model, _ = load(path, quantization="4bit")
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and {m.compute_dtype for m in layers} == {torch.float32}
+    recorded = llm.unwrap_peft(model).config.quantization_config
+    assert recorded.bnb_4bit_compute_dtype == torch.float32  # what an export records
 
 
 # --- hardware choices -----------------------------------------------------------------------
