@@ -50,9 +50,43 @@ def write_competition(folder: Path, train: pd.DataFrame, test: pd.DataFrame,
     return folder
 
 
+def binary_rows(n_per_class: int, start_id: int = 1) -> pd.DataFrame:
+    """A separable binary set: label 1 for the sport sentence (the positive class), else 0."""
+    rows = topic_rows(n_per_class, start_id)
+    sport = rows["label"] == "sport"
+    rows = pd.concat([rows[sport], rows[~sport].iloc[::2]], ignore_index=True)
+    return rows.assign(label=(rows["label"] == "sport").astype(int))
+
+
+def multilabel_rows(n: int, start_id: int = 1) -> pd.DataFrame:
+    """Texts holding one or two topic sentences; labels joined by "|" (e.g. "food|tech")."""
+    names = list(TOPICS)
+    combos = [[a] for a in names] + [[a, b] for i, a in enumerate(names) for b in names[i + 1:]]
+    rows = []
+    for k in range(n):
+        labels = combos[k % len(combos)]
+        text = " and ".join(TOPICS[x] for x in labels) + f" number{k % 7} item{k}"
+        rows.append({"id": start_id + k, "text": text, "label": "|".join(labels)})
+    return pd.DataFrame(rows)
+
+
+def _add_competition(root: Path, slug: str, data: pd.DataFrame, params: dict) -> None:
+    """data/<slug> (3/4 train, 1/4 test with a Public/Private answer key) and params/<slug>.yaml."""
+    train = data.sample(frac=0.75, random_state=0).sort_values("id")
+    test = data.drop(train.index)
+    answer = test[["id", "label"]].assign(
+        Usage=["Public" if i % 2 else "Private" for i in range(len(test))])
+    write_competition(root / "data" / slug, train, test, answer=answer)
+    write_params(root / "params" / f"{slug}.yaml", {
+        "extends": "base.yaml", "name": slug, **params,
+        "competition": {"slug": slug, **params.get("competition", {})},
+    })
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project root with params/ (copies of the shipped ones) and a small `topics` competition."""
+    """A project root with params/ (copies of the shipped ones) and small competitions:
+    `topics` (3 classes), `sport` (binary 0/1, metric f1) and `tags` (multilabel, "|")."""
     (tmp_path / "params").mkdir()
     for f in (REPO / "params").glob("*.yaml"):
         (tmp_path / "params" / f.name).write_text(f.read_text())
@@ -67,6 +101,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "competition": {"slug": "topics", "metric": "f1_micro"},
         "thresholds": {"bootstrap": 50},
     })
+    _add_competition(tmp_path, "sport", binary_rows(30), {
+        "competition": {"task": "binary", "metric": "f1"}, "thresholds": {"bootstrap": 50}})
+    _add_competition(tmp_path, "tags", multilabel_rows(84), {
+        "competition": {"task": "multilabel", "label_delimiter": "|", "metric": "f1_micro"}})
     monkeypatch.setenv("COMPKIT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -173,3 +173,32 @@ def test_bad_json_line_is_named(tmp_path: Path):
     path.write_text('{"id": 1, "text": "a"}\n{"id": 2, "text": \n')
     with pytest.raises(KitError, match=r"train\.jsonl, line 2: not valid JSON"):
         read_table(path)
+
+
+def test_ids_keep_their_written_form_across_csv_and_json_lines(tmp_path: Path):
+    """arXiv ids "2101.00010" read as numbers became 2101.0001: test.jsonl and the sample's
+    ids then differed, and a submission would carry ids Kaggle does not know."""
+    import json
+
+    from kit.submission.build import build_submission, validate_submission
+
+    ids = ["2101.00010", "2101.00020", "0704.0001"]
+    (tmp_path / "train.jsonl").write_text("".join(
+        json.dumps({"id": f"hep-th/99010{i}", "text": f"paper {i}", "label": "ab"[i % 2]}) + "\n"
+        for i in range(4)))
+    (tmp_path / "test.jsonl").write_text("".join(
+        json.dumps({"id": i, "text": "a paper"}) + "\n" for i in ids))
+    pd.DataFrame({"id": ids, "label": "a"}).to_csv(tmp_path / "sample_submission.csv",
+                                                   index=False)
+    comp = load_competition(_params(tmp_path, train_file="train.jsonl",
+                                    test_file="test.jsonl"), tmp_path)
+    assert comp.test_ids.tolist() == ids and comp.sample_submission["id"].tolist() == ids
+    sub = build_submission(comp, np.zeros(3, dtype=int), np.ones((3, 2)) / 2)
+    validate_submission(sub, comp)
+    sub.to_csv(tmp_path / "submission.csv", index=False)
+    assert (tmp_path / "submission.csv").read_text().split()[1:] == [f"{i},a" for i in ids]
+    # Plain integer ids stay integers, whichever file they come from.
+    (tmp_path / "n.jsonl").write_text('{"id": 5}\n{"id": 12}\n')
+    (tmp_path / "n.csv").write_text("id\n5\n12\n")
+    assert read_table(tmp_path / "n.jsonl", id_column="id")["id"].tolist() == [5, 12]
+    assert read_table(tmp_path / "n.csv", id_column="id")["id"].tolist() == [5, 12]

@@ -9,7 +9,14 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from test_llm import LABEL_NAMES, load, logits_of, make_checkpoint, train_steps
+from test_llm import (
+    LABEL_NAMES,
+    load,
+    logits_of,
+    make_checkpoint,
+    make_prequantized_checkpoint,
+    train_steps,
+)
 
 from kit.errors import KitError
 from kit.models.export import EXPORT_INFO, export_for_kaggle, load_exported
@@ -53,6 +60,18 @@ def test_adapter_export_reloads_with_identical_predictions(base, tmp_path, quant
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
     fresh, _ = load(base, quantization=quantization, seed=1)
     assert (logits_of(fresh, tok) - before).abs().max() > 1e-3  # so the head is not re-random
+
+
+def test_adapter_export_of_a_prequantized_base_reloads_with_identical_predictions(tmp_path):
+    """A *-bnb-4bit checkpoint stores its unquantized weights (embeddings, norms) in bfloat16;
+    they trained in float32 (peft's k-bit preparation), and so must they reload."""
+    base = make_prequantized_checkpoint(tmp_path / "llama-bnb-4bit")
+    model, tok = load(base, quantization="4bit", dropout=0.0)
+    train_steps(model, tok, steps=4)
+    before = logits_of(model, tok)
+    out = export_for_kaggle(model, tok, tmp_path / "export", LABEL_NAMES, PARAMS, merge=False)
+    reloaded, tok2, _ = load_exported(out)
+    torch.testing.assert_close(logits_of(reloaded, tok2), before, atol=1e-6, rtol=0)
 
 
 def test_merged_export_is_self_contained(base, trained, tmp_path):

@@ -87,6 +87,21 @@ def make_checkpoint(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
     return folder
 
 
+def make_prequantized_checkpoint(folder: Path) -> Path:
+    """Like unsloth's *-bnb-4bit uploads: NF4 weights saved, bfloat16 compute in config.json."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    full = make_checkpoint(folder.with_name(folder.name + "-full"))
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(full, quantization_config=quant,
+                                                 dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def lora_params(path: Path, **lora) -> TransformerParams:
     return TransformerParams(model=str(path), lora=LoraParams(enabled=True, **lora))
 
@@ -253,6 +268,19 @@ def test_lora_and_qlora_training_lower_the_loss(checkpoints, quantization):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+def test_a_prequantized_checkpoint_computes_in_the_kit_dtype(tmp_path):
+    """transformers keeps a pre-quantized checkpoint's own compute dtype (bfloat16, even on a
+    T4, P100 or CPU) over the config passed; the kit's choice (float32 here) must win."""
+    path = make_prequantized_checkpoint(tmp_path / "llama-bnb-4bit")
+    model, _ = load(path, quantization="4bit")
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and {m.compute_dtype for m in layers} == {torch.float32}
+    recorded = llm.unwrap_peft(model).config.quantization_config
+    assert recorded.bnb_4bit_compute_dtype == torch.float32  # what an export records
+
+
 # --- hardware choices -----------------------------------------------------------------------
 
 
@@ -337,6 +365,19 @@ def test_unsloth_auto_only_when_installed_on_sm70_or_newer(
         assert reason.startswith("unsloth not used")
     assert llm.choose_backend("never", profile)[0] == "peft"
     assert "unsloth" not in sys.modules
+
+
+def test_unsloth_auto_on_cpu_says_in_one_line_that_peft_trains(checkpoints, caplog):
+    report: dict = {}
+    cfg = dataclasses.replace(lora_params(checkpoints["llama"], unsloth="auto"), max_length=32)
+    llm.load_lora_classifier(cfg, 3, "multiclass", LABEL_NAMES, CPU, report)
+    line = "unsloth not used: there is no CUDA GPU (unsloth needs one); training with peft"
+    assert report["backend"] == "peft" and report["notices"].count(line) == 1
+    assert caplog.text.count(line) == 1
+    report = {}
+    cfg = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, unsloth="never"))
+    llm.load_lora_classifier(cfg, 3, "multiclass", LABEL_NAMES, CPU, report)
+    assert "notices" not in report  # 'never' was asked for: nothing to explain
 
 
 @pytest.mark.parametrize(("profile", "why"), [(CPU, "no CUDA GPU"), (P100, "sm_60")])

@@ -89,3 +89,37 @@ def test_kit_error_in_ipython_shows_only_the_message():
     out = proc.stdout + proc.stderr
     assert "KitError: bad column x" in out and "FAILED" in out
     assert "Traceback" not in out
+
+
+RULE_LINES = {"binary_threshold": "binary threshold ", "per_class": "per-class thresholds",
+              "bias": "argmax after class offsets"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("params", "overrides", "kind"), [
+    ("params/sport.yaml", {}, "binary_threshold"),
+    ("params/topics.yaml", {"thresholds.multiclass_bias": True}, "bias"),
+    ("params/tags.yaml", {}, "per_class"),
+], ids=["binary", "multiclass-bias", "multilabel"])
+def test_notebooks_on_each_task_print_the_rule_they_saved(project: Path, params, overrides, kind):
+    out = run_notebooks(project, params, overrides=overrides)
+    name = Path(params).stem
+    run = project / "outputs" / name
+    for file in ("FINISHED", "submission.csv", "decision_rule.json", "predictions/tfidf.npz"):
+        assert (run / file).exists(), file
+    rule = json.loads((run / "decision_rule.json").read_text())
+    assert rule["kind"] == kind
+    for nb in NOTEBOOKS:
+        cells = json.loads((out / f"{nb}.ipynb").read_text())["cells"]
+        errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{nb}: {errors}"
+    cells = json.loads((out / "03_thresholds.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "describe_rule()" in "".join(c["source"]))
+    printed = "".join("".join(o.get("text", "")) for o in cell["outputs"]
+                      if o["output_type"] == "stream")
+    assert printed.startswith(RULE_LINES[kind]), printed
+    sub = pd.read_csv(run / "submission.csv")
+    sample = pd.read_csv(project / "data" / name / "sample_submission.csv")
+    assert sub["id"].tolist() == sample["id"].tolist()
+    if kind == "per_class":
+        assert sub["label"].str.contains("|", regex=False).any()

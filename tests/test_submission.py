@@ -45,6 +45,20 @@ def test_local_score_sees_mistakes(comp):
     assert min(scores["local_public"], scores["local_private"]) < 1.0
 
 
+def test_classes_cut_from_training_count_as_missed_not_a_crash(comp, caplog):
+    """`competition.max_rows` can leave a class out of train that the answer key still has."""
+    known = comp.labels[:2]
+    comp.labels = known  # as if the training rows had shown two of the three topics
+    truth = comp.answer_key.set_index("id").loc[comp.test_ids, "label"]
+    pred = np.array([known.index(v) if v in known else 0 for v in truth])
+    sub = build_submission(comp, pred, np.eye(2)[pred])
+    scores = score_local(sub, comp, "accuracy")
+    seen = truth.isin(known).mean()
+    assert 0 < min(scores["local_public"], scores["local_private"]) < 1.0
+    assert (scores["local_public"] + scores["local_private"]) / 2 == pytest.approx(seen, abs=0.2)
+    assert "never showed" in caplog.text and "tech" in caplog.text
+
+
 MALFORMED = {
     "extra column": (lambda s: s.assign(extra=1), "columns"),
     "missing row": (lambda s: s.iloc[:-1], "rows"),
@@ -75,3 +89,27 @@ def test_binary_labels_keep_the_sample_dtype(tmp_path: Path):
     validate_submission(sub, comp)
     with pytest.raises(KitError, match="dtype"):
         validate_submission(sub.assign(label=sub["label"].astype(str)), comp)
+
+
+def test_multilabel_names_holding_the_delimiter_validate_and_score(tmp_path: Path):
+    """arxiv-multilabel maps codes to "Computer Science" etc. and joins labels with " "."""
+    train = pd.DataFrame({"id": [1, 2, 3], "text": ["a", "b", "c"],
+                          "label": ["cs.AI math.CO", "stat.ML", "cs.LG"]})
+    test = pd.DataFrame({"id": [4, 5, 6], "text": ["d", "e", "f"]})
+    answer = pd.DataFrame({"id": [4, 5, 6], "label": ["Computer Science Mathematics",
+                                                      "Statistics", "Computer Science"],
+                           "Usage": ["Public", "Private", "Public"]})
+    write_competition(tmp_path, train, test, answer=answer)
+    params = params_from_dict({"competition": {
+        "slug": "t", "data_dir": str(tmp_path), "task": "multilabel", "label_delimiter": " ",
+        "label_map": {"cs.": "Computer Science", "math.": "Mathematics", "stat.": "Statistics"}}})
+    comp = load_competition(params, tmp_path)
+    assert comp.labels == ["Computer Science", "Mathematics", "Statistics"]
+    pred = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]])
+    sub = build_submission(comp, pred, pred.astype(float), delimiter=" ")
+    assert sub["label"].tolist() == answer["label"].tolist()
+    validate_submission(sub, comp, delimiter=" ")
+    scores = score_local(sub, comp, "f1_micro", delimiter=" ")
+    assert scores["local_public"] == 1.0 and scores["local_private"] == 1.0
+    with pytest.raises(KitError, match="outside the competition's labels"):
+        validate_submission(sub.assign(label="Computer Sciences"), comp, delimiter=" ")

@@ -389,10 +389,12 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     if params.validation.group_column:
         need.append(params.validation.group_column)
     fmt = {"delimiter": comp.csv_delimiter, "encoding": comp.encoding}
-    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows, **fmt)
-    test = read_table(folder / comp.test_file, columns=[comp.id_column, *comp.text_columns],
-                      **fmt)
-    sample = read_table(folder / comp.sample_submission_file, **fmt)
+    ids = comp.id_column
+    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows,
+                       id_column=ids, **fmt)
+    test = read_table(folder / comp.test_file, columns=[ids, *comp.text_columns],
+                      id_column=ids, **fmt)
+    sample = read_table(folder / comp.sample_submission_file, id_column=ids, **fmt)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
     if train.empty:
@@ -415,7 +417,7 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     y, labels = encode_labels(train, comp, train_name)
     answer = None
     if comp.answer_key_file and (folder / comp.answer_key_file).exists():
-        answer = read_table(folder / comp.answer_key_file, **fmt)
+        answer = read_table(folder / comp.answer_key_file, id_column=ids, **fmt)
     return Competition(
         slug=comp.slug,
         folder=folder,

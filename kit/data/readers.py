@@ -40,26 +40,48 @@ _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def read_table(path: Path, columns: list[str] | None = None, max_rows: int | None = None,
-               delimiter: str | None = None, encoding: str | None = None) -> pd.DataFrame:
+               delimiter: str | None = None, encoding: str | None = None,
+               id_column: str | None = None) -> pd.DataFrame:
     """Read a CSV, or JSON lines (optionally gzipped) in chunks with a progress bar.
 
-    `delimiter` and `encoding` None: detected (see the module docstring).
+    `delimiter` and `encoding` None: detected (see the module docstring). `id_column` keeps its
+    values as written (see `ids_as_written`).
     """
     if not path.exists():
         raise KitError(f"File not found: {path}. Check the file names under `competition:`.")
     name = path.name.lower()
     if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")):
-        return _read_json_lines(path, columns, max_rows, encoding)
-    return read_csv(path, max_rows, delimiter, encoding)
+        df = _read_json_lines(path, columns, max_rows, encoding)
+    else:
+        df = read_csv(path, max_rows, delimiter, encoding, id_column=id_column)
+    if id_column in df:
+        df[id_column] = ids_as_written(df[id_column])
+    return df
+
+
+_PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
+
+
+def ids_as_written(values: pd.Series) -> pd.Series:
+    """Ids as the file writes them: integers if every id is a plain integer, else text.
+
+    Parsed as numbers, arXiv's "2101.00010" would become 2101.0001 and "007" 7, so the
+    submission would carry ids Kaggle does not know; a JSON file's 5 and a CSV's "5" are equal.
+    """
+    text = [None if pd.isna(v) else v if isinstance(v, str) else str(v)
+            for v in values.tolist()]
+    if text and all(isinstance(t, str) and _PLAIN_INT.match(t) for t in text):
+        return pd.Series([int(t) for t in text], index=values.index, dtype="int64")
+    return pd.Series(text, index=values.index, dtype=object)
 
 
 def read_csv(path: Path, max_rows: int | None = None, delimiter: str | None = None,
-             encoding: str | None = None) -> pd.DataFrame:
+             encoding: str | None = None, id_column: str | None = None) -> pd.DataFrame:
     """Read a CSV with the given (or detected) delimiter and encoding."""
     if encoding is not None:
         _check_codec(encoding)
         try:
-            return _read_csv_as(path, encoding, delimiter, max_rows)
+            return _read_csv_as(path, encoding, delimiter, max_rows, id_column)
         except UnicodeError as err:
             bad = first_undecodable(path, encoding)
             raise KitError(
@@ -69,13 +91,13 @@ def read_csv(path: Path, max_rows: int | None = None, delimiter: str | None = No
                 "Windows or Excel), or remove it to have the encoding detected."
             ) from err
     try:
-        return _read_csv_as(path, UTF8, delimiter, max_rows)
+        return _read_csv_as(path, UTF8, delimiter, max_rows, id_column)
     except UnicodeError as err:
         bad = first_undecodable(path, UTF8)
         where = _where(bad) if bad else str(err)
     for guess in _encoding_guesses(path, bad[0] if bad else 0):
         try:
-            df = _read_csv_as(path, guess, delimiter, max_rows)
+            df = _read_csv_as(path, guess, delimiter, max_rows, id_column)
         except UnicodeError:
             continue
         log.warning(
@@ -87,11 +109,12 @@ def read_csv(path: Path, max_rows: int | None = None, delimiter: str | None = No
     raise AssertionError("latin-1 decodes any bytes")  # the last guess never fails
 
 
-def _read_csv_as(path: Path, encoding: str, delimiter: str | None,
-                 max_rows: int | None) -> pd.DataFrame:
+def _read_csv_as(path: Path, encoding: str, delimiter: str | None, max_rows: int | None,
+                 id_column: str | None = None) -> pd.DataFrame:
     sep = delimiter or detect_delimiter(path, encoding)
     try:
-        df = pd.read_csv(path, sep=sep, encoding=encoding, nrows=max_rows, low_memory=False)
+        df = pd.read_csv(path, sep=sep, encoding=encoding, nrows=max_rows, low_memory=False,
+                         dtype={id_column: str} if id_column else None)
     except pd.errors.EmptyDataError as err:
         raise KitError(
             f"{path} is empty: not even a header line. Download the competition's files again, "

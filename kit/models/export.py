@@ -256,6 +256,8 @@ def load_exported(
             device_map,
         )
         keep_cpu_4bit_layout(base)  # the layout the adapter was trained with
+        if quant is not None:
+            _unquantized_to_float32(base)
         ensure_pad_token(tokenizer, base)
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)
         cast_head_input(model, info["head_modules"])
@@ -266,6 +268,15 @@ def load_exported(
         model.to(device or ("cuda" if cuda else "cpu"))
     model.eval()
     return model, tokenizer, label_names
+
+
+def _unquantized_to_float32(model: nn.Module) -> None:
+    """The weights a k-bit model keeps unquantized (embeddings, norms) in float32, as they
+    trained: peft's prepare_model_for_kbit_training upcasts them before training, while a reload
+    gets the checkpoint's 16-bit ones (a pre-quantized *-bnb-4bit upload stores bfloat16)."""
+    for param in model.parameters():
+        if param.dtype in (torch.float16, torch.bfloat16):
+            param.data = param.data.float()
 
 
 def _quantization(recorded: dict[str, Any] | None) -> Any | None:

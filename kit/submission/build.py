@@ -7,12 +7,16 @@ inside the competition's label set. Each problem names the first offending rows 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from kit.data.competition import Competition, split_labels
 from kit.errors import KitError
 from kit.evaluation import metrics
+
+log = logging.getLogger(__name__)
 
 
 def build_submission(comp: Competition, pred: np.ndarray, probs: np.ndarray,
@@ -51,6 +55,23 @@ def build_submission(comp: Competition, pred: np.ndarray, probs: np.ndarray,
             by_id[col] = _cast_like([comp.labels[k] for k in pred], sample[col])
     order = sample[[idc]].merge(by_id, on=idc, how="left")
     return order[list(sample.columns)]
+
+
+def submitted_labels(value: object, delimiter: str | None, labels: list[str]) -> list[str]:
+    """The labels of one multilabel cell of a submission (or answer key), as `build_submission`
+    joined them. A label name may hold the delimiter itself (arxiv-multilabel's label_map gives
+    "Computer Science", joined by " "): then the longest known name wins at each position."""
+    parts = split_labels(value, delimiter)
+    sep = delimiter if delimiter is not None else " "
+    if not any(sep in label for label in labels):
+        return parts
+    known, out, i = set(labels), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i + 1, -1) if sep.join(parts[i:j]) in known),
+                 i + 1)
+        out.append(sep.join(parts[i:j]))
+        i = j
+    return out
 
 
 def _cast_like(values: list[str], like: pd.Series) -> pd.Series:
@@ -117,7 +138,7 @@ def validate_submission(sub: pd.DataFrame, comp: Competition, prediction: str = 
     col = targets[0]
     allowed = set(comp.labels)
     if comp.task == "multilabel":
-        cells = [split_labels(v, delimiter) for v in sub[col]]
+        cells = [submitted_labels(v, delimiter, comp.labels) for v in sub[col]]
         bad = [i for i, labels in enumerate(cells) if not set(labels) <= allowed]
     else:
         bad = [i for i, v in enumerate(sub[col]) if _label_text(v) not in allowed]
@@ -149,14 +170,31 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
         return {}
     idc, col = comp.id_column, comp.label_column
     merged = key.merge(sub, on=idc, suffixes=("_true", ""))
-    index = {label: k for k, label in enumerate(comp.labels)}
     true_col = f"{col}_true" if f"{col}_true" in merged else col
+    # The key may hold classes the training rows never showed (e.g. `competition.max_rows`
+    # cut them off): they are scored as classes the model always misses, not a KeyError.
+    if comp.task == "multilabel":
+        key_labels = {x for v in merged[true_col]
+                      for x in submitted_labels(v, delimiter, comp.labels)}
+    else:
+        key_labels = {_label_text(v) for v in merged[true_col]}
+    unseen = sorted(key_labels - set(comp.labels))
+    if unseen and comp.task == "binary":
+        raise KitError(
+            f"The answer key has labels {unseen} besides the binary task's {comp.labels}; "
+            "fix `competition.labels` / `positive_label` or the answer key."
+        )
+    if unseen:
+        log.warning("The answer key has classes the training rows never showed: %s; they "
+                    "count as missed in the local scores.", unseen)
+    all_labels = [*comp.labels, *unseen]
+    index = {label: k for k, label in enumerate(all_labels)}
 
     def encode(values: pd.Series) -> np.ndarray:
         if comp.task == "multilabel":
-            out = np.zeros((len(values), len(comp.labels)), dtype=int)
+            out = np.zeros((len(values), len(all_labels)), dtype=int)
             for i, v in enumerate(values):
-                out[i, [index[x] for x in split_labels(v, delimiter)]] = 1
+                out[i, [index[x] for x in submitted_labels(v, delimiter, comp.labels)]] = 1
             return out
         return np.array([index[_label_text(v)] for v in values])
 
@@ -167,7 +205,7 @@ def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
         if part.empty:
             continue
         y_true, pred = encode(part[true_col]), encode(part[target])
-        onehot = (np.eye(len(comp.labels))[pred] if comp.task != "multilabel" else pred).astype(
+        onehot = (np.eye(len(all_labels))[pred] if comp.task != "multilabel" else pred).astype(
             float)
         scores[f"local_{usage.lower()}"] = metrics.score(metric, y_true, onehot, pred, comp.task)
     if len(scores) == 2:

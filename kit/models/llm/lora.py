@@ -60,6 +60,7 @@ __all__ = [
     "resolve_optimizer",
     "trainable_to_float32",
     "unwrap_peft",
+    "use_compute_dtype",
 ]
 
 # Families whose activations overflow fp16 (transformers #37226): on fp16-only GPUs they compute in
@@ -362,7 +363,33 @@ def load_base_classifier(
         kwargs["quantization_config"] = quant
     if device_map is not None:
         kwargs["device_map"] = device_map
-    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    if quant is not None:
+        use_compute_dtype(model, quant)
+    return model
+
+
+def use_compute_dtype(model: nn.Module, quant: Any) -> int:
+    """Make `quant`'s 4-bit compute dtype the one the model computes in; return layers changed.
+
+    A pre-quantized checkpoint (unsloth's *-bnb-4bit uploads) carries its own
+    quantization_config, and transformers keeps that one's compute dtype over the one passed
+    (bitsandbytes configs have no "loading attributes"): bfloat16 on a T4, a P100 or a CPU,
+    where the kit computes in float16 / float32. The config is updated too, so an export records
+    (and its reload uses) the dtype that trained.
+    """
+    want = getattr(quant, "bnb_4bit_compute_dtype", None)
+    if want is None or not getattr(quant, "load_in_4bit", False):
+        return 0
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit" and module.compute_dtype != want:
+            module.compute_dtype = want
+            changed += 1
+    recorded = getattr(model.config, "quantization_config", None)
+    if recorded is not None and hasattr(recorded, "bnb_4bit_compute_dtype"):
+        recorded.bnb_4bit_compute_dtype = want
+    return changed
 
 
 def cast_head_input(model: nn.Module, heads: list[str]) -> None:
@@ -419,7 +446,7 @@ def load_lora_classifier(
     lora = cfg.lora
     backend, reason = choose_backend(lora.unsloth, profile)
     report.update(backend=backend, backend_reason=reason)
-    if backend == "peft" and lora.unsloth == "auto" and _is_gpu(profile):
+    if backend == "peft" and lora.unsloth == "auto":  # asked for where possible: say why not
         _notice(reason, report)
     path = resolve_model_path(cfg.model)
     report["model_path"] = path
