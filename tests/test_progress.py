@@ -1,10 +1,16 @@
-"""Progress in headless runs: text lines from training and prediction (never an HTML widget), and
-the KIT_PROGRESS_FILE they keep."""
+"""Progress in headless runs: text lines from training and prediction (never an HTML widget), the
+KIT_PROGRESS_FILE they keep, and run_all.sh showing that file while a notebook runs."""
 
 from __future__ import annotations
 
 import logging
+import os
+import pty
 import re
+import subprocess
+import sys
+import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +26,7 @@ from kit.core.progress import ProgressLine, count_line, format_duration, show_pr
 from kit.errors import KitError
 from kit.models.hf.progress import TextProgress, use_text_progress
 from kit.models.hf.train import train_transformer
+from tests.conftest import REPO
 
 HTML = "<IPython.core.display.HTML"
 
@@ -189,3 +196,105 @@ def test_tiny_training_logs_progress_lines_and_no_html(tiny_model, tmp_path, mon
     both = captured.out + captured.err
     assert HTML not in both and "{'loss'" not in both  # no widget, no PrinterCallback dicts
     assert "/24 [" not in captured.err  # no tqdm training bar
+
+
+# -- run_all.sh's display of the progress file -------------------------------------------------
+
+# A stand-in for papermill: writes the progress file as the kit does (whole lines, atomically),
+# and waits until the display has shown a line before writing the next.
+FAKE_NOTEBOOK = textwrap.dedent("""
+    import os, sys, time
+    path, shown, lines = os.environ["KIT_PROGRESS_FILE"], sys.argv[1], sys.argv[2:]
+    print("papermill's own output")
+    for i, line in enumerate(lines):
+        with open(path + ".tmp", "w") as fh:
+            fh.write(line + "\\n")
+        os.replace(path + ".tmp", path)
+        if line.startswith("wait:"):
+            for _ in range(3000):  # up to 30 s for the display to show it
+                if line in open(shown, errors="replace").read():
+                    break
+                time.sleep(0.01)
+            else:
+                sys.exit(98)
+    sys.exit(3)
+""")
+
+
+def display_harness(tmp_path: Path, shown: Path, lines: list[str], **env: str
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run run_all.sh's `run_with_progress` on the fake."""
+    functions = subprocess.run(
+        ["sed", "-n", "/^show_progress_of() {/,/^}/p; /^run_with_progress() {/,/^}/p",
+         str(REPO / "run_all.sh")], capture_output=True, text=True, check=True).stdout
+    assert "run_with_progress() {" in functions and "show_progress_of() {" in functions
+    (tmp_path / "functions.sh").write_text(functions)
+    (tmp_path / "fake.py").write_text(FAKE_NOTEBOOK)
+    script = (
+        "set -euo pipefail\n"
+        f"source {tmp_path / 'functions.sh'}\n"
+        "rc=0\n"
+        f"run_with_progress {tmp_path / '02_train.progress'} 02_train {tmp_path / 'nb.log'} "
+        f"{sys.executable} {tmp_path / 'fake.py'} {shown} "
+        + " ".join(f"'{line}'" for line in lines) + " || rc=$?\n"
+        "echo \"rc=$rc\"\n"
+    )
+    environ = {**os.environ, "PROGRESS_POLL_SECONDS": "0.05", **env}
+    return ["bash", "-c", script], environ
+
+
+def test_run_all_prints_each_new_progress_line_in_a_log(tmp_path):
+    shown = tmp_path / "stderr.txt"
+    lines = ["wait: tfidf: training started", "wait: step 1/3 (33%)", "wait: step 2/3 (66%)",
+             "step 3/3 (100%)"]
+    cmd, env = display_harness(tmp_path, shown, lines, PROGRESS_LOG_SECONDS="0")
+    with open(shown, "w") as err:
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                              timeout=120)
+    assert proc.stdout.strip() == "rc=3"  # the command's exit status, as before
+    printed = shown.read_text().splitlines()
+    assert [re.sub(r"^02_train \d+m\d\ds \| ", "", p) for p in printed] == lines, printed
+    assert (tmp_path / "nb.log").read_text() == "papermill's own output\n"
+
+
+def test_run_all_log_lines_are_throttled_but_the_last_one_is_shown(tmp_path):
+    shown = tmp_path / "stderr.txt"
+    lines = ["wait: step 1/3 (33%)", "step 2/3 (66%)", "step 3/3 (100%)"]
+    cmd, env = display_harness(tmp_path, shown, lines, PROGRESS_LOG_SECONDS="3600")
+    with open(shown, "w") as err:
+        subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, timeout=120)
+    printed = [re.sub(r"^02_train \d+m\d\ds \| ", "", p) for p in shown.read_text().splitlines()]
+    assert printed == ["wait: step 1/3 (33%)", "step 3/3 (100%)"]
+
+
+def test_run_all_redraws_one_line_on_a_terminal(tmp_path):
+    shown = tmp_path / "terminal.txt"
+    lines = ["wait: step 1/3 (33%)", "wait: step 2/3 (66%)", "step 3/3 (100%)"]
+    cmd, env = display_harness(tmp_path, shown, lines)
+    master, slave = pty.openpty()
+    with open(shown, "wb") as copy:
+        def pump() -> None:  # the terminal's screen, for the fake to wait on
+            while True:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # the other end closed
+                    return
+                if not data:
+                    return
+                copy.write(data)
+                copy.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=slave, text=True,
+                              timeout=120)
+        os.close(slave)
+        reader.join(timeout=30)
+    os.close(master)
+    assert proc.stdout.strip() == "rc=3"
+    screen = shown.read_bytes().decode()  # keep the \r
+    assert screen.endswith("\n") and screen.count("\n") == 1  # one line, ended at the end
+    draws = [d for d in screen.rstrip("\r\n").split("\r\x1b[K") if d]
+    assert all(re.fullmatch(r"02_train \d+m\d\ds( \| .*)?", d) for d in draws), draws
+    contents = [d.split(" | ", 1)[1] for d in draws if " | " in d]
+    assert contents[0] == lines[0] and contents[-1] == lines[-1] and lines[1] in contents
