@@ -73,10 +73,57 @@ mkdir -p "$RUN_DIR/notebooks"
 # tqdm reads TQDM_* defaults: fewer progress updates keep headless logs and IOPub small.
 export TQDM_MININTERVAL="${TQDM_MININTERVAL:-5}"
 PAPERMILL=("$PY" -m papermill --cwd . -k python3 --log-output --no-progress-bar)
+
+# A running notebook's progress: the kit keeps its latest progress line in $KIT_PROGRESS_FILE
+# (kit/core/progress.py). On a terminal one line is redrawn every PROGRESS_POLL_SECONDS; in a
+# log (CI) a line is printed when it changed, at most every PROGRESS_LOG_SECONDS, and at the end.
+show_progress_of() {  # FILE LABEL: until sent TERM (or this script is gone); to stderr
+  set +e  # a background display: a failed read must not end it
+  local file="$1" label="$2" parent=$$ started=$SECONDS tty=0 line="" shown="" shown_at=""
+  local poll="${PROGRESS_POLL_SECONDS:-2}" every="${PROGRESS_LOG_SECONDS:-30}" sleeper=""
+  [ -t 2 ] && tty=1
+  draw() {  # FINAL (1: the notebook ended)
+    local e=$((SECONDS - started)) text cols
+    [ -f "$file" ] && IFS= read -r line <"$file"
+    text="$label $((e / 60))m$(printf %02d $((e % 60)))s${line:+ | $line}"
+    if [ "$tty" = 1 ]; then
+      cols=$(stty size <&2 2>/dev/null | cut -d' ' -f2)
+      [ "${cols:-0}" -gt 20 ] 2>/dev/null || cols=100  # no size known (a pty, a pipe)
+      printf '\r\033[K%s' "${text:0:cols-1}" >&2
+      [ "$1" = 1 ] && printf '\n' >&2
+    elif [ -n "$line" ] && [ "$line" != "$shown" ] && { [ "$1" = 1 ] || [ -z "$shown_at" ] \
+         || [ $((SECONDS - shown_at)) -ge "$every" ]; }; then
+      printf '%s\n' "$text" >&2
+      shown="$line" shown_at=$SECONDS
+    fi
+  }
+  trap 'kill $sleeper 2>/dev/null; draw 1; exit 0' TERM
+  while kill -0 "$parent" 2>/dev/null; do
+    draw 0
+    sleep "$poll" & sleeper=$!
+    wait "$sleeper"
+  done
+}
+
+# COMMAND with KIT_PROGRESS_FILE=FILE and its output in LOG, showing FILE meanwhile; its status.
+# The display runs in the background, COMMAND in the foreground: Ctrl-C still reaches papermill.
+run_with_progress() {  # FILE LABEL LOG COMMAND...
+  local file="$1" label="$2" log="$3" watcher rc=0
+  shift 3
+  rm -f "$file"
+  show_progress_of "$file" "$label" &
+  watcher=$!
+  KIT_PROGRESS_FILE="$file" "$@" >"$log" 2>&1 || rc=$?
+  kill -TERM "$watcher" 2>/dev/null
+  wait "$watcher" 2>/dev/null || true
+  return "$rc"
+}
+
 for nb in 01_eda 02_train 03_thresholds 04_submit; do
   echo "== $nb ($RUN_NAME)" >&2
-  if ! "${PAPERMILL[@]}" "notebooks/$nb.ipynb" "$RUN_DIR/notebooks/$nb.ipynb" \
-       -p params_path "$PARAMS" -p run_name "$RUN_NAME" >"$RUN_DIR/notebooks/$nb.log" 2>&1; then
+  if ! run_with_progress "$RUN_DIR/notebooks/$nb.progress" "$nb" "$RUN_DIR/notebooks/$nb.log" \
+       "${PAPERMILL[@]}" "notebooks/$nb.ipynb" "$RUN_DIR/notebooks/$nb.ipynb" \
+       -p params_path "$PARAMS" -p run_name "$RUN_NAME"; then
     echo "FAILED: notebooks/$nb.ipynb. The failing cell's error:" >&2
     "$PY" - "$RUN_DIR/notebooks/$nb.ipynb" "$RUN_DIR/notebooks/$nb.log" >&2 <<'PY'
 import json, sys

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kit.core.atomic import write_json
+from kit.core.progress import show_progress
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition, render_texts
 from kit.data.split import load_or_make_split
@@ -37,6 +38,7 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
                 "models", {}):
             log.info(f"{kind}: already trained in this run; reusing its predictions.")
             continue
+        show_progress(log, f"{kind}: training started")
         start = time.time()
         val_probs, test_probs, extra = _fit_one(kind, run, comp, train_rows, val_rows)
         preds = Predictions(kind, comp.train_ids[val_rows], val_probs, comp.test_ids, test_probs)
@@ -44,7 +46,8 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
         rep = metrics.report(comp.y[val_rows], val_probs, None, comp.task, metric)
         rep["train_seconds"] = round(time.time() - start, 1)
         run.update_metrics(models={kind: {**rep, **extra}})
-        log.info(f"{kind}: validation {metric} = {rep[metric]:.4f} ({rep['train_seconds']} s)")
+        show_progress(log, f"{kind}: validation {metric} = {rep[metric]:.4f} "
+                           f"({rep['train_seconds']} s)")
     return summarize(run)
 
 

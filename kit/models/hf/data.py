@@ -9,6 +9,8 @@ order.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +20,7 @@ from torch.utils.data import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from kit.core.progress import ProgressLine, count_line
 from kit.data.lengths import percentile_length
 from kit.errors import KitError
 
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 _CHUNK = 4096  # texts per tokenizer call: bounded memory on million-row sets
+
+log = logging.getLogger(__name__)
 
 
 class Encodings:
@@ -216,16 +221,16 @@ def predict_probs(
     sort_by_length: bool = True,
     progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
+    desc: str = "predict",
 ) -> np.ndarray:
     """Class probabilities (n, K) in the order of `texts`.
 
     Batches are cut from the texts sorted by token length, so each pads only to its own
     neighbours' length; the rows are put back in input order at the end. (`Trainer.predict`
     would pad batches of random lengths, and with `group_by_length` it also returns rows in the
-    sampler's order; hence this short loop.)
+    sampler's order; hence this short loop.) With `progress`, reports `desc done/n texts` as
+    text lines (kit.core.progress), the same way training does: readable in a headless log.
     """
-    from tqdm.auto import tqdm
-
     encodings = _encode(tokenizer, texts, max_length)
     n = len(encodings)
     num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
@@ -239,7 +244,15 @@ def predict_probs(
     was_training = model.training
     model.eval()
     chunks: list[np.ndarray] = []
-    bar = tqdm(total=n, desc="predict", unit="text", disable=not progress, mininterval=2.0)
+    line = ProgressLine(log) if progress else None
+    started = time.monotonic()
+
+    def report(done: int, force: bool = False) -> None:
+        if line is not None:
+            line.update(count_line(desc, done, n, time.monotonic() - started, done, " texts"),
+                        force=force)
+
+    report(0, force=True)  # longest batches come first: the early ETA errs long
     try:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
@@ -251,9 +264,8 @@ def predict_probs(
             else:
                 logits = model(**batch).logits
             chunks.append(logits.float().cpu().numpy())
-            bar.update(len(idx))
+            report(start + len(idx), force=start + len(idx) == n)
     finally:
-        bar.close()
         model.train(was_training)
     sorted_logits = np.concatenate(chunks)
     logits = np.empty_like(sorted_logits)

@@ -40,6 +40,7 @@ from kit.models.hf.data import (
     tokenize_texts,
 )
 from kit.models.hf.loading import load_classifier
+from kit.models.hf.progress import TextProgress, use_text_progress
 from kit.models.hf.resume import (
     TransformerResult,
     claim,
@@ -180,12 +181,14 @@ def train_transformer(
         remove_unused_columns=False,  # the dataset holds model inputs only
         dataloader_num_workers=0,
         report_to="none",
+        disable_tqdm=True,  # progress is TextProgress's text lines: no bar, no HTML widget
         **training_precision_kwargs(profile),
     )
     time_budget = budget.TimeBudget(
         cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None, started
     )
-    callbacks: list[TrainerCallback] = [time_budget]
+    progress = TextProgress()
+    callbacks: list[TrainerCallback] = [time_budget, progress]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = KitTrainer(
@@ -204,6 +207,7 @@ def train_transformer(
         keep_last=cfg.save_total_limit,
         disk_budget_gb=cfg.disk_budget_gb,
     )
+    use_text_progress(trainer, progress)
 
     shutil.rmtree(checkpoint_root / STAGING, ignore_errors=True)  # a save cut short earlier
     checkpoints = complete_checkpoints(checkpoint_root)
@@ -240,9 +244,9 @@ def train_transformer(
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
     model = trainer.model
     val_probs = predict_probs(model, tokenizer, val_texts, cfg.eval_batch_size, max_length, task,
-                              autocast_dtype=amp)
+                              autocast_dtype=amp, desc="predict validation")
     test_probs = predict_probs(model, tokenizer, test_texts, cfg.eval_batch_size, max_length,
-                               task, autocast_dtype=amp)
+                               task, autocast_dtype=amp, desc="predict test")
     best_step = None
     if state.best_model_checkpoint:
         best_step = checkpoint_step(state.best_model_checkpoint)
