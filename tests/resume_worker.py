@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from helpers.kill import stop_here  # tests/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -104,16 +105,29 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
-def install_trace(trace_path: str | os.PathLike, id_of: dict[tuple[int, ...], str]):
-    """Record the example ids of every collated batch (one JSON line each, flushed at once)."""
+def install_trace(trace_path: str | os.PathLike, id_of: dict[tuple[int, ...], str],
+                  stop_at_train_batch: int | None = None):
+    """Record the example ids of every collated batch (one JSON line each, flushed at once).
+
+    `stop_at_train_batch`: the process stops itself (SIGSTOP) right after collating that
+    training batch, for the parent to SIGKILL it there (tests/helpers/kill.py).
+    """
     from transformers import DataCollatorWithPadding
 
     original = DataCollatorWithPadding.__call__
     handle = open(trace_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 
+    train_seen = 0
+
     def traced(self, features):
+        nonlocal train_seen
         ids = [id_of.get(tuple(f["input_ids"]), "?") for f in features]
         handle.write(json.dumps(ids) + "\n")
+        if ids and all(i.startswith("train:") for i in ids):
+            train_seen += 1
+            if train_seen == stop_at_train_batch:
+                handle.flush()
+                stop_here()
         return original(self, features)
 
     DataCollatorWithPadding.__call__ = traced
@@ -170,7 +184,8 @@ def run(spec: dict[str, Any]):
     cfg = TransformerParams(**spec["cfg"])
     if spec.get("trace"):
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        install_trace(spec["trace"], id_map(tokenizer, splits, cfg.max_length or 64))
+        install_trace(spec["trace"], id_map(tokenizer, splits, cfg.max_length or 64),
+                      spec.get("stop_at_train_batch"))
     if spec.get("kill_in_save_at_step"):
         install_kill_in_save(int(spec["kill_in_save_at_step"]))
     (tr_x, tr_y), (va_x, va_y), (te_x, _) = splits["train"], splits["val"], splits["test"]

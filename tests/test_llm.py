@@ -419,50 +419,49 @@ def run_tiny_qlora(checkpoint: Path, work_dir: Path):
 
 
 KILLED_CHILD = """
-import sys, time
+import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 import kit.models.hf.trainer as hf
+from helpers.kill import stop_here
 from test_llm import run_tiny_qlora
 from pathlib import Path
 
 step = hf.KitTrainer.training_step
-def slow_step(self, *args, **kwargs):  # slow enough for the parent to kill it mid-run
-    time.sleep(0.5)
+def step_then_stop(self, *args, **kwargs):  # stops itself at the chosen step for the parent
+    if self.state.global_step == {stop_step}:
+        stop_here()
     return step(self, *args, **kwargs)
-hf.KitTrainer.training_step = slow_step
+hf.KitTrainer.training_step = step_then_stop
 run_tiny_qlora(Path({checkpoint!r}), Path({work!r}))
 """
 
 
 def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
-    import os
     import signal
     import subprocess
-    import time
 
     import numpy as np
     from safetensors import safe_open
+
+    from tests.helpers.kill import kill_rng, kill_when_stopped
 
     checkpoint = make_checkpoint(tmp_path / "base")
     straight = run_tiny_qlora(checkpoint, tmp_path / "straight")
     assert straight.completed and straight.resumed_from_step is None
 
     work = tmp_path / "killed"
+    rng, seed = kill_rng()
+    stop_step = rng.randrange(RESUME_SAVE + 1, RESUME_STEPS)  # after the first checkpoint
+    print(f"killing the 4-bit run at step {stop_step} (KIT_TEST_SEED={seed})")
     script = KILLED_CHILD.format(repo=str(Path(__file__).parents[1]),
                                  tests=str(Path(__file__).parent), checkpoint=str(checkpoint),
-                                 work=str(work))
+                                 work=str(work), stop_step=stop_step)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    first = work / "checkpoints" / f"checkpoint-{RESUME_SAVE}"
-    deadline = time.monotonic() + 240
-    while not (first / "kit_checkpoint_complete.json").is_file():
-        if child.poll() is not None:
-            pytest.fail(f"training child exited early:\n{child.stderr.read()[-3000:]}")
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.1)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+                             stderr=subprocess.DEVNULL)
+    kill_when_stopped(child)
     assert child.returncode == -signal.SIGKILL
+    first = work / "checkpoints" / f"checkpoint-{RESUME_SAVE}"
+    assert (first / "kit_checkpoint_complete.json").is_file()
     assert not (work / "checkpoints" / f"checkpoint-{RESUME_STEPS}").exists()  # killed mid-run
 
     # What Trainer checkpointed for the peft model holds the trained head, not only the adapters.

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from kit.models.hf.checkpoints import COMPLETE_MARKER, complete_checkpoints
+from tests.helpers.kill import kill_rng, kill_when_stopped
 
 WORKER = Path(rw.__file__)
 BATCH, ACCUM, EPOCHS, SAVE_EVERY = 4, 2, 10, 10
@@ -90,18 +89,15 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path)
     spec = {"cfg": cfg(tiny_model), "work_dir": str(tmp_path / "run")}
     ckpts = tmp_path / "run" / "checkpoints"
 
-    # 1) SIGKILL from outside at a random training batch after the first checkpoint.
-    rng = random.Random()
+    # 1) SIGKILL from outside at a seeded training batch after the first checkpoint: the child
+    #    stops itself right after collating that batch, then the parent kills it.
+    rng, seed = kill_rng()
     kill_after = rng.randrange(SAVE_EVERY * ACCUM + 2, (final - SAVE_EVERY) * ACCUM)
-    print(f"killing run A after {kill_after} training batches")
-    proc = start(spec, tmp_path, "a")
-    deadline = time.time() + 240
-    while len(train_batches(tmp_path / "a.trace")) < kill_after:
-        assert proc.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
-        assert time.time() < deadline, "worker too slow"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    print(f"killing run A at training batch {kill_after} (KIT_TEST_SEED={seed})")
+    proc = start({**spec, "stop_at_train_batch": kill_after}, tmp_path, "a")
+    kill_when_stopped(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(train_batches(tmp_path / "a.trace")) == kill_after
     done = complete_checkpoints(ckpts)
     assert done, "no complete checkpoint before the kill"
     step_a = int(done[-1].name.split("-")[1])
