@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,19 @@ from kit.config.params import TransformerParams
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile, model_device_map
 from kit.models.llm import memory_fit, memory_plan
+from kit.models.llm.anatomy import (
+    classification_head_names,
+    derive_target_modules,
+    unwrap_peft,
+)
+from kit.models.llm.backend import (
+    FP16_UNSAFE_MODEL_TYPES,
+    choose_backend,
+    compute_dtype,
+    is_gpu,
+    quantization_config,
+    resolve_optimizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +75,6 @@ __all__ = [
     "use_compute_dtype",
 ]
 
-# Families whose activations overflow fp16 (transformers #37226): on fp16-only GPUs they compute in
-# float32 instead (slower, but right).
-FP16_UNSAFE_MODEL_TYPES = ("gemma3", "gemma3_text")
-
 PROBLEM_TYPES = {
     "binary": "single_label_classification",
     "multiclass": "single_label_classification",
@@ -79,89 +87,6 @@ def _notice(message: str, report: dict[str, Any] | None) -> None:
     log.info(message)
     if report is not None:
         report.setdefault("notices", []).append(message)
-
-
-def _is_gpu(profile: HardwareProfile) -> bool:
-    return profile.device == "cuda"
-
-
-def choose_backend(setting: str, profile: HardwareProfile) -> tuple[str, str]:
-    """Pick "unsloth" or "peft" for `lora.unsloth` ("auto" | "never" | "require") on this hardware.
-
-    unsloth needs an installed package (looked up with find_spec: importing it on a machine without
-    a GPU fails) and a CUDA GPU of compute capability >= 7.0. "require" without them is an error;
-    "auto" falls back to peft and says why.
-    """
-    if setting not in ("auto", "never", "require"):
-        raise KitError(
-            f"transformer.lora.unsloth is {setting!r}; use one of 'auto', 'never', 'require'."
-        )
-    if setting == "never":
-        return "peft", "transformer.lora.unsloth is 'never'"
-    cap = profile.capability
-    if not _is_gpu(profile):
-        why = "there is no CUDA GPU (unsloth needs one)"
-    elif cap is None or tuple(cap) < (7, 0):
-        why = f"the GPU is {profile.sm}; unsloth needs compute capability >= 7.0 (P100: sm_60)"
-    elif importlib.util.find_spec("unsloth") is None:
-        why = "unsloth is not installed (pip install 'compkit[unsloth]', holding the present torch)"
-    else:
-        return "unsloth", f"unsloth is installed and the GPU is {profile.sm} (>= sm_70)"
-    if setting == "require":
-        raise KitError(
-            f"transformer.lora.unsloth is 'require' but {why}. Fix: set transformer.lora.unsloth "
-            "to 'auto' (falls back to peft) or run on a T4/A100-class GPU with unsloth installed."
-        )
-    return "peft", f"unsloth not used: {why}; training with peft"
-
-
-def compute_dtype(profile: HardwareProfile, model_type: str | None = None) -> torch.dtype:
-    """The profile's dtype: bf16 only at capability >= 8.0, fp16 on T4/P100, float32 on CPU.
-
-    kit.models.hardware decides by capability, never `torch.cuda.is_bf16_supported()` (True on a T4
-    through emulation, pytorch #148322). Families that overflow fp16 (Gemma-3) get float32 instead.
-    """
-    dtype = getattr(torch, profile.compute_dtype)
-    if dtype == torch.float16 and model_type in FP16_UNSAFE_MODEL_TYPES:
-        return torch.float32
-    return dtype
-
-
-def quantization_config(cfg: TransformerParams, profile: HardwareProfile) -> Any | None:
-    """The `BitsAndBytesConfig` for `lora.quantization` ("none": None); compute dtype by GPU."""
-    lora = cfg.lora
-    if lora.quantization == "none":
-        return None
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise KitError(
-            f"transformer.lora.quantization is {lora.quantization!r} but bitsandbytes is not "
-            "installed. Fix: pip install 'compkit[qlora]', or set "
-            "transformer.lora.quantization: none."
-        )
-    from transformers import BitsAndBytesConfig
-
-    if lora.quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=lora.quant_type,
-        bnb_4bit_use_double_quant=lora.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype(profile),
-    )
-
-
-def resolve_optimizer(name: str, profile: HardwareProfile) -> tuple[str, str | None]:
-    """The Trainer `optim` to use for `name` here, and a notice when it differs or does less.
-
-    bitsandbytes 0.50 runs `adamw_8bit` and `paged_adamw_*` on CPU (paged ones page only on CUDA);
-    without bitsandbytes they fall back to `adamw_torch`.
-    """
-    needs_bnb = "8bit" in name or name.startswith("paged_") or "bnb" in name
-    if needs_bnb and importlib.util.find_spec("bitsandbytes") is None:
-        return "adamw_torch", f"optimizer {name!r} needs bitsandbytes (not installed): adamw_torch"
-    if name.startswith("paged_") and not _is_gpu(profile):
-        return name, f"optimizer {name!r} pages its state only on CUDA; on CPU it is plain AdamW"
-    return name, None
 
 
 def _is_local(path: str) -> bool:
@@ -190,86 +115,6 @@ def resolve_model_path(name: str) -> str:
     from kit.models.source import resolve_model
 
     return str(resolve_model(name))
-
-
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The transformers model inside a PeftModel (the model itself otherwise)."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def classification_head_names(model: nn.Module) -> list[str]:
-    """Top-level modules of a sequence-classification model that are not the pretrained backbone.
-
-    That is the head the checkpoint does not hold: `score` on Llama/Qwen2/Phi-3/Gemma/Mistral,
-    `classifier` on BERT-likes, `pooler` + `classifier` on DeBERTa: read from the model, never
-    guessed.
-    """
-    inner = unwrap_peft(model)
-    backbone = getattr(inner, "base_model_prefix", None)
-    heads = [
-        name
-        for name, child in inner.named_children()
-        if name != backbone and any(True for _ in child.parameters())
-    ]
-    if not heads:
-        raise KitError(
-            f"{type(inner).__name__} has no classification head outside its backbone "
-            f"`{backbone}`. Fix: load it with AutoModelForSequenceClassification."
-        )
-    return heads
-
-
-def _linear_types() -> tuple[type, ...]:
-    # bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear, so quantized models match too.
-    return (nn.Linear,)
-
-
-def derive_target_modules(model: nn.Module, setting: str | list[str]) -> str | list[str]:
-    """LoRA targets for `lora.target_modules`: an explicit list, "all-linear", or "auto".
-
-    "auto": the names of every Linear layer inside the backbone (attention and MLP), read from the
-    loaded model: Phi-3's fused `qkv_proj`/`gate_up_proj`, Llama's `q_proj`...`down_proj`. The head
-    is excluded (it is trained whole through `modules_to_save`). If a backbone name also occurs in
-    the head, a regex limited to the backbone is returned instead of a list.
-    """
-    inner = unwrap_peft(model)
-    if isinstance(setting, list):
-        names = {n.rsplit(".", 1)[-1] for n, _ in inner.named_modules()}
-        missing = [t for t in setting if t not in names]
-        if missing:
-            linear = sorted(_linear_names(inner, inner.base_model_prefix))
-            raise KitError(
-                f"transformer.lora.target_modules names {missing}, which {type(inner).__name__} "
-                f"does not have. Its Linear layers are {linear}; or use 'auto' / 'all-linear'."
-            )
-        return list(setting)
-    if setting == "all-linear":
-        return "all-linear"
-    if setting != "auto":
-        raise KitError(
-            f"transformer.lora.target_modules is {setting!r}; use 'auto', 'all-linear' or a list "
-            "of module names such as [q_proj, v_proj]."
-        )
-    backbone = inner.base_model_prefix
-    names = _linear_names(inner, backbone)
-    if not names:
-        raise KitError(f"{type(inner).__name__} has no Linear layers in `{backbone}` to adapt.")
-    head_names: set[str] = set()
-    for head in classification_head_names(inner):
-        head_names |= {n.rsplit(".", 1)[-1] for n, _ in getattr(inner, head).named_modules() if n}
-    if names & head_names:
-        return rf"^{re.escape(backbone)}\..*\.({'|'.join(sorted(names))})$"
-    return sorted(names)
-
-
-def _linear_names(model: nn.Module, backbone: str) -> set[str]:
-    return {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if name.startswith(f"{backbone}.") and isinstance(module, _linear_types())
-    }
 
 
 def ensure_pad_token(tokenizer: Any, model: nn.Module | None = None) -> str:
@@ -301,7 +146,7 @@ def plan_memory(
     checkpoints gradients here, so the plan does too. The estimate goes to `report`.
     """
     if cfg.max_length is None:
-        if _is_gpu(profile):
+        if is_gpu(profile):
             _notice(
                 "memory not planned before loading: transformer.max_length is not set (set it, "
                 "or pass the length derived from the data)",
@@ -315,7 +160,7 @@ def plan_memory(
     estimate = memory_plan.plan_from_params(planned, config, profile, num_labels=num_labels)
     report["memory_estimate"] = estimate.to_dict()
     report["memory_estimate_gb"] = estimate.total_gb
-    if _is_gpu(profile):
+    if is_gpu(profile):
         budget = cfg.memory_budget_gb or profile.memory_gb
         memory_fit.check_fits(estimate, budget, context=f"transformer.model {cfg.model!r}")
 
@@ -455,7 +300,7 @@ def load_lora_classifier(
     model_type = read_config(path).model_type
     dtype = compute_dtype(profile, model_type)
     report["compute_dtype"] = str(dtype).replace("torch.", "")
-    if model_type in FP16_UNSAFE_MODEL_TYPES and dtype == torch.float32 and _is_gpu(profile):
+    if model_type in FP16_UNSAFE_MODEL_TYPES and dtype == torch.float32 and is_gpu(profile):
         _notice(f"{model_type} overflows fp16 (transformers #37226): computing in float32", report)
 
     if backend == "unsloth":

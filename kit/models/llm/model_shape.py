@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kit.errors import KitError
+from kit.models.llm.anatomy import classification_head_names, derive_target_modules
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,6 @@ def read_shape(
     reads no adapters.
     """
     # Imported here: kit.models.llm.lora imports the memory plan, which imports this module.
-    from kit.models.llm.lora import classification_head_names, derive_target_modules
 
     text = text_config(config)
     model = build_meta_model(config, num_labels)
