@@ -433,6 +433,25 @@ class SubmitParams(Section):
 
 
 @dataclass
+class TrackingParams(Section):
+    """Experiment tracking with MLflow (kit.tracking): params, curves, artifacts, the best model."""
+
+    section: ClassVar[str] = "tracking"
+
+    enabled: bool | Literal["auto"] = field(default="auto", metadata={
+        "help": "auto: track when mlflow is installed; true: require mlflow; false: never track."})
+    uri: str | None = field(default=None, metadata={
+        "help": "Tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite at output_dir/mlflow.db."})
+    experiment: str | None = field(default=None, metadata={
+        "help": "MLflow experiment name; null: the competition slug."})
+    register_model: bool = field(default=True, metadata={
+        "help": "Register the submitted model under the slug when its validation is the best."})
+    timeout_seconds: float = field(default=5.0, metadata={
+        "help": "Wait this long for a tracking server; unreachable: warn once, run untracked.",
+        "within": "(0, inf)"})
+
+
+@dataclass
 class Params(Section):
     """Everything one run needs; written resolved to the run folder as params.yaml."""
 
@@ -451,6 +470,7 @@ class Params(Section):
     transformer: TransformerParams = field(default_factory=TransformerParams)
     thresholds: ThresholdParams = field(default_factory=ThresholdParams)
     submit: SubmitParams = field(default_factory=SubmitParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, ready for YAML."""
