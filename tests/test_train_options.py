@@ -32,6 +32,7 @@ from kit.models.hf.ema import EMA_FILE
 from kit.models.hf.heads import use_multi_sample_dropout
 from kit.models.hf.llrd import layer_of
 from kit.models.hf.options import TrainingOptions
+from kit.models.hf.resume import RESULT_FILE
 from kit.models.hf.train import train_transformer
 from kit.models.hf.trainer import KitTrainer
 
@@ -149,6 +150,13 @@ def test_ema_weights_are_the_closed_form_average_and_are_what_predicts(tiny_mode
     with torch.no_grad():
         probs = torch.softmax(model(**enc).logits, -1).numpy()
     np.testing.assert_allclose(result.test_probs, probs, rtol=0, atol=1e-5)
+    # Killed after its last checkpoint, before the result was saved: the rerun loads the
+    # checkpoint's average, not its raw weights.
+    (tmp_path / "ema" / RESULT_FILE).unlink()
+    again = train_transformer(*splits["train"], None, None, splits["test"][0], task="multiclass",
+                              label_names=NAMES, cfg=cfg, seed=7, work_dir=tmp_path / "ema")
+    assert again.resumed_from_step == 24
+    np.testing.assert_allclose(again.test_probs, result.test_probs, rtol=0, atol=1e-6)
 
 
 # -- FGM / AWP ----------------------------------------------------------------------------------
