@@ -75,6 +75,31 @@ def test_truncation_side_keeps_start_or_end(tiny):
         tokenize_texts(tok, [text], max_length=4, truncation_side="middle")
 
 
+def test_head_tail_keeps_first_and_last_tokens(tiny):
+    model, tok = tiny
+    text = "apple banana cherry grape lemon mango melon"
+    full = tok(text)["input_ids"]  # [CLS] 7 words [SEP]: 9 ids
+    assert len(full) == 9
+    cut = tokenize_texts(tok, [text, "red car"], max_length=5, truncation_side="head_tail",
+                         head_tokens=2)
+    assert cut[0]["input_ids"] == full[:2] + full[-3:]  # [CLS] apple | mango melon [SEP]
+    assert tok.decode(cut[0]["input_ids"], skip_special_tokens=True) == "apple mango melon"
+    assert cut[0]["attention_mask"] == [1] * 5
+    assert cut[1]["input_ids"] == tok("red car")["input_ids"]  # short texts are not cut
+    assert tok.truncation_side == "right"  # the tokenizer keeps a side it can save
+    # null head_tokens: a quarter of max_length from the start, the rest from the end.
+    default = tokenize_texts(tok, [text], max_length=8, truncation_side="head_tail")[0]
+    assert default["input_ids"] == full[:2] + full[-6:]
+    # Inference cuts the same way: the probabilities are those of the cut ids.
+    probs = predict_probs(model, tok, [text], 4, 5, "multiclass", progress=False,
+                          head_tokens=2)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([full[:2] + full[-3:]])).logits
+    np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(KitError, match=r"head_tokens is 5; .* \[1, 4\]"):
+        tokenize_texts(tok, [text], max_length=5, truncation_side="head_tail", head_tokens=5)
+
+
 def test_length_grouped_order_depends_only_on_seed_and_epoch():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 200, size=400).tolist()

@@ -16,6 +16,7 @@ from kit.config.schema import (
     Task,
     TfidfParams,
     ThresholdParams,
+    TrackingParams,
     TransformerParams,
     ValidationParams,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Task",
     "TfidfParams",
     "ThresholdParams",
+    "TrackingParams",
     "TransformerParams",
     "ValidationParams",
     "diff_params",

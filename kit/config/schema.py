@@ -268,8 +268,11 @@ class TransformerParams(Section):
     max_length: int | None = field(default=None, metadata={
         "help": "Tokens per text; null: the EDA's percentile of token lengths.",
         "within": "[1, inf)"})
-    truncation_side: Literal["right", "left"] = field(default="right", metadata={
-        "help": "Which end of a long text is cut."})
+    truncation_side: Literal["right", "left", "head_tail"] = field(default="right", metadata={
+        "help": "Which end of a long text is cut; head_tail keeps its start and its end."})
+    head_tokens: int | None = field(default=None, metadata={
+        "help": "head_tail: tokens kept from the start, the rest from the end; null: max_length/4.",
+        "within": "[1, inf)"})
     prompt_template: str | None = field(default=None, metadata={
         "help": "Overrides competition.text_template for this model."})
     epochs: float = field(default=3.0, metadata={
@@ -307,6 +310,23 @@ class TransformerParams(Section):
         "help": "Loss weights by class frequency (sqrt: the milder square root)."})
     label_smoothing: float = field(default=0.0, metadata={
         "help": "Label smoothing of the cross-entropy.", "within": "[0, 1)"})
+    llrd: float | None = field(default=None, metadata={
+        "help": "Layer-wise lr decay: head, top layer at lr, each layer below x llrd; null: off.",
+        "within": "(0, 1]"})
+    ema_decay: float | None = field(default=None, metadata={
+        "help": "Evaluate and predict with a moving average of weights (e.g. 0.999); null: off.",
+        "within": "(0, 1)"})
+    adversarial: Literal["none", "fgm", "awp"] = field(default="none", metadata={
+        "help": "Adversarial training: fgm perturbs the word embeddings, awp the weights."})
+    adversarial_eps: float | None = field(default=None, metadata={
+        "help": "Perturbation size; null: 1.0 for fgm (embedding step), 0.01 for awp (relative).",
+        "within": "(0, inf)"})
+    adversarial_start_epoch: float = field(default=1.0, metadata={
+        "help": "Epoch from which the adversarial step runs (the first epoch trains clean).",
+        "within": "[0, inf)"})
+    multi_sample_dropout: int = field(default=1, metadata={
+        "help": "Training logits averaged over this many dropout masks of the head; 1: plain head.",
+        "within": "[1, inf)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "Recompute activations: less memory, about 30 % slower."})
     checkpoint_dir: str | None = field(default=None, metadata={
@@ -332,6 +352,45 @@ class TransformerParams(Section):
             )
         if self.epochs <= 0 and self.max_steps <= 0:
             raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
+        self._check_training_options()
+
+    def _check_training_options(self) -> None:
+        """Rules of the winners' options (kit.models.hf.options): truncation, adversarial, heads."""
+        if self.head_tokens is not None:
+            if self.truncation_side != "head_tail":
+                raise KitError(
+                    f"transformer.head_tokens ({self.head_tokens}) only applies to "
+                    f"truncation_side: head_tail, not {self.truncation_side!r}. Set "
+                    "truncation_side: head_tail or head_tokens: null."
+                )
+            if self.max_length is not None and self.head_tokens >= self.max_length:
+                raise KitError(
+                    f"transformer.head_tokens ({self.head_tokens}) must be below max_length "
+                    f"({self.max_length}) so that the end of a text is kept too; e.g. "
+                    f"head_tokens: {max(1, self.max_length // 4)}."
+                )
+        if self.adversarial == "none":
+            if self.adversarial_eps is not None:
+                raise KitError(
+                    f"transformer.adversarial_eps ({self.adversarial_eps:g}) is set but "
+                    "adversarial is none. Set adversarial: fgm or awp, or adversarial_eps: null."
+                )
+        elif self.max_steps <= 0 and self.adversarial_start_epoch >= self.epochs:
+            raise KitError(
+                f"transformer.adversarial_start_epoch ({self.adversarial_start_epoch:g}) is not "
+                f"below epochs ({self.epochs:g}): {self.adversarial} would never run. Lower it "
+                "(0 perturbs from the first step)."
+            )
+        if self.lora.enabled and self.adversarial == "fgm":
+            raise KitError(
+                "transformer.adversarial: fgm perturbs the word embeddings along their gradient, "
+                "and LoRA freezes them (no gradient). Use adversarial: awp with LoRA."
+            )
+        if self.lora.enabled and self.multi_sample_dropout > 1:
+            raise KitError(
+                "transformer.multi_sample_dropout applies to fully fine-tuned heads; with LoRA the "
+                "head is saved by peft as is. Set multi_sample_dropout: 1 or lora.enabled: false."
+            )
 
 
 @dataclass
@@ -374,6 +433,25 @@ class SubmitParams(Section):
 
 
 @dataclass
+class TrackingParams(Section):
+    """Experiment tracking with MLflow (kit.tracking): params, curves, artifacts, the best model."""
+
+    section: ClassVar[str] = "tracking"
+
+    enabled: bool | Literal["auto"] = field(default="auto", metadata={
+        "help": "auto: track when mlflow is installed; true: require mlflow; false: never track."})
+    uri: str | None = field(default=None, metadata={
+        "help": "Tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite at output_dir/mlflow.db."})
+    experiment: str | None = field(default=None, metadata={
+        "help": "MLflow experiment name; null: the competition slug."})
+    register_model: bool = field(default=True, metadata={
+        "help": "Register the submitted model under the slug when its validation is the best."})
+    timeout_seconds: float = field(default=5.0, metadata={
+        "help": "Wait this long for a tracking server; unreachable: warn once, run untracked.",
+        "within": "(0, inf)"})
+
+
+@dataclass
 class Params(Section):
     """Everything one run needs; written resolved to the run folder as params.yaml."""
 
@@ -392,6 +470,7 @@ class Params(Section):
     transformer: TransformerParams = field(default_factory=TransformerParams)
     thresholds: ThresholdParams = field(default_factory=ThresholdParams)
     submit: SubmitParams = field(default_factory=SubmitParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, ready for YAML."""

@@ -75,7 +75,8 @@ def export_for_kaggle(
         )
     with staged_folder(out) as tmp:
         info = _write_model(model, tmp, label_names, params_dict, merge, merged_dtype)
-        info.update({k: params_dict[k] for k in ("task", "max_length") if k in params_dict})
+        info.update({k: params_dict[k] for k in ("task", "max_length", "head_tokens")
+                     if k in params_dict})
         info["truncation_side"] = params_dict.get("transformer", {}).get("truncation_side",
                                                                           "right")
         tokenizer.save_pretrained(tmp)

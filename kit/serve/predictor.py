@@ -182,7 +182,10 @@ def _load_transformer(folder: Path, params: Params, device: str | None,
         )
     info = json.loads((export / EXPORT_INFO).read_text())
     model, tokenizer, labels = load_exported(export, device=device)
-    tokenizer.truncation_side = info.get("truncation_side", "right")
+    from kit.models.hf.data import set_truncation_side
+
+    set_truncation_side(tokenizer, info.get("truncation_side", "right"))
+    head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
     task = info.get("task", params.competition.task)
     max_length = int(info.get("max_length") or params.transformer.max_length or 512)
     dev = next(model.parameters()).device
@@ -193,7 +196,7 @@ def _load_transformer(folder: Path, params: Params, device: str | None,
         from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
 
         return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
-                             progress=False, autocast_dtype=amp)
+                             progress=False, autocast_dtype=amp, head_tokens=head_tokens)
 
     return predict, list(labels), str(dev), task
 

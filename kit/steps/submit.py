@@ -23,6 +23,7 @@ from kit.kaggle import cli as kaggle_cli
 from kit.steps.decide import RULE_FILE, chosen_model
 from kit.submission.build import build_submission, score_local, validate_submission
 from kit.submission.store import log_submission, read_log, save_submission
+from kit.tracking import track_submission
 
 
 @dataclass
@@ -92,6 +93,7 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
                     "rule": rule.kind, "command": command, "kaggle_answer": answer},
         **{k: v for k, v in scores.items() if k.startswith("local_") or k.endswith("_gap")},
     )
+    track_submission(run, model)  # MLflow: the run folder's files, the best model registered
     return SubmissionResult(sub, path, scores, command, answer, rule)
 
 

@@ -22,6 +22,7 @@ from kit.data.split import load_or_make_split
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.tfidf import PIPELINE_FILE, fit_predict_tfidf
+from kit.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
     log.info("Split: %d train / %d validation rows (seed %d).", len(train_rows), len(val_rows),
              params.seed)
     metric = params.competition.metric
+    tracker = open_tracker(run)  # MLflow when installed (tracking params); never stops a run
     for kind in params.models:
         if (run.predictions / f"{kind}.npz").exists() and kind in run.read_metrics().get(
                 "models", {}):
@@ -40,7 +42,7 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
             continue
         show_progress(log, f"{kind}: training started")
         start = time.time()
-        val_probs, test_probs, extra = _fit_one(kind, run, comp, train_rows, val_rows)
+        val_probs, test_probs, extra = _fit_one(kind, run, comp, train_rows, val_rows, tracker)
         preds = Predictions(kind, comp.train_ids[val_rows], val_probs, comp.test_ids, test_probs)
         run.save_predictions(preds)
         rep = metrics.report(comp.y[val_rows], val_probs, None, comp.task, metric)
@@ -48,11 +50,13 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
         run.update_metrics(models={kind: {**rep, **extra}})
         show_progress(log, f"{kind}: validation {metric} = {rep[metric]:.4f} "
                            f"({rep['train_seconds']} s)")
+        tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
+                             for name, value in rep.items()})
     return summarize(run)
 
 
 def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
-             val_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+             val_rows: np.ndarray, tracker: Tracker) -> tuple[np.ndarray, np.ndarray, dict]:
     params = run.params
     if kind == "tfidf":
         texts = comp.train_texts
@@ -83,6 +87,7 @@ def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
             [texts[i] for i in val_rows], comp.y[val_rows], test_texts,
             task=comp.task, label_names=comp.labels, cfg=cfg, seed=params.seed,
             work_dir=run.models / "transformer", metric=params.competition.metric,
+            callbacks=tracker.callbacks("transformer"),
         )
         if not result.completed:
             raise KitError(

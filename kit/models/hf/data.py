@@ -1,6 +1,9 @@
 """Texts to model inputs: tokenisation, dynamic padding, length-grouped batches, sorted inference.
 
-Nothing is ever padded to `max_length`: texts are tokenised once without padding, batches are
+Long texts are cut at the right, at the left, or in the middle (`head_tail`: the first
+`head_tokens` and the last `max_length - head_tokens` tokens, special tokens included, which
+Sun et al. 2019 found best for long reviews). Nothing is ever padded to `max_length`: texts are
+tokenised once without padding, batches are
 padded to their own longest member (`DataCollatorWithPadding`), training batches hold texts of
 similar length (transformers' `LengthGroupedSampler`, seeded per epoch so a resumed run sees the
 same order), and inference runs over texts sorted by length, with the results put back in input
@@ -28,10 +31,12 @@ __all__ = [
     "Encodings",
     "EpochSeededLengthGroupedSampler",
     "TokenizedTexts",
+    "head_tail_tokens",
     "logits_to_probs",
     "make_collator",
     "model_max_length",
     "predict_probs",
+    "set_truncation_side",
     "suggest_max_length",
     "token_lengths",
     "tokenize_texts",
@@ -81,20 +86,66 @@ class TokenizedTexts(Dataset):
         return item
 
 
+TRUNCATION_SIDES = ("right", "left", "head_tail")
+
+
+def set_truncation_side(tokenizer: PreTrainedTokenizerBase, side: str) -> None:
+    """Make the tokenizer cut long texts on `side`; head_tail texts the kit cuts itself."""
+    if side not in TRUNCATION_SIDES:
+        raise KitError(
+            f"transformer.truncation_side is {side!r}; use 'right' (keep the start of each "
+            "text), 'left' (keep the end) or 'head_tail' (keep both ends)."
+        )
+    # Tokenizers know only left and right (and save the setting with the model): head_tail
+    # texts are tokenised whole and cut by `_encode`, so the tokenizer keeps its default.
+    tokenizer.truncation_side = "right" if side == "head_tail" else side
+
+
+def head_tail_tokens(side: str | None, head_tokens: int | None, max_length: int) -> int | None:
+    """Tokens kept from the start of a long text under head_tail truncation; None otherwise.
+
+    Null `head_tokens` means a quarter of `max_length` (the end usually says more: a review's
+    verdict, an essay's conclusion).
+    """
+    if side != "head_tail":
+        return None
+    head = max(1, max_length // 4) if head_tokens is None else int(head_tokens)
+    if not 0 < head < max_length:
+        raise KitError(
+            f"transformer.head_tokens is {head}; with max_length {max_length} use a value in "
+            f"[1, {max_length - 1}] so that both ends of a long text are kept."
+        )
+    return head
+
+
+def _head_tail(ids: list[int], head: int, max_length: int) -> list[int]:
+    if len(ids) <= max_length:
+        return ids
+    return ids[:head] + ids[len(ids) - (max_length - head):]
+
+
 def _encode(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None,
+    head_tokens: int | None = None,
 ) -> Encodings:
     texts = [str(t) for t in texts]
     parts: dict[str, list[np.ndarray]] = {}
     lengths: list[np.ndarray] = []
+    cut = head_tokens is not None and max_length is not None  # head_tail: tokenise whole, cut
+    if cut and not 0 < head_tokens < max_length:
+        raise KitError(f"head_tokens is {head_tokens}; use a value in [1, {max_length - 1}] "
+                       f"(below max_length {max_length}).")
     for start in range(0, len(texts), _CHUNK):
         enc = tokenizer(
             texts[start : start + _CHUNK],
-            truncation=max_length is not None,
-            max_length=max_length,
+            truncation=max_length is not None and not cut,
+            max_length=None if cut else max_length,
             padding=False,
             verbose=False,
         )
+        if cut:
+            enc = {key: [_head_tail(ids, head_tokens, max_length) for ids in values]
+                   for key, values in enc.items()}
         lengths.append(np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64))
         for key, values in enc.items():
             parts.setdefault(key, []).append(
@@ -114,20 +165,19 @@ def tokenize_texts(
     labels: np.ndarray | None = None,
     task: str = "multiclass",
     truncation_side: str | None = None,
+    head_tokens: int | None = None,
 ) -> TokenizedTexts:
     """Tokenise without padding, truncating to `max_length` on `truncation_side`.
 
-    Labels become int64 class ids (binary, multiclass) or float multi-hot rows (multilabel), which
-    is what cross-entropy and BCE expect.
+    `head_tokens` (or truncation_side "head_tail", which defaults it to max_length/4) keeps the
+    first `head_tokens` and the last `max_length - head_tokens` tokens of a long text. Labels
+    become int64 class ids (binary, multiclass) or float multi-hot rows (multilabel), which is
+    what cross-entropy and BCE expect.
     """
     if truncation_side is not None:
-        if truncation_side not in ("right", "left"):
-            raise KitError(
-                f"transformer.truncation_side is {truncation_side!r}; use 'right' (keep the "
-                "start of each text) or 'left' (keep the end)."
-            )
-        tokenizer.truncation_side = truncation_side
-    encodings = _encode(tokenizer, texts, max_length)
+        set_truncation_side(tokenizer, truncation_side)
+        head_tokens = head_tail_tokens(truncation_side, head_tokens, max_length)
+    encodings = _encode(tokenizer, texts, max_length, head_tokens)
     if labels is not None:
         labels = np.asarray(labels)
         if len(labels) != len(texts):
@@ -222,8 +272,11 @@ def predict_probs(
     progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
     desc: str = "predict",
+    head_tokens: int | None = None,
 ) -> np.ndarray:
     """Class probabilities (n, K) in the order of `texts`.
+
+    `head_tokens`: cut long texts as training did under head_tail truncation (head_tail_tokens).
 
     Batches are cut from the texts sorted by token length, so each pads only to its own
     neighbours' length; the rows are put back in input order at the end. (`Trainer.predict`
@@ -231,7 +284,7 @@ def predict_probs(
     sampler's order; hence this short loop.) With `progress`, reports `desc done/n texts` as
     text lines (kit.core.progress), the same way training does: readable in a headless log.
     """
-    encodings = _encode(tokenizer, texts, max_length)
+    encodings = _encode(tokenizer, texts, max_length, head_tokens)
     n = len(encodings)
     num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
     if n == 0:

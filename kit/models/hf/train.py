@@ -32,14 +32,17 @@ from kit.errors import KitError
 from kit.models.hf import budget
 from kit.models.hf.checkpoints import STAGING, checkpoint_step, complete_checkpoints
 from kit.models.hf.data import (
+    head_tail_tokens,
     logits_to_probs,
     make_collator,
     model_max_length,
     predict_probs,
+    set_truncation_side,
     suggest_max_length,
     tokenize_texts,
 )
 from kit.models.hf.loading import load_classifier
+from kit.models.hf.options import training_options
 from kit.models.hf.progress import TextProgress, use_text_progress
 from kit.models.hf.resume import (
     TransformerResult,
@@ -70,12 +73,14 @@ def train_transformer(
     seed: int,
     work_dir: Path,
     metric: str = "f1_macro",
+    callbacks: list[TrainerCallback] | None = None,
 ) -> TransformerResult:
     """Fine-tune `cfg.model` on the training texts; resume or return the saved result if rerun.
 
     Validation (if given) is scored with `metric` every `cfg.eval_steps`, picks the best
     checkpoint (loaded at the end) and drives early stopping. Returns validation and test
-    probabilities in the kit's conventions, from the best model.
+    probabilities in the kit's conventions, from the best model. `callbacks` watch training
+    (e.g. kit.tracking's metric logger).
     """
     started = budget.now()
     from kit.evaluation.metrics import get_metric, score
@@ -122,7 +127,7 @@ def train_transformer(
     load_report: dict[str, Any] = {}
     model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile,
                                        report=load_report)
-    tokenizer.truncation_side = cfg.truncation_side
+    set_truncation_side(tokenizer, cfg.truncation_side)
     limit = model_max_length(tokenizer, getattr(model, "config", None))
     # The percentile from at most ~20k texts: as good, and no second full tokenisation pass.
     sample = train_texts[:: max(1, len(train_texts) // 20_000)]
@@ -132,8 +137,10 @@ def train_transformer(
             f"transformer.max_length is {max_length}, but {cfg.model} accepts at most {limit} "
             f"tokens. Set transformer.max_length <= {limit} (or null to derive it from the data)."
         )
-    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task)
-    val_ds = tokenize_texts(tokenizer, val_texts, max_length, y_val, task) if has_val else None
+    head = head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)
+    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task, head_tokens=head)
+    val_ds = (tokenize_texts(tokenizer, val_texts, max_length, y_val, task, head_tokens=head)
+              if has_val else None)
 
     from kit.models.llm.lora import (
         resolve_optimizer,  # 8-bit/paged optimizers fall back without bitsandbytes
@@ -188,7 +195,7 @@ def train_transformer(
         cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None, started
     )
     progress = TextProgress()
-    callbacks: list[TrainerCallback] = [time_budget, progress]
+    callbacks = [time_budget, progress, *(callbacks or [])]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = KitTrainer(
@@ -206,6 +213,7 @@ def train_transformer(
         train_lengths=train_ds.lengths,
         keep_last=cfg.save_total_limit,
         disk_budget_gb=cfg.disk_budget_gb,
+        options=training_options(cfg, model),
     )
     use_text_progress(trainer, progress)
 
@@ -226,7 +234,7 @@ def train_transformer(
         # flags are reset when training begins). Load what the finished run ended with instead.
         trainer.state = TrainerState.load_from_json(str(resume / TRAINER_STATE_NAME))
         best = trainer.state.best_model_checkpoint
-        trainer._load_from_checkpoint(best if best and Path(best).is_dir() else str(resume))
+        trainer.load_trained(best if best and Path(best).is_dir() else str(resume))
     else:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = budget.now() - t_train
@@ -244,9 +252,9 @@ def train_transformer(
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
     model = trainer.model
     val_probs = predict_probs(model, tokenizer, val_texts, cfg.eval_batch_size, max_length, task,
-                              autocast_dtype=amp, desc="predict validation")
+                              autocast_dtype=amp, desc="predict validation", head_tokens=head)
     test_probs = predict_probs(model, tokenizer, test_texts, cfg.eval_batch_size, max_length,
-                               task, autocast_dtype=amp, desc="predict test")
+                               task, autocast_dtype=amp, desc="predict test", head_tokens=head)
     best_step = None
     if state.best_model_checkpoint:
         best_step = checkpoint_step(state.best_model_checkpoint)
@@ -319,6 +327,7 @@ def _export_model(
     """The trained model in the kit's one export format (kit.models.export), for every model."""
     from kit.models.export import export_for_kaggle  # peft: only once training is done
 
-    params = {"transformer": dataclasses.asdict(cfg), "task": task, "max_length": int(max_length)}
+    params = {"transformer": dataclasses.asdict(cfg), "task": task, "max_length": int(max_length),
+              "head_tokens": head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)}
     return export_for_kaggle(trainer.model, tokenizer, work_dir / "model", label_names, params,
                              merge=cfg.lora.enabled and cfg.lora.merge_on_export)

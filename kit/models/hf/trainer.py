@@ -1,5 +1,6 @@
 """The kit's `Trainer`: weighted/smoothed loss, a resumable length-grouped sampler, atomic
-checkpoints with rotation by count and disk budget."""
+checkpoints with rotation by count and disk budget, and the options of kit.models.hf.options
+(layer-wise learning rates, a weight EMA saved in each checkpoint, adversarial steps)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from kit.errors import KitError
 from kit.models.hf.checkpoints import COMPLETE_MARKER, STAGING, rotate_checkpoints
 from kit.models.hf.data import EpochSeededLengthGroupedSampler
+from kit.models.hf.ema import EmaCallback
+from kit.models.hf.llrd import layerwise_param_groups
+from kit.models.hf.options import TrainingOptions
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +71,15 @@ class KitTrainer(Trainer):
         train_lengths: list[int],
         keep_last: int,
         disk_budget_gb: float,
+        options: TrainingOptions | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.options = options or TrainingOptions()
+        if self.options.ema is not None:
+            self.add_callback(EmaCallback(self.options.ema))
+        self._adversarial_loss = torch.zeros(())
+        self._adversarial_batches = 0
         self.task = task
         self.class_weights = None if class_weights is None else torch.tensor(class_weights)
         self.label_smoothing = float(label_smoothing)
@@ -86,6 +96,86 @@ class KitTrainer(Trainer):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochSeededLengthGroupedSampler(batch, self.train_lengths, seed)
+
+    # -- optimizer: layer-wise learning rates -------------------------------------------------
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.options.llrd is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from transformers.trainer_optimizer import is_optimizer_factory
+
+        opt_model = self.model if model is None else model
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(
+                kwargs):
+            raise KitError(
+                f"transformer.llrd needs an optimizer that takes parameter groups; "
+                f"{self.args.optim} builds its own. Use adamw_torch (or adamw_8bit), or llrd: null."
+            )
+        groups = layerwise_param_groups(opt_model, self.args.learning_rate, self.options.llrd,
+                                        self.args.weight_decay,
+                                        self.get_decay_parameter_names(opt_model))
+        self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    # -- adversarial step -------------------------------------------------------------------
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None,
+    ) -> torch.Tensor:
+        adversary = self.options.adversary
+        if adversary is None or not adversary.active(self.state.epoch):
+            return super().training_step(model, inputs, num_items_in_batch)
+        inner = self.accelerator.unwrap_model(model)
+        trainable = [p for p in inner.parameters() if p.requires_grad]
+        earlier = None
+        if adversary.replaces_gradient:  # AWP: keep only the earlier micro-batches' gradients
+            earlier = [None if p.grad is None else p.grad.detach().clone() for p in trainable]
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        with adversary.perturbed(inner):
+            if earlier is not None:
+                for p, grad in zip(trainable, earlier, strict=True):
+                    p.grad = grad
+            adversarial = super().training_step(model, inputs, num_items_in_batch)
+        self._adversarial_loss = (self._adversarial_loss.to(adversarial.device)
+                                  + adversarial * self.current_gradient_accumulation_steps)
+        self._adversarial_batches += 1
+        return loss  # the clean loss: comparable with runs without the adversary
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._adversarial_batches:
+            logs["adversarial_loss"] = float(self._adversarial_loss) / self._adversarial_batches
+            self._adversarial_loss = torch.zeros(())
+            self._adversarial_batches = 0
+        super().log(logs, start_time)
+
+    # -- weight EMA -------------------------------------------------------------------------
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        ema = self.options.ema
+        if ema is None:
+            return super().evaluate(*args, **kwargs)
+        with ema.applied(self.model):  # scores, the best checkpoint, early stopping: the average
+            return super().evaluate(*args, **kwargs)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().train(*args, **kwargs)
+        if self.options.ema is not None:
+            self.options.ema.copy_to(self.model)  # predictions and the export use the average
+        return output
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.options.ema is not None:
+            self.options.ema.load(resume_from_checkpoint, self.model)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        if self.options.ema is not None:
+            self.options.ema.load(self.state.best_model_checkpoint, self.model)
+
+    def load_trained(self, checkpoint: str) -> None:
+        """Load the weights a finished run ended with (the average, with EMA), not training."""
+        self._load_from_checkpoint(checkpoint)
+        if self.options.ema is not None:
+            self.options.ema.copy_to(self.model)
 
     # -- loss ---------------------------------------------------------------------------------
     def compute_loss(
@@ -140,6 +230,8 @@ class KitTrainer(Trainer):
             # The best is this very checkpoint: record its final path, not the staging one.
             self.state.best_model_checkpoint = str(run_dir / Path(best).name)
             self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+        if self.options.ema is not None:
+            self.options.ema.save(staged)  # training state: in the checkpoint before its marker
         (staged / COMPLETE_MARKER).write_text(
             json.dumps({"step": step, "max_steps": self.state.max_steps, "time": time.time()})
         )

@@ -38,6 +38,7 @@ from torch import nn
 from kit.config.params import TransformerParams
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile, model_device_map
+from kit.models.hf.data import set_truncation_side
 from kit.models.llm import memory_fit, memory_plan
 from kit.models.llm.anatomy import (
     classification_head_names,
@@ -333,7 +334,7 @@ def _load_tokenizer(path: str, cfg: TransformerParams) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=_is_local(path))
-    tokenizer.truncation_side = cfg.truncation_side
+    set_truncation_side(tokenizer, cfg.truncation_side)
     return tokenizer
 
 
@@ -454,7 +455,7 @@ def _load_with_unsloth(
         full_finetuning=False,
         local_files_only=_is_local(path),
     )
-    tokenizer.truncation_side = cfg.truncation_side
+    set_truncation_side(tokenizer, cfg.truncation_side)
     ensure_pad_token(tokenizer, model)
     heads = classification_head_names(model)
     targets = derive_target_modules(model, cfg.lora.target_modules)
