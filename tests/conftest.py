@@ -113,3 +113,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def write_params(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT built from a config on the spot (tests/resume_worker.py), saved to a folder."""
+    import resume_worker as rw
+
+    return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread while a test runs (runs compared bitwise; the 2 cores are shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,20 +27,13 @@ from kit.models.hf.resume import RESULT_FILE
 from kit.models.hf.train import train_transformer
 from kit.models.hf.trainer import KitTrainer, class_weight_vector
 
+# One torch thread: these runs are compared bitwise (fixtures `one_thread`, `tiny_model`:
+# tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NAMES = ["fruit", "vehicle", "colour"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_cfg(model: Path, **over) -> TransformerParams:

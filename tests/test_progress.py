@@ -147,11 +147,6 @@ def test_no_progress_file_without_the_variable_and_a_bad_interval_is_refused(
     assert (tmp_path / "step.progress").read_text() == "tfidf: training started\n"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
-
-
 def test_trainer_bars_are_replaced_by_text_progress(tiny_model, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

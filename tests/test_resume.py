@@ -54,11 +54,6 @@ def start(spec: dict, tmp: Path, name: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, env=env)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
-
-
 @pytest.mark.slow
 def test_killed_anywhere_then_resumed_equals_uninterrupted(tiny_model, tmp_path):
     # Uninterrupted reference, in this process (same single thread as the workers).

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import resume_worker as rw
 import torch
 from serve_helpers import build_run, free_port
 
@@ -27,11 +26,6 @@ WARNING = "this run goes on without tracking"
 def no_env_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def tiny_transformer(model: Path) -> dict:
