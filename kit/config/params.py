@@ -6,20 +6,18 @@ kit.config.loading for how files, `extends:` and overrides are read.
 
 from kit.config.loading import diff_params, dump_params, load_params, params_from_dict
 from kit.config.schema import (
-    MODEL_KINDS,
-    TASKS,
     CompetitionParams,
     EdaParams,
     LoraParams,
     Params,
     SubmitParams,
-    Task,
     TfidfParams,
     ThresholdParams,
     TrackingParams,
     TransformerParams,
     ValidationParams,
 )
+from kit.config.section import MODEL_KINDS, TASKS, Task
 
 __all__ = [
     "MODEL_KINDS",

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-from kit.config.schema import Interval, Label, Params
+from kit.config.schema import Params
+from kit.config.section import Interval, Label
 
 BEGIN = "<!-- params table: generated from kit/config/schema.py, do not edit by hand -->"
 END = "<!-- end of params table -->"
