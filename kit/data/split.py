@@ -28,7 +28,7 @@ def make_split(comp: Competition, size: float, seed: int, stratify: bool = True,
     rows = np.arange(n)
     strat = comp.y if (stratify and comp.task != "multilabel") else None
     if group_column:
-        groups = _groups(comp, group_column)
+        groups = group_values(comp, group_column)
         n_splits = max(2, round(1 / size))
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
@@ -90,7 +90,8 @@ def load_or_make_split(run: RunDir, comp: Competition) -> tuple[np.ndarray, np.n
     return train_rows, val_rows
 
 
-def _groups(comp: Competition, group_column: str) -> np.ndarray:
+def group_values(comp: Competition, group_column: str) -> np.ndarray:
+    """The group of every training row (`validation.group_column`); refuses missing values."""
     col = comp.train.get(group_column)
     if col is None or col.isna().all():
         raise KitError(

@@ -85,10 +85,9 @@ def chosen_model(run: RunDir) -> str:
     """`submit.model`, or the model with the best validation metric."""
     wanted = run.params.submit.model
     if wanted != "best":
-        if wanted not in run.params.models:
-            raise KitError(
-                f"`submit.model` is {wanted!r}, not one of `models` {run.params.models}."
-            )
+        choices = [*run.params.models, *(["ensemble"] if run.params.ensemble.enabled else [])]
+        if wanted not in choices:
+            raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
         return wanted
     best = run.read_metrics().get("best_model")
     if best is None:

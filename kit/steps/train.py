@@ -1,4 +1,4 @@
-"""Training step: one seeded hold-out split, then each model in `params.models`, same interface.
+"""Training step: each model in `params.models` on the hold-out split or on every k-fold fold.
 
 Every model ends as a `Predictions` (validation and test probabilities) in the run folder and a
 metrics entry, so thresholds and the submission never care which model made them. A model whose
@@ -7,32 +7,41 @@ predictions already exist is not trained again (a rerun continues where the last
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 
-from kit.core.atomic import write_json
 from kit.core.progress import show_progress
-from kit.core.rundir import Predictions, RunDir
-from kit.data.competition import Competition, render_texts
-from kit.data.split import load_or_make_split
+from kit.core.rundir import RunDir
+from kit.data.competition import Competition
+from kit.data.folds import Fold, load_or_make_folds
 from kit.errors import KitError
 from kit.evaluation import metrics
-from kit.models.tfidf import PIPELINE_FILE, fit_predict_tfidf
+from kit.models.fit import fit_model
+from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
 
 def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
-    """Train every model in params (skipping finished ones); return the validation table."""
+    """Train every model in params on every fold (skipping finished fits); return the table.
+
+    `cv.folds` 1 trains each model once on the hold-out split; k >= 2 trains it k times (times
+    `cv.repeats`), each fit scored on its held-out fold, and the model's validation rows become
+    its out-of-fold predictions of every training row. With `ensemble.enabled` the blend of all
+    models (weights fitted on those predictions) follows as model `ensemble`.
+    """
     params = run.params
-    train_rows, val_rows = load_or_make_split(run, comp)
-    log.info("Split: %d train / %d validation rows (seed %d).", len(train_rows), len(val_rows),
-             params.seed)
+    folds = load_or_make_folds(run, comp)
+    if folds[0].fold < 0:
+        log.info("Split: %d train / %d validation rows (seed %d).", len(folds[0].train_rows),
+                 len(folds[0].val_rows), params.seed)
+    else:
+        log.info("%d-fold cross-validation x %d repeat(s): %d fits per model (seed %d).",
+                 params.cv.folds, params.cv.repeats, len(folds), params.seed)
     metric = params.competition.metric
     tracker = open_tracker(run)  # MLflow when installed (tracking params); never stops a run
     for kind in params.models:
@@ -40,73 +49,72 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
                 "models", {}):
             log.info(f"{kind}: already trained in this run; reusing its predictions.")
             continue
-        show_progress(log, f"{kind}: training started")
         start = time.time()
-        val_probs, test_probs, extra = _fit_one(kind, run, comp, train_rows, val_rows, tracker)
-        preds = Predictions(kind, comp.train_ids[val_rows], val_probs, comp.test_ids, test_probs)
+        fits, extra = [], {}
+        for fold in folds:
+            fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra))
+        preds = assemble(kind, comp, fits)
         run.save_predictions(preds)
-        rep = metrics.report(comp.y[val_rows], val_probs, None, comp.task, metric)
+        rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
+                             comp.task, metric)
+        rep.update(_fold_summary(run, kind, folds))
         rep["train_seconds"] = round(time.time() - start, 1)
         run.update_metrics(models={kind: {**rep, **extra}})
-        show_progress(log, f"{kind}: validation {metric} = {rep[metric]:.4f} "
+        spread = f" (folds {rep['cv_mean']:.4f} ± {rep['cv_std']:.4f})" if "cv_mean" in rep else ""
+        what = "OOF" if folds[0].fold >= 0 else "validation"
+        show_progress(log, f"{kind}: {what} {metric} = {rep[metric]:.4f}{spread} "
                            f"({rep['train_seconds']} s)")
         tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
-                             for name, value in rep.items()})
+                             for name, value in rep.items() if not isinstance(value, dict)})
+    if params.ensemble.enabled:
+        from kit.ensemble.fit import fit_ensemble
+
+        result = fit_ensemble(run, comp)
+        tracker.log_metrics({f"ensemble/val_{metric}": result.score})
     return summarize(run)
 
 
-def _fit_one(kind: str, run: RunDir, comp: Competition, train_rows: np.ndarray,
-             val_rows: np.ndarray, tracker: Tracker) -> tuple[np.ndarray, np.ndarray, dict]:
-    params = run.params
-    if kind == "tfidf":
-        texts = comp.train_texts
-        val, test = fit_predict_tfidf(
-            [texts[i] for i in train_rows], comp.y[train_rows],
-            [[texts[i] for i in val_rows], comp.test_texts],
-            params.tfidf, comp.task, len(comp.labels), params.seed,
-            save_to=run.models / "tfidf" / PIPELINE_FILE,
-        )
-        return val, test, {}
-    if kind == "transformer":
-        from kit.models.hf.train import train_transformer  # torch/transformers only when needed
+def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int,
+              tracker: Tracker, extra: dict) -> FoldPredictions:
+    """One fit of `kind`, or its saved probabilities when it finished in an earlier session."""
+    done = load_fold(run, kind, fold) if fold.fold >= 0 else None
+    if done is not None:
+        log.info(f"{kind} fold {fold.tag}: finished earlier; reusing its predictions.")
+        return done
+    label = kind if fold.fold < 0 else f"{kind} fold {fold.tag} ({_nth(run, fold)}/{n_fits})"
+    show_progress(log, f"{label}: training started")
+    started = time.time()
+    val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker)
+    extra.update(fit_extra)
+    if fold.fold >= 0:
+        save_fold(run, kind, fold, val_probs, test_probs)
+        score = metrics.report(comp.y[fold.val_rows], val_probs, None, comp.task,
+                               run.params.competition.metric)[run.params.competition.metric]
+        run.update_metrics(folds={kind: {fold.tag: {
+            run.params.competition.metric: score, "seconds": round(time.time() - started, 1),
+            "rows": len(fold.val_rows)}}})
+        show_progress(log, f"{label}: {run.params.competition.metric} = {score:.4f}")
+    return FoldPredictions(fold, val_probs, test_probs)
 
-        cfg = params.transformer
-        eda = run.read_metrics().get("eda", {})
-        if cfg.max_length is None and eda.get("token_unit") == cfg.model:
-            # The EDA percentile was measured with this model's tokenizer: use it.
-            cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
-            log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
-                  "training texts' token lengths (01_eda)")
-        texts, test_texts = comp.train_texts, comp.test_texts
-        if cfg.prompt_template:
-            comp_params = dataclasses.replace(params.competition)
-            texts = render_texts(comp.train, comp_params, "train", cfg.prompt_template)
-            test_texts = render_texts(comp.test, comp_params, "test", cfg.prompt_template)
-        result = train_transformer(
-            [texts[i] for i in train_rows], comp.y[train_rows],
-            [texts[i] for i in val_rows], comp.y[val_rows], test_texts,
-            task=comp.task, label_names=comp.labels, cfg=cfg, seed=params.seed,
-            work_dir=run.models / "transformer", metric=params.competition.metric,
-            callbacks=tracker.callbacks("transformer"),
-        )
-        if not result.completed:
-            raise KitError(
-                f"Training stopped at step {result.global_step} of {result.max_steps}: "
-                f"`transformer.time_budget_minutes` ({cfg.time_budget_minutes}) ran out. The "
-                f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
-                "and run name) to continue from it."
-            )
-        write_json(run.path / "hardware.json", result.hardware)
-        extra = {"global_step": result.global_step, "max_length": result.max_length,
-                 "resumed_from_step": result.resumed_from_step,
-                 "best_step": result.best_step, "model_dir": str(result.model_dir)}
-        if result.extra.get("load_report"):
-            write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
-            extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
-            extra["measured_peak_gb"] = result.extra["load_report"].get(
-                "measured_peak_after_training_gb")
-        return result.val_probs, result.test_probs, extra
-    raise KitError(f"Unknown model kind {kind!r}.")  # params validation makes this unreachable
+
+def _nth(run: RunDir, fold: Fold) -> int:
+    return fold.repeat * run.params.cv.folds + fold.fold + 1
+
+
+def _rows(comp: Competition, ids: np.ndarray) -> np.ndarray:
+    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
+    return np.array([row_of[v] for v in ids.tolist()], dtype=int)
+
+
+def _fold_summary(run: RunDir, kind: str, folds: list[Fold]) -> dict:
+    """Mean and std of the per-fold scores (k-fold only), from metrics.json's `folds`."""
+    if folds[0].fold < 0:
+        return {}
+    metric = run.params.competition.metric
+    per_fold = run.read_metrics().get("folds", {}).get(kind, {})
+    scores = [per_fold[f.tag][metric] for f in folds if f.tag in per_fold]
+    return {"cv_mean": float(np.mean(scores)), "cv_std": float(np.std(scores)),
+            "folds": len(scores)}
 
 
 def summarize(run: RunDir) -> pd.DataFrame:
@@ -114,6 +122,9 @@ def summarize(run: RunDir) -> pd.DataFrame:
     m = run.read_metrics()
     metric = run.params.competition.metric
     table = pd.DataFrame(m.get("models", {})).T
+    # weights, member scores: per-model details that belong in metrics.json, not the table
+    table = table[[c for c in table.columns
+                   if not table[c].map(lambda v: isinstance(v, (dict, list))).any()]]
     if table.empty:
         raise KitError("No model has been trained in this run yet; run 02_train first.")
     greater = metrics.get_metric(metric).greater_is_better

@@ -1,0 +1,81 @@
+"""Fit an ensemble on the members' OOF predictions and save it as the run's model `ensemble`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from kit.core.atomic import write_json
+from kit.core.progress import show_progress
+from kit.core.rundir import Predictions, RunDir
+from kit.data.competition import Competition
+from kit.ensemble.blend import Blend, combine, fit_weights, to_ranks
+from kit.ensemble.members import ENSEMBLE, collect_members
+from kit.errors import KitError
+from kit.evaluation import metrics
+
+log = logging.getLogger(__name__)
+ENSEMBLE_FILE = "ensemble.json"
+
+
+@dataclass
+class EnsembleResult:
+    """The fitted blend: weights per member, each member's score and the blend's."""
+
+    weights: dict[str, float]
+    member_scores: dict[str, float]
+    score: float
+    method: str
+
+
+def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
+    """Fit weights on the shared OOF rows; save predictions/ensemble.npz and ensemble.json."""
+    cfg = run.params.ensemble
+    metric_name = run.params.competition.metric
+    metric = metrics.get_metric(metric_name)
+    if cfg.rank and metric.needs == "probs":
+        raise KitError(f"`ensemble.rank` blends ranks, which are not probabilities, but "
+                       f"`competition.metric` {metric_name!r} scores probabilities. Set "
+                       "ensemble.rank: false.")
+    members, val_ids, test_ids = collect_members(run)
+    row_of = {v: i for i, v in enumerate(map(str, comp.train_ids.tolist()))}
+    y = comp.y[np.array([row_of[v] for v in map(str, val_ids.tolist())])]
+    sign = 1.0 if metric.greater_is_better else -1.0
+
+    def score(probs: np.ndarray) -> float:
+        return sign * metrics.score(metric_name, y, probs, None, comp.task)
+
+    def surrogate(probs: np.ndarray) -> float:  # log loss (per-label BCE for multilabel)
+        p = np.clip(probs, 1e-7, 1 - 1e-7)
+        if comp.task == "multilabel":
+            return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+    normalize = comp.task != "multilabel"
+    val_stack = np.stack([m.val_probs for m in members])
+    test_stack = np.stack([m.test_probs for m in members])
+    if cfg.rank:
+        val_stack = np.stack([to_ranks(p) for p in val_stack])
+        test_stack = np.stack([to_ranks(p) for p in test_stack])
+    blend: Blend = fit_weights(val_stack, score, surrogate, cfg.method, cfg.iterations,
+                               normalize)
+    val = combine(val_stack, blend.weights, normalize)
+    test = combine(test_stack, blend.weights, normalize)
+    run.save_predictions(Predictions(ENSEMBLE, val_ids, val, test_ids, test))
+    result = EnsembleResult(
+        weights={m.name: round(float(w), 6) for m, w in zip(members, blend.weights, strict=True)},
+        member_scores={m.name: sign * score(p) for m, p in zip(members, val_stack, strict=True)},
+        score=sign * blend.score, method=blend.method)
+    write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
+                                          "rank": cfg.rank, "rows": len(val_ids)})
+    rep = metrics.report(y, val, None, comp.task, metric_name)
+    run.update_metrics(models={ENSEMBLE: {**rep, "weights": result.weights,
+                                          "member_scores": result.member_scores,
+                                          "method": result.method}})
+    best_member = max(result.member_scores.items(), key=lambda kv: sign * kv[1])
+    show_progress(log, f"ensemble ({result.method}): {metric_name} = {result.score:.4f} on "
+                       f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "
+                       "weights " + ", ".join(f"{k} {v:.2f}" for k, v in result.weights.items()))
+    return result

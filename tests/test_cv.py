@@ -1,0 +1,190 @@
+"""k-fold cross-validation: fold assignment, OOF predictions, resuming finished folds, ensembles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kit.core.rundir import open_run
+from kit.data.competition import load_competition
+from kit.data.folds import assign_folds, load_or_make_folds
+from kit.errors import KitError
+from kit.steps.decide import fit_decision_rule
+from kit.steps.train import train_models
+
+
+def _open(project: Path, params: str = "params/topics.yaml", name: str = "cv", **overrides):
+    run = open_run(params, name, {"cv.folds": 3, **overrides})
+    return run, load_competition(run.params, project)
+
+
+def test_folds_cover_each_row_once_stratified(project: Path):
+    run, comp = _open(project)
+    fold_of = assign_folds(comp, 3, seed=7)
+    assert sorted(np.unique(fold_of)) == [0, 1, 2]
+    for k in range(3):  # stratified: every fold holds each class's share (within one row)
+        counts = np.bincount(comp.y[fold_of == k], minlength=len(comp.labels))
+        expected = np.bincount(comp.y) / 3
+        assert np.all(np.abs(counts - expected) <= 1), (k, counts, expected)
+    fits = load_or_make_folds(run, comp)
+    assert [f.tag for f in fits] == ["r0_f0", "r0_f1", "r0_f2"]
+    all_val = np.concatenate([f.val_rows for f in fits])
+    assert sorted(all_val.tolist()) == list(range(len(comp.train)))
+    for f in fits:
+        assert not set(f.train_rows) & set(f.val_rows)
+    saved = json.loads((run.path / "folds.json").read_text())
+    assert saved["folds"] == 3 and len(saved["fold_of"][0]) == len(comp.train)
+    again = load_or_make_folds(run, comp)  # read back, same rows
+    assert all(np.array_equal(a.val_rows, b.val_rows) for a, b in zip(fits, again, strict=True))
+
+
+def test_folds_respect_groups(project: Path):
+    _run, comp = _open(project)
+    comp.train["problem"] = comp.train["id"] // 4  # four rows per group
+    fold_of = assign_folds(comp, 3, seed=1, group_column="problem")
+    for _, rows in comp.train.groupby("problem").groups.items():
+        assert len(set(fold_of[np.asarray(rows)])) == 1  # a group sits in one fold
+
+
+def test_multilabel_folds_hold_every_label(project: Path):
+    _run, comp = _open(project, "params/tags.yaml")
+    fold_of = assign_folds(comp, 3, seed=3)
+    per_fold = np.array([comp.y[fold_of == k].sum(axis=0) for k in range(3)])
+    share = comp.y.sum(axis=0) / 3
+    assert np.all(np.abs(per_fold - share) <= 2), per_fold  # iterative stratification
+    sizes = np.bincount(fold_of)
+    assert sizes.max() - sizes.min() <= 2 and len(comp.y) == sizes.sum()
+    assert np.array_equal(fold_of, assign_folds(comp, 3, seed=3))  # seeded
+
+
+def test_too_few_groups_for_the_folds_is_refused(project: Path):
+    _run, comp = _open(project)
+    comp.train["problem"] = comp.train["id"] % 2
+    with pytest.raises(KitError, match=r"2 distinct values, fewer than `cv.folds` 3"):
+        assign_folds(comp, 3, seed=1, group_column="problem")
+
+
+def test_kfold_oof_covers_every_row_and_test_is_the_fold_mean(project: Path):
+    run, comp = _open(project)
+    table = train_models(run, comp)
+    preds = run.load_predictions("tfidf")
+    assert sorted(map(int, preds.val_ids)) == sorted(map(int, comp.train_ids))
+    fold_files = sorted((run.predictions / "folds" / "tfidf").glob("*.npz"))
+    assert [p.stem for p in fold_files] == ["r0_f0", "r0_f1", "r0_f2"]
+    test_mean = np.mean([np.load(p)["test_probs"] for p in fold_files], axis=0)
+    np.testing.assert_allclose(preds.test_probs, test_mean)
+    for p in fold_files:  # each fold's OOF rows hold exactly that fold's probabilities
+        z = np.load(p)
+        np.testing.assert_allclose(preds.val_probs[z["val_rows"]], z["val_probs"])
+    m = run.read_metrics()
+    assert m["models"]["tfidf"]["folds"] == 3 and "cv_std" in m["models"]["tfidf"]
+    assert set(m["folds"]["tfidf"]) == {"r0_f0", "r0_f1", "r0_f2"}
+    assert table.loc["tfidf", "f1_micro"] > 0.9
+    # The decision rule is fitted on the OOF rows: all of the training rows.
+    result = fit_decision_rule(run, comp)
+    assert run.read_metrics()["decision"]["model"] == "tfidf"
+    assert result.report.shape[1] == 2
+
+
+def test_finished_folds_are_not_trained_again(project: Path, monkeypatch: pytest.MonkeyPatch):
+    run, comp = _open(project)
+    train_models(run, comp)
+    first = run.load_predictions("tfidf")
+    # A session killed after fold r0_f1 finished: the model's assembled file is not written.
+    (run.predictions / "tfidf.npz").unlink()
+    (run.predictions / "folds" / "tfidf" / "r0_f2.npz").unlink()
+    fitted: list[str] = []
+    import kit.steps.train as train_step
+
+    real = train_step.fit_model
+
+    def counting(kind, run_, comp_, fold, tracker):
+        fitted.append(fold.tag)
+        return real(kind, run_, comp_, fold, tracker)
+
+    monkeypatch.setattr(train_step, "fit_model", counting)
+    run.update_metrics(models={"tfidf": None})
+    metrics = run.read_metrics()
+    metrics["models"].pop("tfidf")
+    (run.path / "metrics.json").write_text(json.dumps(metrics))
+    train_models(run, comp)
+    assert fitted == ["r0_f2"]
+    again = run.load_predictions("tfidf")
+    np.testing.assert_allclose(again.val_probs, first.val_probs)
+    np.testing.assert_allclose(again.test_probs, first.test_probs)
+
+
+def test_repeats_average_the_oof_of_each_repeat(project: Path):
+    run, comp = _open(project, **{"cv.repeats": 2})
+    train_models(run, comp)
+    fits = load_or_make_folds(run, comp)
+    assert len(fits) == 6
+    assert not np.array_equal(fits[0].val_rows, fits[3].val_rows)  # another seed, other folds
+    preds = run.load_predictions("tfidf")
+    files = sorted((run.predictions / "folds" / "tfidf").glob("*.npz"))
+    total = np.zeros_like(preds.val_probs)
+    for p in files:
+        z = np.load(p)
+        total[z["val_rows"]] += z["val_probs"]
+    np.testing.assert_allclose(preds.val_probs, total / 2)
+
+
+def test_changed_training_rows_are_refused(project: Path):
+    run, comp = _open(project)
+    load_or_make_folds(run, comp)
+    comp.train.loc[comp.train.index[-1], comp.id_column] = 99999
+    with pytest.raises(KitError, match="training file changed"):
+        load_or_make_folds(run, comp)
+
+
+def test_ensemble_of_tfidf_variants_is_a_model(project: Path):
+    run, comp = _open(project, **{"ensemble.enabled": True})
+    train_models(run, comp)
+    # a second run with other TF-IDF settings, the same folds, joins as a member
+    other, _ = _open(project, name="cv-words", **{"tfidf.char_ngrams": False})
+    train_models(other, comp)
+    both, _ = _open(project, name="blend", **{"models": [], "ensemble.enabled": True,
+                                              "ensemble.runs": ["cv", "cv-words"]})
+    table = train_models(both, comp)
+    info = json.loads((both.path / "ensemble.json").read_text())
+    assert set(info["weights"]) == {"cv/tfidf", "cv/ensemble", "cv-words/tfidf"} - {"cv/ensemble"}
+    assert abs(sum(info["weights"].values()) - 1) < 1e-6
+    assert info["score"] >= max(info["member_scores"].values()) - 1e-12
+    assert "ensemble" in table.index and both.read_metrics()["best_model"] == "ensemble"
+    assert "weights" not in table.columns
+    preds = both.load_predictions("ensemble")
+    assert preds.val_probs.shape == (len(comp.train), len(comp.labels))
+    np.testing.assert_allclose(preds.val_probs.sum(axis=1), 1.0)
+
+
+def test_ensemble_members_must_share_rows(project: Path):
+    run, comp = _open(project)
+    train_models(run, comp)
+    hold, _ = _open(project, name="holdout", **{"cv.folds": 1})
+    train_models(hold, comp)
+    both, _ = _open(project, name="mixed", **{"models": [], "ensemble.enabled": True,
+                                              "ensemble.runs": ["cv", "holdout"]})
+    with pytest.raises(KitError, match="must share folds"):
+        train_models(both, comp)
+
+
+def test_cv_params_rules():
+    from kit.config.schema import CvParams, EnsembleParams, Params, SearchParams, SubmitParams
+
+    with pytest.raises(KitError, match="repeats need k-fold"):
+        CvParams(folds=1, repeats=2)
+    with pytest.raises(KitError, match=r"cv.folds is 0; use a value >= 1"):
+        CvParams(folds=0)
+    with pytest.raises(KitError, match=r"needs `search.method: tpe`"):
+        SearchParams(ranges={"transformer.lr": [1e-5, 1e-4]})
+    with pytest.raises(KitError, match=r"\[low, high\]"):
+        SearchParams(method="tpe", ranges={"transformer.lr": [1e-4, 1e-5]})
+    with pytest.raises(KitError, match="not one of `models`"):
+        Params(models=["tfidf"], submit=SubmitParams(model="ensemble"))
+    Params(models=["tfidf"], submit=SubmitParams(model="ensemble"),
+           ensemble=EnsembleParams(enabled=True))
+    with pytest.raises(KitError, match=r"`ensemble.enabled` is false"):
+        Params(models=[], ensemble=EnsembleParams(runs=["a"]))
