@@ -1,4 +1,4 @@
-"""Command line: demo data, params checks, run names for run_all.sh; predict with, serve a run."""
+"""Command line: demo data, params checks, train/folds/ensemble/search/leaderboard, serving."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from kit import cli_compete
 from kit.core.logs import show_logs
 from kit.core.rundir import FINISHED, resolve_params, run_path
 from kit.data.competition import find_project_root
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = sub.add_parser("params-doc", help="print the README's params table from the schema")
     doc.add_argument("readme", nargs="?", help="rewrite that file's table in place instead")
     _add_serving_commands(sub)
+    cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
     show_logs()
     try:
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(params_table(), end="")
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
+        elif args.command in cli_compete.COMMANDS:
+            return cli_compete.run_command(args)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -101,9 +101,9 @@ def test_finished_folds_are_not_trained_again(project: Path, monkeypatch: pytest
 
     real = train_step.fit_model
 
-    def counting(kind, run_, comp_, fold, tracker):
+    def counting(kind, run_, comp_, fold, tracker, callbacks):
         fitted.append(fold.tag)
-        return real(kind, run_, comp_, fold, tracker)
+        return real(kind, run_, comp_, fold, tracker, callbacks)
 
     monkeypatch.setattr(train_step, "fit_model", counting)
     run.update_metrics(models={"tfidf": None})

@@ -30,13 +30,16 @@ def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     return base if fold.fold < 0 else base / fold.tag
 
 
-def fit_model(kind: str, run: RunDir, comp: Competition, fold: Fold,
-              tracker: Tracker) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train `kind` on `fold.train_rows`; probabilities on `fold.val_rows` and on test."""
+def fit_model(kind: str, run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
+              callbacks: list | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train `kind` on `fold.train_rows`; probabilities on `fold.val_rows` and on test.
+
+    `callbacks`: extra TrainerCallbacks for a transformer fit (a search's pruning).
+    """
     if kind == "tfidf":
         return _fit_tfidf(run, comp, fold)
     if kind == "transformer":
-        return _fit_transformer(run, comp, fold, tracker)
+        return _fit_transformer(run, comp, fold, tracker, callbacks or [])
     raise KitError(f"Unknown model kind {kind!r}.")  # params validation makes this unreachable
 
 
@@ -53,8 +56,8 @@ def _fit_tfidf(run: RunDir, comp: Competition,
     return val, test, {}
 
 
-def _fit_transformer(run: RunDir, comp: Competition, fold: Fold,
-                     tracker: Tracker) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
+                     callbacks: list) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from kit.models.hf.train import train_transformer  # torch/transformers only when needed
 
     params = run.params
@@ -76,7 +79,7 @@ def _fit_transformer(run: RunDir, comp: Competition, fold: Fold,
         task=comp.task, label_names=comp.labels, cfg=cfg,
         seed=params.seed + max(fold.fold, 0) + 1000 * fold.repeat,
         work_dir=model_dir(run, "transformer", fold), metric=params.competition.metric,
-        callbacks=tracker.callbacks(prefix),
+        callbacks=[*tracker.callbacks(prefix), *callbacks],
     )
     if not result.completed:
         raise KitError(

@@ -8,7 +8,9 @@ predictions already exist is not trained again (a rerun continues where the last
 from __future__ import annotations
 
 import logging
+import resource
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,15 +26,20 @@ from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
+FoldHook = Callable[[str, int, float], None]  # (model kind, fit number, its score)
 
 
-def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
+def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
+                 on_fold: FoldHook | None = None) -> pd.DataFrame:
     """Train every model in params on every fold (skipping finished fits); return the table.
 
     `cv.folds` 1 trains each model once on the hold-out split; k >= 2 trains it k times (times
     `cv.repeats`), each fit scored on its held-out fold, and the model's validation rows become
     its out-of-fold predictions of every training row. With `ensemble.enabled` the blend of all
     models (weights fitted on those predictions) follows as model `ensemble`.
+
+    `callbacks` (TrainerCallbacks) watch each transformer fit; `on_fold(kind, n, score)` hears
+    each fit's score as it ends (a search prunes a trial there).
     """
     params = run.params
     folds = load_or_make_folds(run, comp)
@@ -51,8 +58,11 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
             continue
         start = time.time()
         fits, extra = [], {}
-        for fold in folds:
-            fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra))
+        for n, fold in enumerate(folds):
+            fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra, callbacks))
+            if on_fold is not None and fold.fold >= 0:
+                scores = run.read_metrics()["folds"][kind]
+                on_fold(kind, n, scores[fold.tag][metric])
         preds = assemble(kind, comp, fits)
         run.save_predictions(preds)
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
@@ -71,11 +81,14 @@ def train_models(run: RunDir, comp: Competition) -> pd.DataFrame:
 
         result = fit_ensemble(run, comp)
         tracker.log_metrics({f"ensemble/val_{metric}": result.score})
+    # ru_maxrss: the largest resident set of this process so far (KiB on Linux)
+    run.update_metrics(peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                         / 2**20, 2))
     return summarize(run)
 
 
 def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int,
-              tracker: Tracker, extra: dict) -> FoldPredictions:
+              tracker: Tracker, extra: dict, callbacks: list | None) -> FoldPredictions:
     """One fit of `kind`, or its saved probabilities when it finished in an earlier session."""
     done = load_fold(run, kind, fold) if fold.fold >= 0 else None
     if done is not None:
@@ -84,7 +97,7 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
     label = kind if fold.fold < 0 else f"{kind} fold {fold.tag} ({_nth(run, fold)}/{n_fits})"
     show_progress(log, f"{label}: training started")
     started = time.time()
-    val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker)
+    val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
     extra.update(fit_extra)
     if fold.fold >= 0:
         save_fold(run, kind, fold, val_probs, test_probs)

@@ -1,0 +1,118 @@
+"""The leaderboard of runs: one row per run folder under `outputs/`, written as leaderboard.csv.
+
+Each row: the params that differ between the runs (dotted keys), the chosen model, its CV score
+(OOF, or validation for a hold-out run) with the mean ± std over folds, the local public/private
+scores of the run's last submission, wall time and peak memory. Runs are compared on the metric
+they share; runs of other competitions are listed with their own metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+
+from kit.core.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+LEADERBOARD_FILE = "leaderboard.csv"
+IGNORED_KEYS = ("name", "output_dir", "submit.message")  # differ by design, say nothing
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def _wall_seconds(run: Path, metrics: dict[str, Any]) -> float | None:
+    """Notebook durations papermill recorded, else the models' training seconds."""
+    total = 0.0
+    for nb in sorted((run / "notebooks").glob("*.ipynb")):
+        try:
+            total += float(json.loads(nb.read_text())["metadata"]["papermill"]["duration"] or 0)
+        except (KeyError, ValueError, TypeError):
+            continue
+    if total:
+        return round(total, 1)
+    seconds = [m.get("train_seconds") for m in metrics.get("models", {}).values()
+               if isinstance(m, dict) and m.get("train_seconds") is not None]
+    return round(sum(seconds), 1) if seconds else None
+
+
+def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the scores row, the flattened params) of one run folder; None if it trained nothing."""
+    try:
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError):
+        return None
+    model = metrics.get("best_model")
+    if model is None:
+        return None
+    metric = metrics.get("metric")
+    chosen = metrics.get("models", {}).get(model, {})
+    row = {
+        "run": run.name, "competition": params.get("competition", {}).get("slug"),
+        "metric": metric, "model": model,
+        "cv_score": chosen.get(metric), "cv_mean": chosen.get("cv_mean"),
+        "cv_std": chosen.get("cv_std"), "folds": chosen.get("folds", 1),
+        "rule_score": metrics.get("decision", {}).get("validation_rule"),
+        "local_public": metrics.get("local_public"), "local_private": metrics.get("local_private"),
+        "wall_seconds": _wall_seconds(run, metrics), "peak_rss_gb": metrics.get("peak_rss_gb"),
+        "finished": (run / "FINISHED").exists(),
+    }
+    return row, _flatten(params)
+
+
+def build_leaderboard(outputs: str | Path) -> pd.DataFrame:
+    """All runs under `outputs`, best first per metric; saves outputs/leaderboard.csv."""
+    outputs = Path(outputs)
+    rows, params = [], []
+    for run in sorted(p for p in outputs.iterdir() if (p / "params.yaml").is_file()):
+        found = run_row(run)
+        if found:
+            rows.append(found[0])
+            params.append(found[1])
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    keys = sorted({k for p in params for k in p} - set(IGNORED_KEYS))
+    differing = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
+    for key in differing:
+        table[key] = [p.get(key) for p in params]
+    table = table.sort_values(["metric", "cv_score"], ascending=[True, False], kind="stable")
+    write_atomic(outputs / LEADERBOARD_FILE, table.to_csv(index=False))
+    return table.reset_index(drop=True)
+
+
+def plot_leaderboard(table: pd.DataFrame, metric: str | None = None) -> Figure:
+    """CV score (± std over folds) and local private score per run, for one metric."""
+    metric = metric or table["metric"].mode().iloc[0]
+    part = table[table["metric"] == metric].iloc[::-1]
+    fig = Figure(figsize=(7, 0.45 * len(part) + 1.2))
+    ax = fig.subplots()
+    y = range(len(part))
+    ax.barh(y, part["cv_score"].astype(float), xerr=part["cv_std"].astype(float).fillna(0),
+            color="#4c72b0", alpha=0.8, label="CV (OOF or validation), ± std over folds")
+    if part["local_private"].notna().any():
+        ax.scatter(part["local_private"].astype(float), y, color="#dd8452", zorder=3,
+                   label="local private")
+    ax.set_yticks(list(y), [f"{r} ({m})" for r, m in zip(part["run"], part["model"],
+                                                          strict=True)])
+    low = pd.concat([part["cv_score"], part["local_private"]]).astype(float).min()  # skips NaN
+    ax.set_xlim(max(0.0, low - 0.05), None)
+    ax.set_xlabel(metric)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Runs")
+    fig.tight_layout()
+    return fig
