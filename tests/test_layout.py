@@ -39,7 +39,7 @@ def test_every_module_says_what_it_does_in_its_first_line(module):
 def test_library_code_logs_instead_of_printing():
     printing = []
     for module in MODULES:
-        if module.name in ("cli.py", "__main__.py"):
+        if module.name.startswith("cli") or module.name == "__main__.py":
             continue  # the command line prints its answers
         for node in ast.walk(ast.parse(module.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)

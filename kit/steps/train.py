@@ -154,3 +154,21 @@ def training_curves(run: RunDir) -> object:
     from IPython.display import Image
 
     return Image(filename=str(found[-1]))
+
+
+def cv_summary(run: RunDir) -> pd.DataFrame | str:
+    """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights."""
+    m = run.read_metrics()
+    per_fold = m.get("folds", {})
+    if not per_fold:
+        return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
+    metric = m.get("metric") or run.params.competition.metric
+    table = pd.DataFrame({kind: {tag: s[metric] for tag, s in folds.items()}
+                          for kind, folds in per_fold.items()})
+    table.loc["mean"] = table.mean()
+    table.loc["std"] = table.iloc[:-1].std(ddof=0)
+    table.loc["OOF"] = [m["models"].get(kind, {}).get(metric) for kind in table.columns]
+    weights = m["models"].get("ensemble", {}).get("weights")
+    if weights:
+        table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
+    return table.round(4)
