@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -100,7 +101,9 @@ RULE_LINES = {"binary_threshold": "binary threshold ", "per_class": "per-class t
     ("params/sport.yaml", {}, "binary_threshold"),
     ("params/topics.yaml", {"thresholds.multiclass_bias": True}, "bias"),
     ("params/tags.yaml", {}, "per_class"),
-], ids=["binary", "multiclass-bias", "multilabel"])
+    ("params/sport.yaml", {"cv.folds": 3, "ensemble.enabled": True}, "binary_threshold"),
+    ("params/tags.yaml", {"cv.folds": 3, "ensemble.enabled": True}, "per_class"),
+], ids=["binary", "multiclass-bias", "multilabel", "binary-kfold", "multilabel-kfold"])
 def test_notebooks_on_each_task_print_the_rule_they_saved(project: Path, params, overrides, kind):
     out = run_notebooks(project, params, overrides=overrides)
     name = Path(params).stem
@@ -123,3 +126,15 @@ def test_notebooks_on_each_task_print_the_rule_they_saved(project: Path, params,
     assert sub["id"].tolist() == sample["id"].tolist()
     if kind == "per_class":
         assert sub["label"].str.contains("|", regex=False).any()
+    if overrides.get("cv.folds"):  # the rule is fitted on the OOF rows: every training row
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert set(metrics["folds"]["tfidf"]) == {"r0_f0", "r0_f1", "r0_f2"}
+        assert (run / "predictions" / "ensemble.npz").exists()
+        train = pd.read_csv(project / "data" / name / "train.csv")
+        oof = np.load(run / "predictions" / "tfidf.npz", allow_pickle=True)
+        assert len(oof["val_ids"]) == len(train)
+        cells = json.loads((out / "02_train.ipynb").read_text())["cells"]
+        summary = next(c for c in cells if "cv_summary(run)" in "".join(c["source"]))
+        assert "r0_f2" in json.dumps(summary["outputs"])
+        board = pd.read_csv(project / "outputs" / "leaderboard.csv")
+        assert name in set(board["run"])
