@@ -227,3 +227,25 @@ def test_kfold_run_killed_in_fold_3_resumes_there_and_ends_equal(project: Path, 
                 allow_pickle=True)
     np.testing.assert_array_equal(a["val_probs"], b["val_probs"])
     np.testing.assert_array_equal(a["test_probs"], b["test_probs"])
+
+
+def test_kfold_and_ensemble_runs_serve_their_test_predictions(project: Path):
+    from kit.serve.models import load_model
+    from kit.serve.predictor import Predictor
+
+    other, comp = _open(project, name="words", **{"tfidf.char_ngrams": False})
+    train_models(other, comp)
+    run, comp = _open(project, name="served", **{"ensemble.enabled": True,
+                                                 "ensemble.runs": ["words"],
+                                                 "ensemble.method": "nelder_mead",
+                                                 "submit.model": "ensemble"})
+    train_models(run, comp)
+    fit_decision_rule(run, comp)
+    texts = list(comp.test_texts)
+    kfold = load_model(run.path, run.params, "tfidf", None)  # the mean of the 3 fold models
+    np.testing.assert_allclose(kfold.predict(texts), run.load_predictions("tfidf").test_probs,
+                               atol=1e-9)
+    predictor = Predictor.load(run.path)
+    assert predictor.model_name == "ensemble"
+    np.testing.assert_allclose(predictor.raw_probs(texts),
+                               run.load_predictions("ensemble").test_probs, atol=1e-9)

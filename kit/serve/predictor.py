@@ -1,8 +1,8 @@
 """A finished run's chosen model and decision rule, loaded once, predicting labels for new texts.
 
 `Predictor.load(run_folder)` picks the model 04_submit used (`submit.model`, else metrics.json's
-`best_model`): the transformer from its export (`models/transformer/model/`, via
-`load_exported`), or the fitted TF-IDF pipeline (`models/tfidf/pipeline.joblib`). New texts are
+`best_model`) through kit.serve.models: the transformer from its export (`load_exported`), the
+fitted TF-IDF pipeline, the mean of a k-fold model's fold models, or an ensemble. New texts are
 rendered from the run's text columns and template exactly as in training, and the run's
 `DecisionRule` turns raw probabilities into labels and scores as it does for the submission.
 """
@@ -26,6 +26,7 @@ from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
 from kit.errors import KitError
 from kit.evaluation.thresholds import DecisionRule
+from kit.serve.models import load_model, rule_labels
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Predictor:
 
     run_name: str
     folder: Path
-    model_name: str  # "tfidf" or "transformer"
+    model_name: str  # "tfidf", "transformer" or "ensemble"
     task: str
     labels: list[str]
     rule: DecisionRule
@@ -80,16 +81,9 @@ class Predictor:
 
         model_name = chosen_model(run)
         metrics = run.read_metrics()
-        task = params.competition.task
-        if model_name == "tfidf":
-            predict, labels, dev = _load_tfidf(folder, params)
-            template = params.competition.text_template
-        elif model_name == "transformer":
-            predict, labels, dev, task = _load_transformer(folder, params, device)
-            template = params.transformer.prompt_template or params.competition.text_template
-        else:
-            raise KitError(f"{folder}: cannot serve model {model_name!r}; kit.serve knows "
-                           "tfidf and transformer.")
+        model = load_model(folder, params, model_name, device)
+        predict, labels, dev, task, template = (model.predict, model.labels, model.device,
+                                                model.task, model.template)
         rule = load_rule(run, task, labels)
         if list(rule.labels) != list(labels):
             raise KitError(
@@ -148,20 +142,12 @@ class Predictor:
         return out
 
 
-def _load_tfidf(folder: Path, params: Params) -> tuple[Callable, list[str], str]:
+def _load_tfidf(folder: Path, params: Params,
+                model_dir: Path) -> tuple[Callable, list[str], str]:
     from kit.models.tfidf import PIPELINE_FILE, load_pipeline, predict_tfidf
-    from kit.steps.decide import RULE_FILE
 
-    pipeline = load_pipeline(folder / "models" / "tfidf" / PIPELINE_FILE)
-    # The class names: the pipeline only knows class ids; the rule (or params) names them.
-    rule_file = folder / RULE_FILE
-    labels = (DecisionRule.from_json(rule_file).labels if rule_file.exists()
-              else params.competition.labels)
-    if not labels:
-        raise KitError(
-            f"{folder}: no {RULE_FILE} and no `competition.labels`, so the classes have no "
-            "names. Run 03_thresholds for this run."
-        )
+    pipeline = load_pipeline(model_dir / PIPELINE_FILE)
+    labels = rule_labels(folder, params)
     task = params.competition.task
 
     def predict(texts: list[str]) -> np.ndarray:
@@ -170,11 +156,10 @@ def _load_tfidf(folder: Path, params: Params) -> tuple[Callable, list[str], str]
     return predict, list(labels), "cpu"
 
 
-def _load_transformer(folder: Path, params: Params, device: str | None,
+def _load_transformer(folder: Path, params: Params, device: str | None, export: Path,
                       ) -> tuple[Callable, list[str], str, str]:
     from kit.models.export import EXPORT_INFO, load_exported
 
-    export = folder / "models" / "transformer" / "model"
     if not (export / EXPORT_INFO).is_file():
         raise KitError(
             f"No transformer export at {export} ({EXPORT_INFO} missing): the run did not finish "
