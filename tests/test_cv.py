@@ -249,3 +249,30 @@ def test_kfold_and_ensemble_runs_serve_their_test_predictions(project: Path):
     assert predictor.model_name == "ensemble"
     np.testing.assert_allclose(predictor.raw_probs(texts),
                                run.load_predictions("ensemble").test_probs, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["hill_climb", "nelder_mead", "powell"])
+def test_fitted_weights_never_lose_to_the_best_member_on_the_fitting_rows(method):
+    from kit.ensemble.blend import combine, fit_weights
+    from kit.evaluation.metrics import score
+
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        y = rng.integers(0, 4, 300)
+        members = []
+        for noise in rng.uniform(0.5, 3.0, 4):  # four members of different quality
+            logits = np.eye(4)[y] * 2 + rng.normal(0, noise, (300, 4))
+            members.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+        stack = np.stack(members)
+
+        def f1(probs, y=y):
+            return score("f1_macro", y, probs, None, "multiclass")
+
+        def nll(probs, y=y):
+            return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1))))
+
+        blend = fit_weights(stack, f1, nll, method, iterations=50, normalize_rows=True)
+        best = max(f1(m) for m in members)
+        assert blend.score >= best - 1e-12, (trial, method)
+        assert np.all(blend.weights >= 0) and abs(blend.weights.sum() - 1) < 1e-9
+        assert blend.score == pytest.approx(f1(combine(stack, blend.weights, True)))
