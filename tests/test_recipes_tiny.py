@@ -155,8 +155,9 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
     out = capsys.readouterr().out
 
     # The run folder: predictions of every model, the rule, a validated submission, FINISHED.
-    assert list(table.index) == shipped.models
-    for kind in shipped.models:
+    members = [*shipped.models, *(["ensemble"] if shipped.ensemble.enabled else [])]
+    assert list(table.index) == members
+    for kind in members:
         preds = run.load_predictions(kind)
         assert preds.test_probs.shape == (len(comp.test), len(comp.labels))
         assert np.array_equal(preds.test_ids, comp.test_ids)
@@ -181,8 +182,9 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
         row["family"] = f"{family.config.__name__} ({family.model_type})"
         profile = detect_hardware()
         expected_optim, optim_notice = resolve_optimizer(shipped.transformer.optimizer, profile)
-        args = torch.load(run.models / "transformer" / "checkpoints" / "checkpoint-2" /
-                          "training_args.bin", weights_only=False)  # what Trainer really ran
+        first_fit = "r0_f0/" if shipped.cv.folds > 1 else ""  # k-fold: each fold's own folder
+        args = torch.load(run.models / "transformer" / f"{first_fit}checkpoints" / "checkpoint-2"
+                          / "training_args.bin", weights_only=False)  # what Trainer really ran
         assert args.optim == expected_optim
         assert args.activation_checkpointing == shipped.transformer.gradient_checkpointing
         assert args.gradient_accumulation_steps == shipped.transformer.grad_accum
@@ -208,19 +210,24 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
 
 
 def _assert_export_predicts_the_saved_probabilities(run: RunDir, comp: Competition) -> None:
-    """The export folder, loaded as a Kaggle notebook would, gives the run's test probabilities."""
-    model_dir = Path(run.read_metrics()["models"]["transformer"]["model_dir"])
-    info = json.loads((model_dir / EXPORT_INFO).read_text())
-    model, tokenizer, labels = load_exported(model_dir)
-    assert labels == comp.labels
+    """The export folder, loaded as a Kaggle notebook would, gives the run's test probabilities
+    (k-fold: the mean of the folds' exports)."""
+    folds = sorted((run.models / "transformer").glob("r*_f*/model"))
+    exports = folds or [Path(run.read_metrics()["models"]["transformer"]["model_dir"])]
     texts = transformer_texts(run, comp)
-    assert tokenizer.truncation_side == run.params.transformer.truncation_side
-    if tokenizer.truncation_side == "left":  # texts are cut, so the side is really compared
-        assert max(len(ids) for ids in tokenizer(texts)["input_ids"]) > info["max_length"]
-    probs = predict_probs(model, tokenizer, texts, 16, info["max_length"], comp.task,
-                          progress=False)
+    fold_probs = []
+    for model_dir in exports:
+        info = json.loads((model_dir / EXPORT_INFO).read_text())
+        model, tokenizer, labels = load_exported(model_dir)
+        assert labels == comp.labels
+        assert tokenizer.truncation_side == run.params.transformer.truncation_side
+        if tokenizer.truncation_side == "left":  # texts are cut, so the side is really compared
+            assert max(len(ids) for ids in tokenizer(texts)["input_ids"]) > info["max_length"]
+        fold_probs.append(predict_probs(model, tokenizer, texts, 16, info["max_length"],
+                                        comp.task, progress=False))
+    assert len(exports) == run.params.cv.folds * run.params.cv.repeats
     saved = run.load_predictions("transformer").test_probs
-    np.testing.assert_allclose(probs, saved, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.mean(fold_probs, axis=0), saved, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
