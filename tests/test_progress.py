@@ -328,3 +328,20 @@ def test_run_all_shows_training_progress_and_the_log_has_no_html(project, tiny_m
     outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
     assert not any("<progress" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
     assert (notebooks / "02_train.progress").read_text().startswith("transformer: validation")
+
+
+def test_lines_inside_a_stage_say_which_fold_they_count(tmp_path, caplog):
+    import logging
+
+    from kit.core.progress import ProgressLine, progress_stage
+
+    logger = logging.getLogger("stage-test")
+    line = ProgressLine(logger, interval=0, path=tmp_path / "p")
+    with caplog.at_level(logging.INFO, logger="stage-test"):
+        with progress_stage("transformer fold 2/5"):
+            line.update("step 3/10", force=True)
+            line.update("transformer fold 2/5: training started", force=True)
+        line.update("step 4/10", force=True)
+    assert caplog.messages == ["transformer fold 2/5 | step 3/10",
+                               "transformer fold 2/5: training started", "step 4/10"]
+    assert (tmp_path / "p").read_text() == "step 4/10\n"

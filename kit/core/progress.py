@@ -10,10 +10,11 @@ file, replaced atomically every couple of seconds, for run_all.sh to show while 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kit.core.atomic import write_atomic
@@ -26,6 +27,7 @@ __all__ = [
     "count_line",
     "format_duration",
     "log_interval",
+    "progress_stage",
     "show_progress",
 ]
 
@@ -33,6 +35,18 @@ FILE_ENV = "KIT_PROGRESS_FILE"
 INTERVAL_ENV = "KIT_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 30.0
 FILE_INTERVAL = 2.0  # run_all.sh reads the file about this often
+_stage: list[str] = []  # what the lines are about, outermost first: ["transformer fold 2/5"]
+
+
+@contextlib.contextmanager
+def progress_stage(label: str) -> Iterator[None]:
+    """Prefix every progress line made inside the block with `label | ` (a k-fold run: which
+    fold the step counts belong to)."""
+    _stage.append(label)
+    try:
+        yield
+    finally:
+        _stage.pop()
 
 
 def format_duration(seconds: float) -> str:
@@ -108,6 +122,8 @@ class ProgressLine:
 
         A line identical to the one logged (written) last is not logged (written) again.
         """
+        if _stage and not line.startswith(_stage[-1]):
+            line = " | ".join([*_stage, line])
         t = self.clock()
         due = force or self._logged_at is None or t - self._logged_at >= self.interval
         logged = due and line != self._logged

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from kit.core.progress import show_progress
+from kit.core.progress import progress_stage, show_progress
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold, load_or_make_folds
@@ -94,10 +94,11 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
     if done is not None:
         log.info(f"{kind} fold {fold.tag}: finished earlier; reusing its predictions.")
         return done
-    label = kind if fold.fold < 0 else f"{kind} fold {fold.tag} ({_nth(run, fold)}/{n_fits})"
+    label = kind if fold.fold < 0 else f"{kind} fold {_nth(run, fold)}/{n_fits}"
     show_progress(log, f"{label}: training started")
     started = time.time()
-    val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
+    with progress_stage(label if fold.fold >= 0 else kind):
+        val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
     extra.update(fit_extra)
     if fold.fold >= 0:
         save_fold(run, kind, fold, val_probs, test_probs)
