@@ -1,4 +1,5 @@
-"""Command line: demo data, params checks, train/folds/ensemble/search/leaderboard, serving."""
+"""Command line: demo data, params checks; train, folds, ensemble, search, leaderboard; Kaggle
+package and push; predict and serve."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = sub.add_parser("params-doc", help="print the README's params table from the schema")
     doc.add_argument("readme", nargs="?", help="rewrite that file's table in place instead")
     _add_serving_commands(sub)
+    _add_kaggle_commands(sub)
     cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
     show_logs()
@@ -80,11 +82,64 @@ def main(argv: list[str] | None = None) -> int:
                 print(params_table(), end="")
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
+        elif args.command in ("package", "push"):
+            return _kaggle_command(args)
         elif args.command in cli_compete.COMMANDS:
             return cli_compete.run_command(args)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
+    package = sub.add_parser("package", help="a Kaggle dataset folder for internet-off "
+                             "notebooks: wheels, the exported model, params; then send it")
+    package.add_argument("run", help="the run folder, e.g. outputs/demo")
+    package.add_argument("--out", required=True, help="the dataset folder to write")
+    package.add_argument("--dry-run", action="store_true",
+                         help="write the folder and print the kaggle command; send nothing")
+    package.add_argument("--message", default="", help="version notes for a new version")
+    package.add_argument("--image-packages", default=None,
+                         help="pip freeze of the target image (default: the shipped Kaggle list)")
+    push = sub.add_parser("push", help="bake a notebook with the run's params, push it to "
+                          "Kaggle, follow it and fetch its output")
+    push.add_argument("run", help="the run folder, e.g. outputs/demo")
+    push.add_argument("--out", required=True, help="the notebook folder to write")
+    push.add_argument("--dry-run", action="store_true",
+                      help="write the folder and print the kaggle commands; send nothing")
+    push.add_argument("--notebook", default=None, help="default: kaggle.notebook of the params")
+    push.add_argument("--submit", action="store_true",
+                      help="code competitions: submit the finished version")
+    push.add_argument("--poll-seconds", type=float, default=30.0)
+
+
+def _kaggle_command(args: argparse.Namespace) -> int:
+    """`kit package` and `kit push`: print the folder, its contents and the kaggle commands."""
+    if args.command == "package":
+        from kit.kaggle import wheels
+        from kit.kaggle.package import package_run
+
+        result = package_run(args.run, args.out, dry_run=args.dry_run, message=args.message,
+                             image_packages=args.image_packages or wheels.IMAGE_PACKAGES)
+        print(f"dataset {result.ref}: {result.folder} ({result.total_bytes / 1e6:.1f} MB)")
+        for name, size in result.files.items():
+            print(f"  {size / 1e6:10.2f} MB  {name}")
+    else:
+        from kit.kaggle.push import push_run
+
+        result = push_run(args.run, args.out, notebook=args.notebook, dry_run=args.dry_run,
+                          submit=args.submit, poll_seconds=args.poll_seconds)
+        print(f"notebook {result.ref}: {result.folder}")
+        for path in sorted(result.folder.iterdir()):
+            print(f"  {path.stat().st_size / 1e3:10.1f} kB  {path.name}")
+        if result.version is not None:
+            print(f"version {result.version}: {result.status}; output in {result.output_dir}")
+        if result.submission:
+            print(f"submission: {result.submission}")
+    print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
+    for command in result.commands:
+        print(f"  {command}")
     return 0
 
 

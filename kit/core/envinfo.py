@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kit.core.platform import on_colab, on_kaggle
+from kit.core.platform import Where, detect, on_colab, on_kaggle
 
 PACKAGES = (
     "compkit", "torch", "transformers", "tokenizers", "peft", "accelerate", "bitsandbytes",
@@ -102,8 +102,9 @@ def lock_state(root: Path) -> dict[str, Any] | None:
             "matches": not differs, "differs": differs}
 
 
-def environment(root: Path) -> dict[str, Any]:
-    """Everything env.json records."""
+def environment(root: Path, where: Where | None = None) -> dict[str, Any]:
+    """Everything env.json records; `where` defaults to `detect()` with no overrides."""
+    where = detect() if where is None else where
     return {
         "python": sys.version.split()[0],
         "executable": sys.executable,
@@ -113,4 +114,5 @@ def environment(root: Path) -> dict[str, Any]:
         "hardware": hardware_summary(),
         "kaggle": on_kaggle(),
         "colab": on_colab(),
+        "where": where.to_dict(),
     }

@@ -19,7 +19,7 @@ import yaml
 
 from kit.config.loading import deep_merge
 from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
-from kit.core import envinfo
+from kit.core import envinfo, platform
 from kit.core.atomic import save_npz, write_atomic, write_json
 from kit.data.competition import find_project_root
 from kit.errors import KitError
@@ -117,6 +117,8 @@ def resolve_params(params_path: str | Path, run_name: str = "",
     path = Path(params_path)
     if not path.is_absolute() and not path.exists():
         path = root / path
+    if not path.exists():
+        path = platform.find_input(path) or path
     overrides = dict(overrides or {})
     if run_name:
         overrides["name"] = run_name
@@ -151,5 +153,9 @@ def open_run(params_path: str | Path, run_name: str = "",
             )
     path.mkdir(parents=True, exist_ok=True)
     dump_params(params, stored)
-    write_json(path / "env.json", envinfo.environment(root))
+    where = platform.detect(input_dir=params.platform.input_dir,
+                            working_dir=params.platform.working_dir,
+                            checkpoint_dir=params.platform.checkpoint_dir,
+                            disk_budget_gb=params.platform.disk_budget_gb)
+    write_json(path / "env.json", envinfo.environment(root, where))
     return RunDir(path=path, params=params, root=root)

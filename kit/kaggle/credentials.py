@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.core.platform import on_kaggle
+from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ def _search(env: Mapping[str, str], home: Path) -> tuple[CredentialSource | None
                                 secrets=secrets), looked
     looked.append(f"`kaggle auth login` credentials {oauth}: missing")
 
+    if on_colab(env):
+        return _colab_secrets(user, looked)
     if not on_kaggle(env):
         looked.append("Kaggle notebook secrets: not in a Kaggle notebook "
                       "(KAGGLE_KERNEL_RUN_TYPE not set)")
@@ -162,18 +164,42 @@ def _search(env: Mapping[str, str], home: Path) -> tuple[CredentialSource | None
     except ImportError:
         looked.append("Kaggle notebook secrets: the kaggle_secrets module is not importable")
         return None, looked
-    client = UserSecretsClient()
+    return _from_secrets(UserSecretsClient(), user, looked, "Kaggle notebook secret")
+
+
+class _ColabSecrets:
+    """Colab's `userdata` with the Kaggle client's `get_secret` name."""
+
+    def __init__(self, userdata: object) -> None:
+        self._userdata = userdata
+
+    def get_secret(self, name: str) -> str:
+        return self._userdata.get(name)  # raises SecretNotFoundError / NotebookAccessError
+
+
+def _colab_secrets(user: str, looked: list[str]) -> tuple[CredentialSource | None, list[str]]:
+    try:
+        from google.colab import userdata  # only exists inside Colab
+    except ImportError:
+        looked.append("Colab secrets: google.colab.userdata is not importable")
+        return None, looked
+    return _from_secrets(_ColabSecrets(userdata), user, looked, "Colab secret")
+
+
+def _from_secrets(client: object, user: str, looked: list[str],
+                  kind: str) -> tuple[CredentialSource | None, list[str]]:
+    """Credentials from a notebook's secrets (Kaggle's client or Colab's userdata)."""
     token = _notebook_secret(client, "KAGGLE_API_TOKEN")
     if token:
-        return CredentialSource("Kaggle notebook secret", "secret KAGGLE_API_TOKEN",
+        return CredentialSource(kind, "secret KAGGLE_API_TOKEN",
                                 env={"KAGGLE_API_TOKEN": token}, secrets=(token,)), looked
     key = _notebook_secret(client, "KAGGLE_KEY")
     user = user or _notebook_secret(client, "KAGGLE_USERNAME")
     if key and user:
-        return CredentialSource("Kaggle notebook secret", "secrets KAGGLE_USERNAME + KAGGLE_KEY",
+        return CredentialSource(kind, "secrets KAGGLE_USERNAME + KAGGLE_KEY",
                                 env={"KAGGLE_USERNAME": user, "KAGGLE_KEY": key},
                                 secrets=(key,)), looked
-    looked.append("Kaggle notebook secrets: no attached secret KAGGLE_API_TOKEN "
+    looked.append(f"{kind}s: no attached secret KAGGLE_API_TOKEN "
                   "(nor KAGGLE_USERNAME + KAGGLE_KEY)"
                   + (" — KAGGLE_KEY found but no KAGGLE_USERNAME" if key else ""))
     return None, looked
@@ -209,7 +235,8 @@ def require_credentials(
             f"Fix: create an API token at {TOKEN_PAGE} (\"Generate New Token\"), then either "
             f"set it as the environment variable KAGGLE_API_TOKEN or save it alone in "
             f"{home / '.kaggle' / 'access_token'} (chmod 600). In a Kaggle notebook: "
-            "Add-ons → Secrets → add KAGGLE_API_TOKEN and tick it for this notebook."
+            "Add-ons → Secrets → add KAGGLE_API_TOKEN and tick it for this notebook; in Colab: "
+            "the key icon → add KAGGLE_API_TOKEN with notebook access on."
         )
     if source.warning:
         log.warning(source.warning)

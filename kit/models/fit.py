@@ -7,6 +7,7 @@ k-fold loop call `fit_model` per fold and never care which model it was.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,16 @@ def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's."""
     base = run.models / kind
     return base if fold.fold < 0 else base / fold.tag
+
+
+def persistent_checkpoint_dir(run: RunDir) -> str | None:
+    """This run's transformer checkpoints under the platform's persistent folder (env.json)."""
+    try:
+        where = json.loads((run.path / "env.json").read_text()).get("where") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    root = where.get("checkpoint_dir")
+    return str(Path(root) / run.params.name / "transformer") if root else None
 
 
 def fit_model(kind: str, run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
@@ -68,6 +79,13 @@ def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracke
         cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
         log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
                  "training texts' token lengths (01_eda)")
+    checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run)
+    if checkpoints:
+        # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
+        # folder that survives the session; every fold keeps its own checkpoints there.
+        checkpoints = checkpoints if fold.fold < 0 else str(Path(checkpoints) / fold.tag)
+        cfg = dataclasses.replace(cfg, checkpoint_dir=checkpoints)
+        log.info(f"Checkpoints go to {checkpoints}")
     texts, test_texts = comp.train_texts, comp.test_texts
     if cfg.prompt_template:
         texts = render_texts(comp.train, params.competition, "train", cfg.prompt_template)

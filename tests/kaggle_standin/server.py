@@ -15,6 +15,24 @@ kagglesdk/*/types). A file submission is:
        -> {"numAllowedNow", ...}   (failures ignored by the CLI)
 
 A download is `DownloadDataFiles` {"competitionName"} answered by a redirect to the zip.
+
+Kernels (kaggle 2.2.x, kaggle/api/kaggle_api_extended.py): `kernels push` is one
+`kernels.KernelsApiService/SaveKernel` {"slug", "newTitle", "text", "language", "kernelType",
+"isPrivate", "enableGpu", "enableInternet", "datasetDataSources", "competitionDataSources",
+"machineShape", ...} -> {"ref", "url", "versionNumber", "error"}; `kernels status` is
+`GetKernelSessionStatus` {"userName", "kernelSlug"} -> {"status": <KernelWorkerStatus name>,
+"failureMessage"}; `kernels output` is `ListKernelSessionOutput` -> {"files": [{"fileName",
+"url"}], "log"} and a plain GET of each url.
+
+Datasets: `datasets create` asks `datasets.DatasetApiService/GetDatasetStatus` (an HTTP error
+means "free to create"), uploads each file (each folder zipped with --dir-mode zip) with
+`blobs.BlobApiService/StartBlobUpload` {"type", "name", "contentLength", ...} -> {"token",
+"createUrl"} and a PUT, then `CreateDataset` {"ownerSlug", "slug", "title", "files": [{"token"}],
+...} -> {"ref", "url", "status", "error"}. `datasets version` uploads the same way, then
+`CreateDatasetVersion` {"ownerSlug", "datasetSlug", "body": {"versionNotes", "files", ...}}.
+A code-competition submission (`competitions submit -k owner/kernel -v N`) is one
+`competitions.CompetitionApiService/CreateCodeSubmission` {"competitionName", "kernelSlug",
+"kernelVersion", "fileName", "submissionDescription"} -> {"message", "ref"}.
 """
 
 from __future__ import annotations
@@ -63,6 +81,15 @@ class StandinState:
     uploads: dict[str, bytes] = field(default_factory=dict)
     zip_bytes: bytes = b""
     username: str = "standin-user"
+    blob_names: dict[str, str] = field(default_factory=dict)  # upload token -> file name
+    datasets: dict[str, int] = field(default_factory=dict)  # owner/slug -> versions made
+    # owner/slug -> the statuses GetKernelSessionStatus answers in turn (the last one repeats)
+    kernel_statuses: dict[str, list[str]] = field(default_factory=dict)
+    kernel_versions: dict[str, int] = field(default_factory=dict)
+    kernel_files: dict[str, bytes] = field(default_factory=lambda: {
+        "submission.csv": b"id,label\n1,spam\n"})
+    kernel_log: str = '[{"stream_name":"stdout","time":1.0,"data":"all good\\n"}]'
+    failure_message: str = ""
 
     def endpoints(self) -> list[str]:
         return [r.endpoint for r in self.requests]
@@ -142,12 +169,18 @@ def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"message": SUBMISSION_MESSAGE, "ref": 4242})
             elif ep == "competitions.CompetitionApiService/GetSubmissionLimits":
                 self._send(200, {"numToday": 1, "numTotal": 1, "numAllowedNow": 4})
+            elif ep.startswith(("kernels.", "datasets.", "blobs.")) or ep.endswith(
+                    "CreateCodeSubmission"):
+                self._send(*_delivery_answer(state, ep, rec.json()))
             elif ep == "competitions.CompetitionApiService/DownloadDataFiles":
                 slug = rec.json().get("competitionName", "data")
                 self.send_response(302)
                 self.send_header("Location", f"http://localhost/files/{slug}.zip")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif rec.path.startswith("/files/kernel/"):
+                name = rec.path.rsplit("/", 1)[1]
+                self._send(200, state.kernel_files.get(name, b""))
             elif rec.path.startswith("/files/"):
                 self._send(200, state.zip_bytes)
             else:
@@ -158,6 +191,46 @@ def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
         do_GET = _handle  # noqa: N815
 
     return Handler
+
+
+def _delivery_answer(state: StandinState, ep: str, body: dict) -> tuple[int, dict]:
+    """Answers for kernels, datasets, blob uploads and code submissions."""
+    method = ep.split("/", 1)[1]
+    if method == "StartBlobUpload":
+        token = f"blob-{len(state.requests)}"
+        state.blob_names[token] = body.get("name", "")
+        return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
+    if method == "GetDatasetStatus":
+        ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
+        if ref not in state.datasets:
+            return 404, {"code": 404, "message": f"dataset {ref} not found"}
+        return 200, {"status": "ready"}
+    if method in ("CreateDataset", "CreateDatasetVersion"):
+        ref = f"{body.get('ownerSlug')}/{body.get('slug') or body.get('datasetSlug')}"
+        state.datasets[ref] = state.datasets.get(ref, 0) + 1
+        return 200, {"ref": ref, "url": f"http://localhost/datasets/{ref}", "status": "ok",
+                     "error": ""}
+    if method == "SaveKernel":
+        ref = body.get("slug", "")
+        state.kernel_versions[ref] = state.kernel_versions.get(ref, 0) + 1
+        return 200, {"ref": f"/code/{ref}", "url": f"http://localhost/code/{ref}",
+                     "versionNumber": state.kernel_versions[ref], "error": ""}
+    if method == "GetKernelSessionStatus":
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
+        statuses = state.kernel_statuses.setdefault(ref, ["COMPLETE"])
+        status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        answer = {"status": status}
+        if status == "ERROR" and state.failure_message:
+            answer["failureMessage"] = state.failure_message
+        return 200, answer
+    if method == "ListKernelSessionOutput":
+        slug = body.get("kernelSlug", "")
+        files = [{"fileName": name, "url": f"http://localhost/files/kernel/{slug}/{name}"}
+                 for name in state.kernel_files]
+        return 200, {"files": files, "log": state.kernel_log}
+    if method == "CreateCodeSubmission":
+        return 200, {"message": SUBMISSION_MESSAGE, "ref": 4243}
+    return 404, {"code": 404, "message": f"stand-in has no {ep}"}
 
 
 class StandinKaggle:

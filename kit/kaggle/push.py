@@ -1,0 +1,207 @@
+"""`python -m kit push RUN --out DIR`: bake a notebook, push it, follow it, fetch its output.
+
+The notebook gets the run's params baked in (papermill's prepare-only mode: the parameters cell
+is injected, nothing is executed) and `kernel-metadata.json` beside it, checked by the kaggle
+CLI's own code. Then `kaggle kernels push`, `kaggle kernels status` every `poll_seconds` with a
+progress line, and on completion `kaggle kernels output` into the run folder; a failed kernel is
+a KitError carrying the tail of its log. For a code competition with `--submit`, the finished
+version is submitted with `kaggle competitions submit -k owner/notebook -v N`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit.errors import KitError
+from kit.kaggle import cli as kaggle_cli
+from kit.kaggle import metadata
+from kit.kaggle.commands import run_kaggle
+from kit.kaggle.credentials import redact, require_credentials
+from kit.kaggle.package import dataset_slug, kaggle_owner, load_state, run_params, save_state
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+DONE, FAILED = "COMPLETE", ("ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
+_STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?(\w+)"')
+_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
+
+
+@dataclass
+class PushResult:
+    """The notebook folder, the kernel, its version and final status, the commands."""
+
+    folder: Path
+    ref: str  # owner/kernel-slug
+    commands: list[str]
+    version: int | None = None
+    status: str = ""
+    output_dir: Path | None = None
+    files: list[str] = field(default_factory=list)
+    submission: str = ""  # what Kaggle answered to the code-competition submission
+
+
+def bake_notebook(notebook: Path, out: Path, parameters: dict) -> Path:
+    """`notebook` with `parameters` injected (papermill prepare-only: nothing runs)."""
+    import papermill as pm
+
+    pm.execute_notebook(str(notebook), str(out), parameters=parameters, prepare_only=True,
+                        kernel_name="python3", progress_bar=False, log_output=False)
+    return out
+
+
+def kaggle_parameters(params_path: str, run_name: str) -> dict:
+    """The notebook parameters for a run on Kaggle: params from the dataset, outputs kept.
+
+    Folders of the machine the run was trained on mean nothing on Kaggle: they are reset so the
+    kit searches Kaggle's own (`/kaggle/input/<slug>`, `/kaggle/working`).
+    """
+    return {"params_path": params_path, "run_name": run_name,
+            "overrides": {"output_dir": "/kaggle/working/outputs", "competition.data_dir": None,
+                          "platform.input_dir": None, "platform.working_dir": None,
+                          "platform.checkpoint_dir": None}}
+
+
+def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
+                 dry_run: bool = True, env: Mapping[str, str] | None = None) -> PushResult:
+    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated."""
+    run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
+    env = os.environ if env is None else env
+    params = run_params(run_folder)
+    kag = params.kaggle
+    name = notebook or kag.notebook
+    source = NOTEBOOKS / f"{name}.ipynb"
+    if not source.is_file():
+        known = ", ".join(sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")))
+        raise KitError(f"No notebook {source}. Fix: kaggle.notebook (or --notebook) is one of "
+                       f"{known}.")
+    owner = kaggle_owner(params, env, dry_run)
+    slug = kag.kernel or metadata.slugify(f"{params.name}-{name}")
+    dataset = f"{owner}/{dataset_slug(params)}"
+    meta = metadata.kernel_metadata(
+        owner, slug, f"{name}.ipynb", private=kag.private, accelerator=kag.accelerator,
+        internet=kag.internet, code_competition=kag.code_competition,
+        dataset_sources=[dataset], competition_sources=[params.competition.slug])
+    if out.exists():
+        if not (out / metadata.KERNEL_FILE).is_file() and any(out.iterdir()):
+            raise KitError(f"{out} exists and was not written by `kit push`; it is left alone. "
+                           "Fix: pass an empty or new --out folder.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    params_path = f"/kaggle/input/{dataset_slug(params)}/params.yaml"
+    bake_notebook(source, out / f"{name}.ipynb", kaggle_parameters(params_path, params.name))
+    metadata.write_metadata(out, metadata.KERNEL_FILE, meta)
+    metadata.validate(out, "kernel")
+    ref = f"{owner}/{slug}"
+    output = run_folder / "kaggle_output"
+    commands = [shlex.join(c) for c in (["kaggle", "kernels", "push", "-p", str(out)],
+                                        ["kaggle", "kernels", "status", ref],
+                                        ["kaggle", "kernels", "output", ref, "-p", str(output),
+                                         "-o"])]
+    return PushResult(out, ref, commands, output_dir=output)
+
+
+def push_run(
+    run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
+    dry_run: bool = True, submit: bool = False, env: Mapping[str, str] | None = None,
+    poll_seconds: float = 30.0, max_hours: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PushResult:
+    """Prepare, then (unless `dry_run`) push, follow to the end, fetch the output, maybe submit."""
+    run_folder = Path(run_folder).resolve()
+    params = run_params(run_folder)
+    slug = params.competition.slug
+    if submit and not params.kaggle.code_competition:
+        raise KitError("--submit sends a notebook's output to a code competition, and "
+                       "kaggle.code_competition is false. Fix: set it to true, or submit the "
+                       "file with 04_submit.")
+    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env)
+    if submit:
+        result.commands.append(kaggle_cli.format_command(
+            slug, "submission.csv", params.submit.message or params.name, result.ref, 1
+        ).replace(" -v 1 ", " -v <version> "))
+    if dry_run:
+        return result
+    page = f"https://www.kaggle.com/code/{result.ref}"
+    run = run_kaggle(["kernels", "push", "-p", str(result.folder)], f"push of {result.ref}",
+                     page, env=env)
+    found = _VERSION.search(run.output)
+    result.version = int(found.group(1)) if found else None
+    state = load_state(run_folder)
+    state["kernel"] = {"ref": result.ref, "version": result.version}
+    save_state(run_folder, state)
+    limit = (max_hours or params.kaggle.time_limit_hours) * 3600 + 1800
+    result.status = follow(result.ref, page, env, poll_seconds, limit, sleep)
+    result.files = fetch_output(result.ref, result.output_dir, page, env)
+    if result.status != DONE:
+        tail = log_tail(result.output_dir, result.ref)
+        raise KitError(f"Kaggle notebook {result.ref} (version {result.version}) ended "
+                       f"{result.status}. The end of its log:\n{tail}"
+                       f"\nFix: read the whole log at {page}/log, fix the cause, push again.")
+    if submit:
+        answer = kaggle_cli.submit(slug, "submission.csv", params.submit.message or params.name,
+                                   dry_run=False, kernel=result.ref, version=result.version,
+                                   env=env)
+        result.submission = answer.answer
+        result.commands.append(answer.command)
+    return result
+
+
+def follow(ref: str, page: str, env: Mapping[str, str] | None, poll_seconds: float,
+           limit_seconds: float, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll `kaggle kernels status` until the kernel ends; its final status."""
+    waited = 0.0
+    while True:
+        run = run_kaggle(["kernels", "status", ref], f"status check of {ref}", page, env=env)
+        found = _STATUS.search(run.output)
+        status = found.group(1).upper() if found else "UNKNOWN"
+        log.info("Kaggle notebook %s: %s (%.0f min)", ref, status, waited / 60)
+        if status == DONE or status in FAILED:
+            return status
+        if waited >= limit_seconds:
+            raise KitError(f"{ref} is still {status} after {waited / 3600:.1f} h. Fix: look at "
+                           f"{page}; fetch the output later with `kaggle kernels output {ref}`.")
+        sleep(poll_seconds)
+        waited += poll_seconds
+
+
+def fetch_output(ref: str, dest: Path | None, page: str,
+                 env: Mapping[str, str] | None) -> list[str]:
+    """`kaggle kernels output` into `dest`; the files there afterwards."""
+    assert dest is not None
+    dest.mkdir(parents=True, exist_ok=True)
+    run_kaggle(["kernels", "output", ref, "-p", str(dest), "-o"], f"output download of {ref}",
+               page, env=env)
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    # A notebook that printed the token would bring it into the run folder: cut it out here.
+    secrets = require_credentials(dict(os.environ if env is None else env)).secrets
+    for path in files:
+        if path.stat().st_size > 50_000_000:
+            continue
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        clean = redact(text, secrets, env)
+        if clean != text:
+            log.warning("%s held a Kaggle credential; it is replaced by %s.", path, "[hidden]")
+            path.write_bytes(clean.encode("utf-8", errors="surrogateescape"))
+    return [str(p.relative_to(dest)) for p in files]
+
+
+def log_tail(folder: Path | None, ref: str, lines: int = 20) -> str:
+    """The last lines of the kernel's log (Kaggle's JSON list of stream chunks, or plain text)."""
+    path = (folder or Path(".")) / f"{ref.split('/')[1]}.log"
+    if not path.is_file():
+        return "(no log was downloaded)"
+    text = path.read_text(errors="replace")
+    with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
+        text = "".join(chunk.get("data", "") for chunk in json.loads(text))
+    return "\n".join(text.rstrip().splitlines()[-lines:])

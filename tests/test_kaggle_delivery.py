@@ -1,0 +1,273 @@
+"""kit push / kit package against the REAL kaggle CLI and a stand-in Kaggle API on loopback.
+
+Metadata is checked by the kaggle CLI's own code (kit.kaggle.metadata.validate); kernels push,
+status and output, datasets create and version, and code-competition submissions go through the
+installed `kaggle` command to tests/kaggle_standin/server.py, with success, 401, 500, a dropped
+connection and a failed kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
+
+from kit.cli import main as kit_main
+from kit.core.rundir import open_run
+from kit.errors import KitError
+from kit.kaggle import metadata
+from kit.kaggle.package import send_dataset
+from kit.kaggle.push import push_run
+
+TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
+SAVE = "kernels.KernelsApiService/SaveKernel"
+STATUS = "kernels.KernelsApiService/GetKernelSessionStatus"
+OUTPUT = "kernels.KernelsApiService/ListKernelSessionOutput"
+CREATE = "datasets.DatasetApiService/CreateDataset"
+VERSION = "datasets.DatasetApiService/CreateDatasetVersion"
+BLOB = "blobs.BlobApiService/StartBlobUpload"
+CODE_SUBMIT = "competitions.CompetitionApiService/CreateCodeSubmission"
+OWNER = "standin-user"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    try:
+        server = StandinKaggle()
+    except OSError as exc:
+        why = f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST mode needs it"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def kaggle(standin):
+    state = standin.state
+    state.requests.clear()
+    state.failures.clear()
+    state.uploads.clear()
+    state.datasets.clear()
+    state.kernel_statuses.clear()
+    state.kernel_versions.clear()
+    state.kernel_files = {"submission.csv": b"id,label\n1,spam\n"}
+    state.kernel_log = '[{"stream_name":"stdout","time":1.0,"data":"all good\\n"}]'
+    state.failure_message = ""
+    return state
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith(("KAGGLE_", "COLAB_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1",
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_API_TOKEN": TOKEN}
+
+
+def make_run(project: Path, **kaggle) -> Path:
+    overrides = {"kaggle.owner": OWNER, **{f"kaggle.{k}": v for k, v in kaggle.items()}}
+    return open_run("params/topics.yaml", overrides=overrides).path
+
+
+def no_token_under(*folders: Path) -> None:
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert TOKEN.encode() not in path.read_bytes(), path
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def test_internet_on_is_refused_for_a_code_competition():
+    with pytest.raises(KitError, match="internet on for a code competition"):
+        metadata.kernel_metadata("alice", "my-infer", "nb.ipynb", internet=True,
+                                 code_competition=True)
+
+
+def test_the_kaggle_cli_code_accepts_good_metadata_and_refuses_bad(tmp_path: Path):
+    kernel = tmp_path / "kernel"
+    kernel.mkdir()
+    (kernel / "nb.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, '
+                                     '"nbformat_minor": 5}')
+    meta = metadata.kernel_metadata("alice", "topics-infer", "nb.ipynb",
+                                    dataset_sources=["alice/topics-offline"])
+    metadata.write_metadata(kernel, metadata.KERNEL_FILE, meta)
+    metadata.validate(kernel, "kernel")
+    metadata.write_metadata(kernel, metadata.KERNEL_FILE, {**meta, "code_file": "gone.ipynb"})
+    with pytest.raises(KitError, match="Source file not found"):
+        metadata.validate(kernel, "kernel")
+    metadata.write_metadata(kernel, metadata.KERNEL_FILE, {**meta, "language": "julia"})
+    with pytest.raises(KitError, match="valid language"):
+        metadata.validate(kernel, "kernel")
+
+    data = tmp_path / "data"
+    metadata.write_metadata(data, metadata.DATASET_FILE,
+                            metadata.dataset_metadata("alice", "topics-offline"))
+    metadata.validate(data, "dataset")
+    metadata.write_metadata(data, metadata.DATASET_FILE, metadata.dataset_metadata("alice", "x"))
+    with pytest.raises(KitError, match="slug must be between 6 and 50"):
+        metadata.validate(data, "dataset")
+    assert sorted(p.name for p in data.iterdir()) == [metadata.DATASET_FILE]  # nothing left
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def test_dry_run_bakes_the_params_and_prints_the_commands(project: Path, tmp_path, capsys):
+    run = make_run(project)
+    out = tmp_path / "nb"
+    code = kit_main(["push", str(run), "--out", str(out), "--dry-run", "--notebook", "04_submit"])
+    assert code == 0
+    meta = json.loads((out / metadata.KERNEL_FILE).read_text())
+    assert meta["id"] == f"{OWNER}/topics-04-submit" and meta["code_file"] == "04_submit.ipynb"
+    assert meta["enable_internet"] is False and meta["machine_shape"] == "NvidiaTeslaT4"
+    assert meta["dataset_sources"] == [f"{OWNER}/topics-offline"]
+    assert meta["competition_sources"] == ["topics"]
+    cells = json.loads((out / "04_submit.ipynb").read_text())["cells"]
+    injected = next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))
+    source = "".join(injected["source"])
+    assert 'params_path = "/kaggle/input/topics-offline/params.yaml"' in source
+    assert "/kaggle/working/outputs" in source
+    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")
+    printed = capsys.readouterr().out
+    assert f"kaggle kernels push -p {out}" in printed
+    assert f"kaggle kernels status {OWNER}/topics-04-submit" in printed
+
+
+def test_push_follows_the_kernel_fetches_its_output_and_submits(project, tmp_path, kaggle,
+                                                                cli_env, caplog):
+    caplog.set_level("INFO")
+    run = make_run(project, code_competition=True)
+    ref = f"{OWNER}/topics-04-submit"
+    kaggle.kernel_statuses[ref] = ["QUEUED", "RUNNING", "COMPLETE"]
+    kaggle.kernel_files["echo.txt"] = f"token was {TOKEN}\n".encode()
+    sleeps = []
+    result = push_run(run, tmp_path / "nb", notebook="04_submit", dry_run=False, submit=True,
+                      env=cli_env, poll_seconds=60, sleep=sleeps.append)
+    assert result.version == 1 and result.status == "COMPLETE" and sleeps == [60, 60]
+    assert result.submission.startswith(SUBMISSION_MESSAGE)
+    save = kaggle.find(SAVE).json()
+    assert save["slug"] == ref and save["enableInternet"] is False
+    assert save["machineShape"] == "NvidiaTeslaT4"
+    assert save["datasetDataSources"] == [f"{OWNER}/topics-offline"]
+    assert "kaggle/input/topics-offline/params.yaml" in save["text"]
+    assert kaggle.endpoints().count(STATUS) == 3
+    assert (run / "kaggle_output" / "submission.csv").read_text() == "id,label\n1,spam\n"
+    assert (run / "kaggle_output" / "topics-04-submit.log").is_file()
+    assert (run / "kaggle_output" / "echo.txt").read_text() == "token was [hidden]\n"
+    code = kaggle.find(CODE_SUBMIT).json()
+    assert code["kernelSlug"] == "topics-04-submit" and code["kernelVersion"] == 1
+    assert code["competitionName"] == "topics" and code["fileName"] == "submission.csv"
+    assert json.loads((run / "kaggle.json").read_text())["kernel"] == {"ref": ref, "version": 1}
+    assert "RUNNING (1 min)" in caplog.text
+    no_token_under(run, tmp_path / "nb")
+    assert TOKEN not in caplog.text
+
+
+def test_a_failed_kernel_is_an_error_with_the_tail_of_its_log(project, tmp_path, kaggle,
+                                                              cli_env):
+    run = make_run(project)
+    kaggle.kernel_statuses[f"{OWNER}/topics-04-submit"] = ["RUNNING", "ERROR"]
+    kaggle.kernel_log = json.dumps([
+        {"stream_name": "stdout", "time": 1.0, "data": "loading model\n"},
+        {"stream_name": "stderr", "time": 2.0, "data": "CUDA out of memory. Tried 2 GiB\n"}])
+    with pytest.raises(KitError) as err:
+        push_run(run, tmp_path / "nb", notebook="04_submit", dry_run=False, env=cli_env,
+                 sleep=lambda s: None)
+    assert "ended ERROR" in str(err.value) and "CUDA out of memory" in str(err.value)
+    assert "/log" in str(err.value)
+
+
+@pytest.mark.parametrize(("endpoint", "how", "words"), [
+    (SAVE, 401, ["HTTP 401", "new token"]),
+    (STATUS, 500, ["HTTP 500", "retry"]),
+    (SAVE, "drop", ["connection", "internet"]),
+    (OUTPUT, 500, ["HTTP 500"]),
+], ids=["401-push", "500-status", "dropped-push", "500-output"])
+def test_push_failures_say_what_happened_and_the_fix(project, tmp_path, kaggle, cli_env,
+                                                     endpoint, how, words, capfd):
+    run = make_run(project)
+    kaggle.failures[endpoint] = how
+    with pytest.raises(KitError) as err:
+        push_run(run, tmp_path / "nb", notebook="04_submit", dry_run=False, env=cli_env,
+                 sleep=lambda s: None)
+    for word in words:
+        assert word in str(err.value)
+    assert TOKEN not in str(err.value)
+    out = capfd.readouterr()
+    assert TOKEN not in out.out + out.err
+    no_token_under(run)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def dataset_folder(tmp_path: Path) -> Path:
+    out = tmp_path / "ds"
+    (out / "wheels").mkdir(parents=True)
+    (out / "wheels" / "compkit-0.1.0-py3-none-any.whl").write_bytes(b"not really a wheel")
+    (out / "params.yaml").write_text("name: topics\n")
+    metadata.write_metadata(out, metadata.DATASET_FILE,
+                            metadata.dataset_metadata(OWNER, "topics-offline"))
+    return out
+
+
+def test_dataset_is_created_then_versioned(tmp_path, kaggle, cli_env):
+    out, run = dataset_folder(tmp_path), tmp_path / "run"
+    run.mkdir()
+    ref = f"{OWNER}/topics-offline"
+    commands, answer = send_dataset(out, ref, run, env=cli_env)
+    assert commands == [f"kaggle datasets create -p {out} --dir-mode zip"]
+    assert "being created" in answer
+    create = kaggle.find(CREATE).json()
+    assert (create["ownerSlug"], create["slug"], create["isPrivate"]) == (OWNER, "topics-offline",
+                                                                          True)
+    assert sorted(kaggle.blob_names.values()) == ["params.yaml", "wheels.zip"]
+
+    commands, _ = send_dataset(out, ref, run, message="run 2", env=cli_env)
+    assert commands == [f"kaggle datasets version -p {out} -m 'run 2' --dir-mode zip"]
+    assert kaggle.find(VERSION).json()["body"]["versionNotes"] == "run 2"
+    assert kaggle.datasets[ref] == 2
+    no_token_under(run, out)
+
+
+def test_a_dataset_made_elsewhere_gets_a_version(tmp_path, kaggle, cli_env):
+    out, run = dataset_folder(tmp_path), tmp_path / "run"
+    run.mkdir()
+    kaggle.datasets[f"{OWNER}/topics-offline"] = 1
+    commands, _ = send_dataset(out, f"{OWNER}/topics-offline", run, env=cli_env)
+    assert len(commands) == 2 and "datasets version" in commands[1]
+    assert VERSION in kaggle.endpoints() and CREATE not in kaggle.endpoints()
+
+
+@pytest.mark.parametrize(("endpoint", "how", "words"), [
+    (BLOB, 401, ["HTTP 401"]),
+    ("datasets.DatasetApiService/GetDatasetStatus", "drop", ["connection"]),
+], ids=["401-upload", "dropped-status"])
+def test_dataset_failures_say_what_happened(tmp_path, kaggle, cli_env, endpoint, how, words):
+    out, run = dataset_folder(tmp_path), tmp_path / "run"
+    run.mkdir()
+    kaggle.failures[endpoint] = how
+    with pytest.raises(KitError) as err:
+        send_dataset(out, f"{OWNER}/topics-offline", run, env=cli_env)
+    for word in words:
+        assert word in str(err.value)
+    assert TOKEN not in str(err.value)
+    assert not (run / "kaggle.json").exists()
+
+
+def test_submit_is_refused_for_a_file_competition(project, tmp_path):
+    run = make_run(project)
+    with pytest.raises(KitError, match=r"kaggle\.code_competition is false"):
+        push_run(run, tmp_path / "nb", notebook="04_submit", submit=True)
+    assert not (tmp_path / "nb").exists()

@@ -1,0 +1,202 @@
+"""`kit package` makes a dataset folder from which an internet-off notebook installs and predicts.
+
+The completeness test stands a fresh venv in for the Kaggle notebook. The "image" is the
+packages of this test venv (torch, transformers, ... exactly as installed here) MINUS the ones
+named in LACKING: a folder of symlinks to each kept distribution's files, put on the fresh venv's
+path by a .pth file, the way the Kaggle image's site-packages is simply there. The image list
+`kit package` is given is the `pip list --format=freeze` of that same set, so the packager must
+find and download what LACKING removed (and what those need), from PyPI, for the image's Python
+and platform. Then, with every socket connect refused (a sitecustomize) and HF_HUB_OFFLINE=1,
+the fresh venv installs `compkit` with `pip install --no-index --find-links DIR/wheels`, imports
+it from its own site-packages (not this checkout), loads `DIR/model` and predicts the same
+logits as the original model. What it does not prove: that the real Kaggle image matches the
+shipped package list (that list is refreshed by hand, see kit/kaggle/kaggle_image_packages.txt),
+nor a CUDA build of torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kit.cli import main as kit_main
+from kit.config.params import Params
+from kit.errors import KitError
+from kit.kaggle import wheels
+
+# Absent from the stand-in image: the kit itself, a pure-Python dependency of the kit (peft) and
+# a compiled one that peft and transformers need (safetensors: a manylinux wheel).
+LACKING = {"compkit", "peft", "safetensors"}
+NOT_IMAGE = {"pip", "setuptools", "wheel"}  # the fresh venv brings its own
+
+BLOCK_NETWORK = '''
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network disabled by the offline-install test")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+'''
+
+PREDICT = '''
+import json, sys, torch
+import kit, peft, safetensors
+from kit.models.export import load_exported
+model, tok, labels = load_exported(sys.argv[1], device="cpu")
+with torch.no_grad():
+    logits = model(**tok(["alpha beta gamma"], return_tensors="pt")).logits
+print(json.dumps({"kit": kit.__file__, "peft": peft.__file__,
+                  "safetensors": safetensors.__file__, "labels": labels,
+                  "logits": logits[0].tolist()}))
+'''
+
+
+def _canon(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def image_site(folder: Path) -> list[str]:
+    """Symlinks to every installed distribution's files except LACKING; its freeze lines."""
+    folder.mkdir(parents=True)
+    site = Path(md.distribution("torch").locate_file(""))
+    freeze = []
+    for dist in md.distributions():
+        name = _canon(dist.metadata["Name"])
+        if name in LACKING | NOT_IMAGE or Path(dist.locate_file("")) != site:
+            continue
+        freeze.append(f"{dist.metadata['Name']}=={dist.version}")
+        for top in {Path(str(f)).parts[0] for f in dist.files or []}:
+            if top in ("..", "__pycache__") or top.startswith("__editable__"):
+                continue
+            link = folder / top
+            if not link.exists() and (site / top).exists():
+                link.symlink_to(site / top)
+    # This venv's torch declares setuptools>=77.0.3 while the venv holds an older setuptools, a
+    # quirk of this machine (Kaggle's image is consistent). The stand-in image gets a setuptools
+    # that satisfies torch, so the image is consistent too; installing it needs the index once,
+    # while the image is built, never during the offline install.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(folder / "_setuptools"), "setuptools>=77.0.3"], check=True)
+    for entry in (folder / "_setuptools").iterdir():
+        entry.rename(folder / entry.name)
+    version = next(p.name.split("-")[1] for p in folder.glob("setuptools-*.dist-info"))
+    freeze.append(f"setuptools=={version}")
+    return sorted(set(freeze))
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A run folder with resolved params and an exported tiny classifier."""
+    import resume_worker as rw
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kit.models.export import export_for_kaggle
+
+    tmp = tmp_path_factory.mktemp("pkg")
+    base = rw.build_tiny_model(tmp / "bert")
+    run = tmp / "outputs" / "tiny"
+    run.mkdir(parents=True)
+    params = Params().to_dict()
+    params.update(name="tiny", kaggle={**params["kaggle"], "owner": "alice"})
+    (run / "params.yaml").write_text(yaml.safe_dump(params))
+    (run / "decision_rule.json").write_text('{"kind": "argmax"}')
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+    tok = AutoTokenizer.from_pretrained(base)
+    export_for_kaggle(model, tok, run / "models" / "transformer" / "model", ["ham", "spam"],
+                      params)
+    (run / "models" / "transformer" / "checkpoints").mkdir()  # never shipped
+    (run / "models" / "transformer" / "checkpoints" / "big.bin").write_bytes(b"x" * 1000)
+    return run
+
+
+def test_image_list_parsing_and_the_gpu_stack_is_never_shipped(tmp_path: Path):
+    listed = tmp_path / "image.txt"
+    listed.write_text("# header\ntorch==2.6.0+cu124\nNumPy==1.26.4\n\n")
+    image = wheels.read_image_packages(listed)
+    assert image == {"torch": "2.6.0", "numpy": "1.26.4"}
+    from packaging.requirements import Requirement
+
+    with pytest.raises(KitError, match="never replaces"):
+        wheels.download_missing([Requirement("torch>=9")], tmp_path / "w", image)
+    plan = wheels.download_missing([Requirement("numpy>=1.20"), Requirement("torch")],
+                                   tmp_path / "w", image)
+    assert plan.downloaded == {} and set(plan.provided) == {"numpy", "torch"}
+    shipped = wheels.read_image_packages()
+    assert {"torch", "transformers", "numpy", "pandas"} <= set(shipped)
+
+
+@pytest.mark.slow
+def test_the_package_installs_and_loads_the_model_with_no_index_and_no_network(
+        run_folder: Path, tmp_path: Path, capsys):
+    image = tmp_path / "image"
+    freeze = image_site(image)
+    image_list = tmp_path / "image_packages.txt"
+    image_list.write_text("# the stand-in image\n" + "\n".join(freeze) + "\n")
+
+    out = tmp_path / "dataset"
+    code = kit_main(["package", str(run_folder), "--out", str(out), "--dry-run",
+                     "--image-packages", str(image_list)])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"dataset alice/tiny-offline: {out}" in printed
+    assert f"kaggle datasets create -p {out} --dir-mode zip" in printed
+    got = {p.name.split("-")[0].lower() for p in (out / "wheels").glob("*.whl")}
+    assert got == {"compkit", "peft", "safetensors"}, got  # exactly what the image lacks
+    for name in ("dataset-metadata.json", "params.yaml", "kit_bootstrap.py",
+                 "run/params.yaml", "run/decision_rule.json",
+                 "run/models/transformer/model/kit_export.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "run" / "models" / "transformer" / "checkpoints").exists()
+    assert not any("torch" in p.name for p in (out / "wheels").iterdir())
+
+    venv = tmp_path / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                                "get_paths()['purelib'])"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    (site / "kaggle_image.pth").write_text(f"{image}\n")
+    # The venv's own setuptools would shadow the image's (see image_site).
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True)
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCK_NETWORK)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(block),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PIP_NO_CACHE_DIR": "1",
+           "OMP_NUM_THREADS": "1"}
+    probe = subprocess.run([str(python), "-c", "import socket; socket.create_connection(("
+                            "'pypi.org', 443))"], capture_output=True, text=True, env=env)
+    assert "network disabled" in probe.stderr  # the block is in force
+
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-index", "--find-links", str(out / "wheels"),
+         "compkit"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert "torch" not in install.stdout.split("Successfully installed")[-1]
+
+    model_dir = out / "run" / "models" / "transformer" / "model"
+    done = subprocess.run([str(python), "-c", PREDICT, str(model_dir)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    for module in ("kit", "peft", "safetensors"):
+        assert seen[module].startswith(str(site)), seen[module]  # from the wheels, not here
+    assert seen["labels"] == ["ham", "spam"]
+
+    import torch
+
+    from kit.models.export import load_exported
+
+    model, tok, _ = load_exported(model_dir, device="cpu")
+    with torch.no_grad():
+        expected = model(**tok(["alpha beta gamma"], return_tensors="pt")).logits[0].tolist()
+    assert seen["logits"] == pytest.approx(expected, abs=1e-5)
