@@ -276,3 +276,30 @@ def test_fitted_weights_never_lose_to_the_best_member_on_the_fitting_rows(method
         assert blend.score >= best - 1e-12, (trial, method)
         assert np.all(blend.weights >= 0) and abs(blend.weights.sum() - 1) < 1e-9
         assert blend.score == pytest.approx(f1(combine(stack, blend.weights, True)))
+
+
+def test_a_packaged_kfold_ensemble_predicts_offline_as_in_training(project: Path, tmp_path):
+    """What `kit package` copies of a k-fold ensemble run (every fold's model, the members of
+    other runs beside it) is all 05_infer needs: the copy alone gives the run's test
+    probabilities."""
+    from kit.kaggle.package import copy_inference_run
+    from kit.serve.predictor import Predictor
+
+    for name, chars in (("words", False), ("chars", True)):
+        other, comp = _open(project, name=name, **{"tfidf.char_ngrams": chars})
+        train_models(other, comp)
+    run, comp = _open(project, name="packed", **{"models": [], "ensemble.enabled": True,
+                                                 "ensemble.runs": ["words", "chars"],
+                                                 "submit.model": "ensemble"})
+    train_models(run, comp)
+    fit_decision_rule(run, comp)
+    dataset = tmp_path / "dataset"
+    copy_inference_run(run.path, dataset / "run")
+    weights = json.loads((run.path / "ensemble.json").read_text())["weights"]
+    used = sorted(name.split("/")[0] for name, w in weights.items() if w > 0)
+    copied = sorted(str(p.relative_to(dataset)) for p in dataset.rglob("*.joblib"))
+    assert used and copied == [f"{r}/models/tfidf/r0_f{k}/pipeline.joblib" for r in used
+                               for k in range(3)]
+    predictor = Predictor.load(dataset / "run")
+    np.testing.assert_allclose(predictor.raw_probs(list(comp.test_texts)),
+                               run.load_predictions("ensemble").test_probs, atol=1e-9)

@@ -87,15 +87,30 @@ def dataset_slug(params: Params) -> str:
 
 
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
-# final files; never checkpoints, predictions or plots.
-RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json")
-MODEL_PARTS = ("models/transformer/model", "models/tfidf/pipeline.joblib")
+# final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
+RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json", "ensemble.json")
+FINAL_FILES = {"transformer": "model", "tfidf": "pipeline.joblib"}
+
+
+def model_parts(run_folder: Path) -> list[str]:
+    """The final model files of a run: `models/<kind>/<final>`, or per fold `r0_f2/<final>`."""
+    parts = []
+    for kind, final in FINAL_FILES.items():
+        base = run_folder / "models" / kind
+        found = [base / final] if (base / final).exists() else sorted(base.glob(f"r*_f*/{final}"))
+        parts += [str(p.relative_to(run_folder)) for p in found]
+    return parts
 
 
 def copy_inference_run(run_folder: Path, dest: Path) -> Path | None:
-    """Copy what predicting needs of `run_folder` into `dest`; None when it has no model."""
-    parts = [part for part in MODEL_PARTS if (run_folder / part).exists()]
-    if not parts:
+    """Copy what predicting needs of `run_folder` into `dest`; None when it has no model.
+
+    An ensemble's members from other runs are copied beside `dest` under their run names, where
+    kit.serve looks for them (`<dest>/../<run>`).
+    """
+    parts = model_parts(run_folder)
+    members = _member_runs(run_folder)
+    if not parts and not members:
         return None
     dest.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
@@ -107,7 +122,18 @@ def copy_inference_run(run_folder: Path, dest: Path) -> Path | None:
             shutil.copytree(run_folder / part, dest / part)
         else:
             shutil.copy2(run_folder / part, dest / part)
+    for name in members:
+        copy_inference_run(run_folder.parent / name, dest.parent / name)
     return dest
+
+
+def _member_runs(run_folder: Path) -> list[str]:
+    """Other runs whose models an ensemble of `run_folder` blends (names under outputs/)."""
+    path = run_folder / "ensemble.json"
+    if not path.is_file():
+        return []
+    weights = json.loads(path.read_text())["weights"]
+    return sorted({name.rpartition("/")[0] for name, w in weights.items() if "/" in name and w})
 
 
 def load_state(run_folder: Path) -> dict:

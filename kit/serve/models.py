@@ -35,8 +35,12 @@ class LoadedModel:
     template: str | None
 
 
-def load_model(folder: Path, params: Params, name: str, device: str | None) -> LoadedModel:
-    """`name` (tfidf, transformer or ensemble) of the run in `folder`."""
+def load_model(folder: Path, params: Params, name: str, device: str | None,
+               labels: list[str] | None = None) -> LoadedModel:
+    """`name` (tfidf, transformer or ensemble) of the run in `folder`.
+
+    `labels`: the class names when the run itself has no rule naming them (an ensemble's member).
+    """
     if name == "ensemble":
         return _load_ensemble(folder, params, device)
     if name not in ("tfidf", "transformer"):
@@ -44,7 +48,7 @@ def load_model(folder: Path, params: Params, name: str, device: str | None) -> L
                        "transformer and ensemble.")
     base = folder / "models" / name
     fold_dirs = sorted(p for p in base.glob("r*_f*") if p.is_dir())
-    parts = [_load_one(folder, params, name, d, device) for d in (fold_dirs or [base])]
+    parts = [_load_one(folder, params, name, d, device, labels) for d in (fold_dirs or [base])]
     if len(parts) == 1:
         return parts[0]
 
@@ -56,11 +60,12 @@ def load_model(folder: Path, params: Params, name: str, device: str | None) -> L
 
 
 def _load_one(folder: Path, params: Params, name: str, model_dir: Path,
-              device: str | None) -> LoadedModel:
+              device: str | None, labels: list[str] | None) -> LoadedModel:
     if name == "tfidf":
         from kit.serve.predictor import _load_tfidf
 
-        predict, labels, dev = _load_tfidf(folder, params, model_dir)
+        labels = labels or rule_labels(folder, params)
+        predict, labels, dev = _load_tfidf(params, model_dir, labels)
         return LoadedModel(predict, labels, dev, params.competition.task,
                            params.competition.text_template)
     from kit.serve.predictor import _load_transformer
@@ -79,7 +84,8 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
                        "it cannot score texts one request at a time. Serve a member, or refit "
                        "the ensemble with ensemble.rank: false.")
     members = [(name, w) for name, w in info["weights"].items() if w > 0]
-    loaded = [(_member(folder, params, name, device), w) for name, w in members]
+    labels = rule_labels(folder, params)
+    loaded = [(_member(folder, params, name, device, labels), w) for name, w in members]
     templates = {m.template for m, _ in loaded}
     if len(templates) > 1:
         raise KitError(f"{folder}: the ensemble's members render texts differently "
@@ -94,14 +100,15 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
     return LoadedModel(blend, first.labels, first.device, first.task, first.template)
 
 
-def _member(folder: Path, params: Params, name: str, device: str | None) -> LoadedModel:
+def _member(folder: Path, params: Params, name: str, device: str | None,
+            labels: list[str]) -> LoadedModel:
     run_name, _, kind = name.rpartition("/")
     if not run_name:
-        return load_model(folder, params, kind, device)
+        return load_model(folder, params, kind, device, labels)
     other = folder.parent / run_name
     other_params = params_from_dict(yaml.safe_load((other / "params.yaml").read_text()),
                                     source=str(other / "params.yaml"))
-    return load_model(other, other_params, kind, device)
+    return load_model(other, other_params, kind, device, labels)
 
 
 def rule_labels(folder: Path, params: Params) -> list[str]:

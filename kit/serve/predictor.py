@@ -26,7 +26,7 @@ from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
 from kit.errors import KitError
 from kit.evaluation.thresholds import DecisionRule
-from kit.serve.models import load_model, rule_labels
+from kit.serve.models import load_model
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,11 @@ class Predictor:
         return out
 
 
-def _load_tfidf(folder: Path, params: Params,
-                model_dir: Path) -> tuple[Callable, list[str], str]:
+def _load_tfidf(params: Params, model_dir: Path,
+                labels: list[str]) -> tuple[Callable, list[str], str]:
     from kit.models.tfidf import PIPELINE_FILE, load_pipeline, predict_tfidf
 
     pipeline = load_pipeline(model_dir / PIPELINE_FILE)
-    labels = rule_labels(folder, params)
     task = params.competition.task
 
     def predict(texts: list[str]) -> np.ndarray:
