@@ -109,23 +109,35 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--dry-run", action="store_true",
                       help="write the folder and print the kaggle commands; send nothing")
     push.add_argument("--notebook", default=None, help="default: kaggle.notebook of the params")
+    push.add_argument("--dataset", default=None, metavar="DIR",
+                      help="first package the run into DIR (as `kit package`): both folders")
+    push.add_argument("--image-packages", default=None,
+                      help="with --dataset: the image's package list (as `kit package`)")
     push.add_argument("--submit", action="store_true",
                       help="code competitions: submit the finished version")
     push.add_argument("--poll-seconds", type=float, default=30.0)
 
 
 def _kaggle_command(args: argparse.Namespace) -> int:
-    """`kit package` and `kit push`: print the folder, its contents and the kaggle commands."""
-    if args.command == "package":
+    """`kit package` and `kit push`: print the folder, its contents and the kaggle commands.
+
+    `kit push --dataset DIR` packages the run into DIR first: one command for both folders.
+    """
+    commands: list[str] = []
+    if args.command == "package" or getattr(args, "dataset", None):
         from kit.kaggle import wheels
         from kit.kaggle.package import package_run
 
-        result = package_run(args.run, args.out, dry_run=args.dry_run, message=args.message,
-                             image_packages=args.image_packages or wheels.IMAGE_PACKAGES)
-        print(f"dataset {result.ref}: {result.folder} ({result.total_bytes / 1e6:.1f} MB)")
-        for name, size in result.files.items():
+        out = args.out if args.command == "package" else args.dataset
+        packed = package_run(args.run, out, dry_run=args.dry_run,
+                             message=getattr(args, "message", ""),
+                             image_packages=getattr(args, "image_packages", None)
+                             or wheels.IMAGE_PACKAGES)
+        print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
+        for name, size in packed.files.items():
             print(f"  {size / 1e6:10.2f} MB  {name}")
-    else:
+        commands += packed.commands
+    if args.command == "push":
         from kit.kaggle.push import push_run
 
         result = push_run(args.run, args.out, notebook=args.notebook, dry_run=args.dry_run,
@@ -137,8 +149,9 @@ def _kaggle_command(args: argparse.Namespace) -> int:
             print(f"version {result.version}: {result.status}; output in {result.output_dir}")
         if result.submission:
             print(f"submission: {result.submission}")
+        commands += result.commands
     print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
-    for command in result.commands:
+    for command in commands:
         print(f"  {command}")
     return 0
 

@@ -200,3 +200,24 @@ def test_the_package_installs_and_loads_the_model_with_no_index_and_no_network(
     with torch.no_grad():
         expected = model(**tok(["alpha beta gamma"], return_tensors="pt")).logits[0].tolist()
     assert seen["logits"] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_one_command_writes_the_dataset_and_the_notebook_folders(run_folder: Path,
+                                                                 tmp_path: Path, capsys):
+    """`kit push RUN --out NB --dataset DS --dry-run`: both folders, every kaggle command."""
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+                            capture_output=True, text=True, check=True).stdout
+    image_list = tmp_path / "image.txt"  # this environment as the image: only the kit's wheel
+    image_list.write_text(freeze)
+    notebook, dataset = tmp_path / "notebook", tmp_path / "dataset"
+    code = kit_main(["push", str(run_folder), "--out", str(notebook), "--dataset", str(dataset),
+                     "--image-packages", str(image_list), "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert [p.name.split("-")[0] for p in (dataset / "wheels").glob("*.whl")] == ["compkit"]
+    assert (dataset / "run" / "models" / "transformer" / "model" / "kit_export.json").is_file()
+    assert (notebook / "kernel-metadata.json").is_file()
+    assert sorted(p.suffix for p in notebook.iterdir()) == [".ipynb", ".json"]
+    assert f"kaggle datasets create -p {dataset} --dir-mode zip" in printed
+    assert f"kaggle kernels push -p {notebook}" in printed
