@@ -38,3 +38,19 @@ def test_env_json_records_the_lock(project: Path):
     run = open_run("params/topics.yaml")
     env = json.loads((run.path / "env.json").read_text())
     assert env["lock"]["file"] == LOCK_FILE and isinstance(env["lock"]["matches"], bool)
+
+
+def test_env_json_records_peak_rss_and_cache_hits_per_step(project: Path):
+    from kit.steps.start import start
+
+    run, comp = start("params/topics.yaml", "rss", {"competition.cache": "on"})
+    first = json.loads((run.path / "env.json").read_text())["resources"]["start"]
+    assert first["peak_rss_mb"] > 20  # python + pandas alone take more
+    assert first["cache"].get("data miss", 0) >= 1
+    run.record_resources("eda")
+    run, comp = start("params/topics.yaml", "rss", {"competition.cache": "on"})  # next notebook
+    resources = json.loads((run.path / "env.json").read_text())["resources"]
+    assert set(resources) == {"start", "eda"}  # the earlier notebook's entry is kept
+    again = resources["start"]
+    assert again["cache"]["data hit"] == first["cache"].get("data hit", 0) + 2  # train, test
+    assert comp.data_info["cache_hit"] is True

@@ -102,6 +102,7 @@ def test_leaderboard_lists_runs_with_the_params_that_differ(project: Path, capsy
     assert set(table["run"]) == {"lb-a", "lb-b"}
     assert "tfidf.char_ngrams" in table.columns and "seed" not in table.columns
     assert table["cv_std"].notna().all() and (table["folds"] == 3).all()
+    assert (table["peak_rss_gb"] > 0.05).all()  # env.json: the train step's peak memory
     assert table["cv_score"].is_monotonic_decreasing
     assert (project / "outputs" / "leaderboard.png").stat().st_size > 1000
     fig = plot_leaderboard(build_leaderboard(project / "outputs"))

@@ -66,6 +66,15 @@ class CompetitionParams(Section):
         "help": "The competition metric: a name from the metric table (it must fit the task)."})
     max_rows: int | None = field(default=None, metadata={
         "help": "Read only the first N training rows (quick experiments).", "within": "[1, inf)"})
+    sample_per_class: int | None = field(default=None, metadata={
+        "help": "Keep at most N training rows per class, drawn in the one streamed pass (seeded).",
+        "within": "[1, inf)"})
+    skip_bad_records: bool = field(default=False, metadata={
+        "help": "Skip malformed training records (counted, lines logged); false: stop at one."})
+    cache: Literal["auto", "on", "off"] = field(default="auto", metadata={
+        "help": "Parquet cache of the streamed train rows; auto: for files >= 64 MB or sampled."})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "Data and token caches; null: `<output_dir>/.cache` under the project root."})
     csv_delimiter: str | None = field(default=None, metadata={
         "help": "CSV field separator; null: detected (comma, semicolon, tab, pipe)."})
     encoding: str | None = field(default=None, metadata={

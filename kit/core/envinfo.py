@@ -116,3 +116,32 @@ def environment(root: Path, where: Where | None = None) -> dict[str, Any]:
         "colab": on_colab(),
         "where": where.to_dict(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss: KiB on Linux, bytes on
+    macOS); None-free: 0.0 where the resource module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e6 if sys.platform == "darwin" else 1024), 1)
+
+
+def record_step_resources(env_file: Path, step: str) -> dict[str, Any]:
+    """Add `resources.<step>` to env.json: peak RSS of the process and its cache hits/misses.
+
+    A notebook is one process: its peak so far covers every step it ran, which is what limits
+    a Kaggle session. Cache counts are this process's (kit.data.cache.EVENTS: data and tokens).
+    """
+    import json
+
+    from kit.core.atomic import write_json
+    from kit.data.cache import EVENTS
+
+    env = json.loads(env_file.read_text()) if env_file.is_file() else {}
+    entry = {"peak_rss_mb": peak_rss_mb(), "cache": dict(EVENTS)}
+    env.setdefault("resources", {})[step] = entry
+    write_json(env_file, env)
+    return entry

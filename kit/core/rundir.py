@@ -104,6 +104,10 @@ class RunDir:
     def trained_models(self) -> list[str]:
         return [m for m in self.params.models if (self.predictions / f"{m}.npz").exists()]
 
+    def record_resources(self, step: str) -> dict[str, Any]:
+        """Peak RSS and cache hits at the end of `step`, into env.json (`resources`)."""
+        return envinfo.record_step_resources(self.path / "env.json", step)
+
     def finish(self) -> None:
         """Mark the run finished: later opens refuse to overwrite it."""
         write_atomic(self.path / FINISHED, datetime.now(timezone.utc).isoformat() + "\n")
@@ -157,5 +161,8 @@ def open_run(params_path: str | Path, run_name: str = "",
                             working_dir=params.platform.working_dir,
                             checkpoint_dir=params.platform.checkpoint_dir,
                             disk_budget_gb=params.platform.disk_budget_gb)
-    write_json(path / "env.json", envinfo.environment(root, where))
+    env = envinfo.environment(root, where)
+    if (path / "env.json").is_file():  # keep the steps' resources of earlier notebooks
+        env["resources"] = json.loads((path / "env.json").read_text()).get("resources", {})
+    write_json(path / "env.json", env)
     return RunDir(path=path, params=params, root=root)

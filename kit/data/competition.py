@@ -20,11 +20,13 @@ import pandas as pd
 
 from kit.config.params import CompetitionParams, Params
 from kit.core.platform import kaggle_input
-from kit.data.readers import DELIMITERS, read_table
+from kit.data.cache import load_test_rows, load_train_rows
+from kit.data.labelmap import code_counts, label_str, map_label
+from kit.data.readers import DELIMITERS, ids_as_written, read_table
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
-
+_label_str = label_str  # the name kit.config.schema imports
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Competition:
     id_column: str
     label_column: str
     answer_key: pd.DataFrame | None = None
+    label_codes: dict[str, int] | None = None  # rows per raw label code (the whole file)
+    data_info: dict | None = None  # the streamed pass: records, bad lines, cache (else None)
 
     @property
     def train_ids(self) -> np.ndarray:
@@ -107,9 +111,12 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
     _require_columns(df, comp.text_columns, file)
     if template is None:
         template = "\n\n".join("{" + c + "}" for c in comp.text_columns)
-    frame = df[comp.text_columns].astype(object).where(df[comp.text_columns].notna(), "")
+    # Column by column as Python lists, no frame copies: a million long texts stay one copy.
+    names = comp.text_columns
+    columns = [[_cell_text(v) for v in df[c].tolist()] for c in names]
     try:
-        return [template.format(**row) for row in frame.astype(str).to_dict("records")]
+        return [template.format(**dict(zip(names, row, strict=True)))
+                for row in zip(*columns, strict=True)]
     except KeyError as err:
         raise KitError(
             f"`competition.text_template` uses {{{err.args[0]}}}, which is not one of "
@@ -120,9 +127,20 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
 def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndarray:
     """Row positions whose text columns are all missing or blank."""
     _require_columns(df, comp.text_columns, file)
-    frame = df[comp.text_columns]
-    blank = frame.isna() | frame.astype(str).apply(lambda col: col.str.strip() == "")
-    return np.flatnonzero(blank.all(axis=1).to_numpy())
+    blank = np.ones(len(df), dtype=bool)
+    for c in comp.text_columns:
+        blank &= np.fromiter((not _cell_text(v).strip() for v in df[c].tolist()), dtype=bool,
+                             count=len(df))
+    return np.flatnonzero(blank)
+
+
+def _cell_text(value: object) -> str:
+    """A text cell as text: missing (None, NaN, NA) is empty; numbers as pandas writes them."""
+    if isinstance(value, str):
+        return value
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)
 
 
 def drop_empty_train_texts(train: pd.DataFrame, comp: CompetitionParams,
@@ -155,14 +173,6 @@ def warn_empty_test_texts(test: pd.DataFrame, comp: CompetitionParams, file: str
             f"{comp.text_columns} ({_first_ids(test, empty.tolist(), comp.id_column)}): kept, "
             "and predicted from empty text, since the submission needs every id."
         )
-
-
-def map_label(raw: str, label_map: dict[str, str]) -> str | None:
-    """Map a raw label: exact match first, then the longest matching prefix; None if neither."""
-    if raw in label_map:
-        return label_map[raw]
-    best = max((k for k in label_map if raw.startswith(k)), key=len, default=None)
-    return label_map[best] if best is not None else None
 
 
 def split_labels(value: object, delimiter: str | None) -> list[str]:
@@ -238,13 +248,6 @@ def encode_labels(df: pd.DataFrame, comp: CompetitionParams, file: str,
     else:
         y = np.array([index[row[0]] for row in per_row], dtype=np.int64)
     return y, labels
-
-
-def _label_str(value: object) -> str:
-    """Labels compare as text; 1.0 read from a CSV with NaNs elsewhere is still "1"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _infer_labels(per_row: list[list[str]], comp: CompetitionParams, df: pd.DataFrame,
@@ -390,10 +393,24 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
         need.append(params.validation.group_column)
     fmt = {"delimiter": comp.csv_delimiter, "encoding": comp.encoding}
     ids = comp.id_column
-    train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows,
-                       id_column=ids, **fmt)
-    test = read_table(folder / comp.test_file, columns=[ids, *comp.text_columns],
-                      id_column=ids, **fmt)
+    streamed = load_train_rows(folder / comp.train_file, need, params, root)
+    if streamed is None:
+        train = read_table(folder / comp.train_file, columns=need, max_rows=comp.max_rows,
+                           id_column=ids, **fmt)
+        codes = None
+    else:
+        train = streamed.frame
+        if ids in train:
+            train[ids] = ids_as_written(train[ids])
+        codes = streamed.info.get("label_codes")
+    test_columns = [ids, *comp.text_columns]
+    streamed_test = load_test_rows(folder / comp.test_file, test_columns, params, root,
+                                   streamed is not None)
+    if streamed_test is None:
+        test = read_table(folder / comp.test_file, columns=test_columns, id_column=ids, **fmt)
+    else:
+        test = streamed_test.frame
+        test[ids] = ids_as_written(test[ids])
     sample = read_table(folder / comp.sample_submission_file, id_column=ids, **fmt)
     train_name, test_name = str(folder / comp.train_file), str(folder / comp.test_file)
     sample_name = str(folder / comp.sample_submission_file)
@@ -414,6 +431,8 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
     warn_empty_test_texts(test, comp, test_name)
     _check_ids(sample, comp.id_column, sample_name)
     check_test_matches_sample(test, sample, comp.id_column, test_name, sample_name)
+    if codes is None and comp.label_column in train:
+        codes = dict(code_counts(train[comp.label_column], comp))
     y, labels = encode_labels(train, comp, train_name)
     answer = None
     if comp.answer_key_file and (folder / comp.answer_key_file).exists():
@@ -432,4 +451,7 @@ def load_competition(params: Params, root: Path | None = None) -> Competition:
         id_column=comp.id_column,
         label_column=comp.label_column,
         answer_key=answer,
+        label_codes=codes,
+        data_info=None if streamed is None else {**streamed.info, "cache_hit": streamed.cache_hit,
+                                                 "cache_file": streamed.cache_file},
     )

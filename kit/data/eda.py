@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from kit.data.competition import Competition
+from kit.data.labelmap import mapping_report
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -137,3 +138,9 @@ def examples_per_class(comp: Competition, n: int, seed: int) -> pd.DataFrame:
             text = comp.train_texts[i]
             out.append({"label": label, "text": text[:200] + ("…" if len(text) > 200 else "")})
     return pd.DataFrame(out)
+
+
+def label_mapping(comp: Competition, label_map: dict[str, str] | None) -> pd.DataFrame:
+    """Raw label codes of the whole training file: rows, class, the rule that mapped each
+    (exact key, longest prefix, or unmapped) and whether several keys claimed it."""
+    return mapping_report(comp.label_codes or {}, label_map)

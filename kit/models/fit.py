@@ -16,6 +16,7 @@ import numpy as np
 
 from kit.core.atomic import write_json
 from kit.core.rundir import RunDir
+from kit.data.cache import token_cache_dir
 from kit.data.competition import Competition, render_texts
 from kit.data.folds import Fold
 from kit.errors import KitError
@@ -98,6 +99,8 @@ def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracke
         seed=params.seed + max(fold.fold, 0) + 1000 * fold.repeat,
         work_dir=model_dir(run, "transformer", fold), metric=params.competition.metric,
         callbacks=[*tracker.callbacks(prefix), *callbacks],
+        token_cache_dir=token_cache_dir(params, run.root, comp.data_info is not None,
+                                        len(comp.train_texts)),
     )
     if not result.completed:
         raise KitError(

@@ -186,4 +186,5 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         "validation_rule": float(rule_report[metric]),
         "threshold_search": out.threshold,
     })
+    run.record_resources("decide")
     return out

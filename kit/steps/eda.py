@@ -1,4 +1,4 @@
-"""01_eda's step: class balance, text lengths (suggested `max_length`), duplicates, examples.
+"""01_eda's step: class balance, label mapping, text lengths (`max_length`), duplicates, examples.
 
 Numbers land in metrics.json under `eda` (the training step reads the suggested `max_length`),
 plots in the run folder.
@@ -18,11 +18,13 @@ from kit.data.eda import (
     class_balance,
     duplicates_and_leakage,
     examples_per_class,
+    label_mapping,
     load_tokenizer,
     plot_class_balance,
     plot_lengths,
     text_lengths,
 )
+from kit.data.labelmap import mapping_summary
 from kit.data.lengths import percentile_length
 
 
@@ -38,6 +40,8 @@ class EdaResult:
     token_unit: str
     checks: pd.DataFrame
     examples: pd.DataFrame
+    label_mapping: pd.DataFrame  # raw code, rows, class, rule, ambiguous (whole training file)
+    data: dict  # the streamed pass: records, malformed lines, rows kept, cache hit ({} if none)
 
 
 def run_eda(run: RunDir, comp: Competition) -> EdaResult:
@@ -57,6 +61,8 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
     run.save_plot(lengths_fig, "text_lengths")
     checks = duplicates_and_leakage(comp)
     examples = examples_per_class(comp, params.eda.examples_per_class, params.seed)
+    mapping = label_mapping(comp, params.competition.label_map)
+    data = {k: v for k, v in (comp.data_info or {}).items() if k != "label_codes"}
     run.update_metrics(eda={
         "train_rows": len(comp.train), "test_rows": len(comp.test),
         "classes": len(comp.labels), "token_unit": unit,
@@ -64,7 +70,10 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
         "checks": dict(zip(checks["check"], checks["rows"].astype(int), strict=True)),
         "class_rows": dict(zip(balance["label"].astype(str), balance["rows"].astype(int),
                                strict=True)),
+        "label_mapping": mapping_summary(mapping),
+        "data": {k: v for k, v in data.items() if k != "class_rows_read"},
     })
     plt.close("all")  # the returned figures still display in a notebook
+    run.record_resources("eda")
     return EdaResult(balance, balance_fig, lengths_table, lengths_fig, max_length, unit, checks,
-                     examples)
+                     examples, mapping, data)

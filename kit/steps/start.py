@@ -64,6 +64,7 @@ def start(params_path: str, run_name: str = "", overrides: dict[str, Any] | None
     run = open_run(params_path, run_name, overrides)
     log.info(f"Run {run.params.name!r} in {run.path}")
     comp = load_competition(run.params, run.root) if load_data else None
+    run.record_resources("start")
     if comp is not None:
         log.info(f"{comp.slug}: {comp.task}, {len(comp.labels)} classes, {len(comp.train)} train / "
               f"{len(comp.test)} test rows, metric {run.params.competition.metric}")

@@ -94,6 +94,7 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
         **{k: v for k, v in scores.items() if k.startswith("local_") or k.endswith("_gap")},
     )
     track_submission(run, model)  # MLflow: the run folder's files, the best model registered
+    run.record_resources("submit")
     return SubmissionResult(sub, path, scores, command, answer, rule)
 
 

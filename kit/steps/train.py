@@ -8,7 +8,6 @@ predictions already exist is not trained again (a rerun continues where the last
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Callable
 
@@ -81,9 +80,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
 
         result = fit_ensemble(run, comp)
         tracker.log_metrics({f"ensemble/val_{metric}": result.score})
-    # ru_maxrss: the largest resident set of this process so far (KiB on Linux)
-    run.update_metrics(peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                         / 2**20, 2))
+    run.record_resources("train")  # peak RSS and cache hits, in env.json
     return summarize(run)
 
 

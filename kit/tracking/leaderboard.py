@@ -49,6 +49,17 @@ def _wall_seconds(run: Path, metrics: dict[str, Any]) -> float | None:
     return round(sum(seconds), 1) if seconds else None
 
 
+def _peak_rss_gb(run: Path) -> float | None:
+    """The largest peak RSS of the run's steps (env.json `resources`), in GB."""
+    try:
+        steps = json.loads((run / "env.json").read_text()).get("resources", {})
+    except (OSError, json.JSONDecodeError):
+        return None
+    peaks = [s["peak_rss_mb"] for s in steps.values() if isinstance(s, dict)
+             and s.get("peak_rss_mb") is not None]
+    return round(max(peaks) / 1024, 2) if peaks else None
+
+
 def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(the scores row, the flattened params) of one run folder; None if it trained nothing."""
     try:
@@ -68,7 +79,7 @@ def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         "cv_std": chosen.get("cv_std"), "folds": chosen.get("folds", 1),
         "rule_score": metrics.get("decision", {}).get("validation_rule"),
         "local_public": metrics.get("local_public"), "local_private": metrics.get("local_private"),
-        "wall_seconds": _wall_seconds(run, metrics), "peak_rss_gb": metrics.get("peak_rss_gb"),
+        "wall_seconds": _wall_seconds(run, metrics), "peak_rss_gb": _peak_rss_gb(run),
         "finished": (run / "FINISHED").exists(),
     }
     return row, _flatten(params)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from kit.core.progress import ProgressLine, count_line
 from kit.data.lengths import percentile_length
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.models.hf.token_cache import ArrowEncodings
 
 __all__ = [
     "Encodings",
@@ -71,7 +75,7 @@ class Encodings:
 class TokenizedTexts(Dataset):
     """Token ids (unpadded) and optional labels; items are dicts for the collator."""
 
-    def __init__(self, encodings: Encodings, labels: np.ndarray | None = None):
+    def __init__(self, encodings: Encodings | ArrowEncodings, labels: np.ndarray | None = None):
         self.encodings = encodings
         self.labels = labels
         self.lengths = encodings.lengths.tolist()
@@ -158,6 +162,18 @@ def _encode(
     return Encodings({k: np.concatenate(v) for k, v in parts.items()}, offsets.astype(np.int64))
 
 
+def _encode_cached(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                   max_length: int | None, head_tokens: int | None,
+                   cache_dir: Path | None) -> Encodings | ArrowEncodings:
+    """`_encode`, through the memory-mapped token cache in `cache_dir` when one is given."""
+    if cache_dir is None:
+        return _encode(tokenizer, texts, max_length, head_tokens)
+    from kit.models.hf.token_cache import cached_encodings
+
+    return cached_encodings(cache_dir, tokenizer, texts, max_length, head_tokens,
+                            lambda part: _encode(tokenizer, part, max_length, head_tokens))
+
+
 def tokenize_texts(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
@@ -166,18 +182,20 @@ def tokenize_texts(
     task: str = "multiclass",
     truncation_side: str | None = None,
     head_tokens: int | None = None,
+    cache_dir: Path | None = None,
 ) -> TokenizedTexts:
     """Tokenise without padding, truncating to `max_length` on `truncation_side`.
 
     `head_tokens` (or truncation_side "head_tail", which defaults it to max_length/4) keeps the
     first `head_tokens` and the last `max_length - head_tokens` tokens of a long text. Labels
     become int64 class ids (binary, multiclass) or float multi-hot rows (multilabel), which is
-    what cross-entropy and BCE expect.
+    what cross-entropy and BCE expect. With `cache_dir`, the tokens are cached there as a
+    memory-mapped Arrow file (kit.models.hf.token_cache) and reused by any later call.
     """
     if truncation_side is not None:
         set_truncation_side(tokenizer, truncation_side)
         head_tokens = head_tail_tokens(truncation_side, head_tokens, max_length)
-    encodings = _encode(tokenizer, texts, max_length, head_tokens)
+    encodings = _encode_cached(tokenizer, texts, max_length, head_tokens, cache_dir)
     if labels is not None:
         labels = np.asarray(labels)
         if len(labels) != len(texts):
@@ -273,10 +291,12 @@ def predict_probs(
     autocast_dtype: torch.dtype | None = None,
     desc: str = "predict",
     head_tokens: int | None = None,
+    cache_dir: Path | None = None,
 ) -> np.ndarray:
     """Class probabilities (n, K) in the order of `texts`.
 
     `head_tokens`: cut long texts as training did under head_tail truncation (head_tail_tokens).
+    `cache_dir`: tokens through the memory-mapped token cache, as in `tokenize_texts`.
 
     Batches are cut from the texts sorted by token length, so each pads only to its own
     neighbours' length; the rows are put back in input order at the end. (`Trainer.predict`
@@ -284,7 +304,7 @@ def predict_probs(
     sampler's order; hence this short loop.) With `progress`, reports `desc done/n texts` as
     text lines (kit.core.progress), the same way training does: readable in a headless log.
     """
-    encodings = _encode(tokenizer, texts, max_length, head_tokens)
+    encodings = _encode_cached(tokenizer, texts, max_length, head_tokens, cache_dir)
     n = len(encodings)
     num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
     if n == 0:

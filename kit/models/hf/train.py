@@ -74,13 +74,15 @@ def train_transformer(
     work_dir: Path,
     metric: str = "f1_macro",
     callbacks: list[TrainerCallback] | None = None,
+    token_cache_dir: Path | None = None,
 ) -> TransformerResult:
     """Fine-tune `cfg.model` on the training texts; resume or return the saved result if rerun.
 
     Validation (if given) is scored with `metric` every `cfg.eval_steps`, picks the best
     checkpoint (loaded at the end) and drives early stopping. Returns validation and test
     probabilities in the kit's conventions, from the best model. `callbacks` watch training
-    (e.g. kit.tracking's metric logger).
+    (e.g. kit.tracking's metric logger). `token_cache_dir`: tokenised texts are cached there
+    (memory-mapped Arrow, kit.models.hf.token_cache) and reused by reruns.
     """
     started = budget.now()
     from kit.evaluation.metrics import get_metric, score
@@ -138,9 +140,10 @@ def train_transformer(
             f"tokens. Set transformer.max_length <= {limit} (or null to derive it from the data)."
         )
     head = head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)
-    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task, head_tokens=head)
-    val_ds = (tokenize_texts(tokenizer, val_texts, max_length, y_val, task, head_tokens=head)
-              if has_val else None)
+    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task, head_tokens=head,
+                              cache_dir=token_cache_dir)
+    val_ds = (tokenize_texts(tokenizer, val_texts, max_length, y_val, task, head_tokens=head,
+                             cache_dir=token_cache_dir) if has_val else None)
 
     from kit.models.llm.lora import (
         resolve_optimizer,  # 8-bit/paged optimizers fall back without bitsandbytes
@@ -252,9 +255,11 @@ def train_transformer(
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
     model = trainer.model
     val_probs = predict_probs(model, tokenizer, val_texts, cfg.eval_batch_size, max_length, task,
-                              autocast_dtype=amp, desc="predict validation", head_tokens=head)
+                              autocast_dtype=amp, desc="predict validation", head_tokens=head,
+                              cache_dir=token_cache_dir)
     test_probs = predict_probs(model, tokenizer, test_texts, cfg.eval_batch_size, max_length,
-                               task, autocast_dtype=amp, desc="predict test", head_tokens=head)
+                               task, autocast_dtype=amp, desc="predict test", head_tokens=head,
+                               cache_dir=token_cache_dir)
     best_step = None
     if state.best_model_checkpoint:
         best_step = checkpoint_step(state.best_model_checkpoint)

@@ -1,0 +1,157 @@
+"""A cache of tokenised texts as memory-mapped Arrow files, keyed by texts, tokenizer and cut.
+
+`tokenize_texts` (kit.models.hf.data) calls `cached_encodings` when given a cache folder. A hit
+maps the Arrow IPC file into memory: token ids stay on disk until a batch reads them, so a
+million tokenised rows cost page cache, not process memory, and a rerun after a killed session
+skips tokenisation. The file is Arrow IPC with one `large_list<int32>` column per model input
+(input_ids, attention_mask, ...), in record batches of 16k texts written as they are
+tokenised, so the cold path holds one batch, never all the tokens; `ArrowEncodings` reads the
+batches' values and offsets as numpy views of the mapped file. (pyarrow directly rather than
+`datasets`, which writes the same Arrow files but adds a dependency and row-wise access this
+needs none of.)
+
+The key is a SHA-256 over: every text (BLAKE2b of their UTF-8 bytes, in order), the tokenizer
+(class, name, the full serialised fast tokenizer or its vocabulary, special tokens, truncation
+side), `max_length` and `head_tokens`. The template is in the texts, so it is keyed too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.data.cache import EVENTS
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """BLAKE2b of the texts in order (a separator keeps ["ab", "c"] apart from ["a", "bc"])."""
+    digest = hashlib.blake2b(digest_size=20)
+    for text in texts:
+        data = str(text).encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """What makes a tokenizer's output: its class, name, rules and vocabulary."""
+    digest = hashlib.blake2b(digest_size=20)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(json.dumps({
+        "class": type(tokenizer).__name__, "name": getattr(tokenizer, "name_or_path", ""),
+        "special": {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+        "truncation_side": getattr(tokenizer, "truncation_side", None),
+        "inputs": list(getattr(tokenizer, "model_input_names", [])),
+    }, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def token_cache_key(tokenizer: Any, texts: Sequence[str], max_length: int | None,
+                    head_tokens: int | None) -> str:
+    """24 hex digits naming the cache file of these texts under this tokenizer and cut."""
+    blob = json.dumps({"texts": texts_digest(texts), "tokenizer": tokenizer_digest(tokenizer),
+                       "max_length": max_length, "head_tokens": head_tokens,
+                       "version": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+BATCH_TEXTS = 16_384  # texts per Arrow record batch: what the cold path holds in memory
+
+
+class ArrowEncodings:
+    """`Encodings` (kit.models.hf.data) over a memory-mapped Arrow file of record batches.
+
+    Each batch holds `BATCH_TEXTS` texts as one `large_list<int32>` column per model input;
+    its values and offsets are numpy views of the mapped file (no copy). Only the per-text
+    lengths (8 bytes a text) live in memory.
+    """
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path = path
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        self.batches: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        for b in range(reader.num_record_batches):
+            batch = reader.get_batch(b)
+            flat, offsets = {}, np.zeros(1, dtype=np.int64)
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                flat[name] = column.values.to_numpy(zero_copy_only=True)
+                offsets = column.offsets.to_numpy(zero_copy_only=True)
+            self.batches.append((flat, offsets))
+        sizes = [len(offsets) - 1 for _, offsets in self.batches]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.lengths = (np.concatenate([np.diff(o) for _, o in self.batches])
+                        if self.batches else np.zeros(0, dtype=np.int64))
+        self.keys = list(self.batches[0][0]) if self.batches else []
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def row(self, i: int) -> dict[str, list[int]]:
+        """The i-th text's model inputs."""
+        b = int(np.searchsorted(self.starts, i, side="right")) - 1
+        flat, offsets = self.batches[b]
+        j = i - int(self.starts[b])
+        start, end = offsets[j], offsets[j + 1]
+        return {key: values[start:end].tolist() for key, values in flat.items()}
+
+
+def write_arrow(path: Path, texts: Sequence[str], encode: Callable[[Sequence[str]], Any]) -> Path:
+    """Tokenise `texts` batch by batch with `encode` (texts -> Encodings), each batch written
+    to the Arrow file as it is made; the file appears whole (renamed) or not at all."""
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = None
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            for start in range(0, max(len(texts), 1), BATCH_TEXTS):
+                enc = encode(texts[start : start + BATCH_TEXTS])
+                offsets = pa.array(np.asarray(enc.offsets, dtype=np.int64))
+                batch = pa.record_batch({
+                    key: pa.LargeListArray.from_arrays(
+                        offsets, pa.array(np.asarray(values, dtype=np.int32)))
+                    for key, values in enc.flat.items()})
+                if writer is None:
+                    writer = pa.ipc.new_file(sink, batch.schema)
+                writer.write_batch(batch)
+            writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def cached_encodings(folder: Path, tokenizer: Any, texts: Sequence[str], max_length: int | None,
+                     head_tokens: int | None, encode: Callable[[Sequence[str]], Any],
+                     ) -> ArrowEncodings:
+    """The texts' encodings from the cache file, or tokenised with `encode` into it first.
+
+    Either way they come back memory-mapped: the cold path holds one batch at a time.
+    """
+    key = token_cache_key(tokenizer, texts, max_length, head_tokens)
+    path = Path(folder) / f"tokens-{key}.arrow"
+    if path.is_file():
+        EVENTS["tokens hit"] += 1
+        log.info(f"{len(texts)} tokenised texts from the cache {path.name} (memory-mapped).")
+    else:
+        EVENTS["tokens miss"] += 1
+        write_arrow(path, texts, encode)
+    return ArrowEncodings(path)
