@@ -86,6 +86,14 @@ def test_torchrun_processes_need_no_pin(monkeypatch):
     assert training_precision_kwargs(profile)["fp16"] is True
 
 
+def test_each_ddp_rank_loads_its_model_whole_on_its_own_gpu(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    pinned = pin_single_gpu(detect_hardware(fake_gpu("Tesla T4", (7, 5), n=2)))
+    assert pinned.n_gpus_used == 1 and any("GPU 1 only" in note for note in pinned.notes)
+    assert model_device_map(pinned) == {"": 1}  # 4-bit weights per process, never split
+
+
 def test_p100_with_sm60_in_torch_uses_fp16_without_unsloth():
     profile = detect_hardware(fake_gpu("Tesla P100-PCIE-16GB", (6, 0), gib=15.89, arch=CU124))
     assert profile.kind == "p100"

@@ -187,6 +187,44 @@ def test_disk_budget_keeps_only_latest_and_best(tiny_model, tmp_path, capsys):
     assert "disk_budget_gb" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_checkpoints_are_fsynced_whole_before_they_count(tiny_model, tmp_path, monkeypatch,
+                                                         fsync):
+    import kit.models.hf.trainer as kit_trainer
+
+    flushed = []
+
+    def recording_fsync_tree(folder):
+        # The marker is written first: a checkpoint that counts is entirely on disk.
+        flushed.append(sorted(p.name for p in Path(folder).iterdir()))
+        real_fsync_tree(folder)
+
+    real_fsync_tree = kit_trainer.fsync_tree
+    monkeypatch.setattr(kit_trainer, "fsync_tree", recording_fsync_tree)
+    result = train(make_cfg(tiny_model, epochs=1.0, checkpoint_fsync=fsync), tmp_path / "w")
+    saves = result.extra["checkpoint_saves"]
+    assert [s["step"] for s in saves] == [10, result.global_step]  # every save_steps, and the end
+    assert all(s["seconds"] >= s["fsync_seconds"] >= 0 for s in saves)
+    if fsync:
+        assert len(flushed) == len(saves) and all(COMPLETE_MARKER in f for f in flushed)
+        assert all("optimizer.pt" in f and "model.safetensors" in f for f in flushed)
+    else:
+        assert flushed == [] and all(s["fsync_seconds"] == 0 for s in saves)
+
+
+def test_fsync_tree_flushes_every_file_and_folder(tmp_path, monkeypatch):
+    from kit.core import atomic
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("x", "a/y", "a/b/z"):
+        (tmp_path / name).write_text(name)
+    calls = []
+    real = atomic.os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    atomic.fsync_tree(tmp_path)
+    assert len(calls) == 3 + 3  # three files, three folders
+
+
 def test_incomplete_checkpoints_are_ignored(tmp_path):
     (tmp_path / "checkpoint-30").mkdir()  # written in place, cut short: no marker
     (tmp_path / "checkpoint-20").mkdir()

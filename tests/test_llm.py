@@ -310,7 +310,17 @@ def test_optimizers_that_need_bitsandbytes_fall_back_without_it(monkeypatch):
         llm.importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a)
     )
     name, notice = llm.resolve_optimizer("paged_adamw_32bit", T4)
-    assert name == "adamw_torch" and "bitsandbytes" in notice
+    assert name == "adamw_torch_fused" and "bitsandbytes" in notice
+
+
+def test_fused_adamw_falls_back_where_torch_lacks_the_cpu_kernel(monkeypatch):
+    assert llm.resolve_optimizer("adamw_torch_fused", CPU) == ("adamw_torch_fused", None)
+    from kit.models.llm import backend
+
+    monkeypatch.setattr(backend, "fused_adamw_on_cpu", lambda: False)
+    name, notice = llm.resolve_optimizer("adamw_torch_fused", CPU)
+    assert name == "adamw_torch" and "fused" in notice
+    assert llm.resolve_optimizer("adamw_torch_fused", T4) == ("adamw_torch_fused", None)
 
 
 def test_memory_plan_stops_before_loading_on_a_gpu_that_is_too_small(tmp_path):
@@ -393,6 +403,18 @@ def test_unsloth_require_without_the_package_says_how_to_install(monkeypatch):
         llm.choose_backend("require", T4)
     _fake_installed(monkeypatch, True)
     assert llm.choose_backend("require", T4)[0] == "unsloth"
+
+
+def test_ddp_processes_train_with_peft_not_unsloth(monkeypatch):
+    _fake_installed(monkeypatch, True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    backend, reason = llm.choose_backend("auto", T4)
+    assert backend == "peft" and "DDP" in reason
+    with pytest.raises(KitError, match="DDP"):
+        llm.choose_backend("require", T4)
+    with pytest.raises(KitError, match="distributed: off"):
+        TransformerParams(distributed="ddp", lora=LoraParams(enabled=True,
+                                                             unsloth="require")).check()
 
 
 # --- kill and resume of a 4-bit adapter through kit.models.hf.train ---------------------------

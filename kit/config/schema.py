@@ -331,8 +331,8 @@ class TransformerParams(Section):
         "help": "Share of the steps that warm the learning rate up.", "within": "[0, 1)"})
     weight_decay: float = field(default=0.01, metadata={
         "help": "AdamW weight decay.", "within": "[0, inf)"})
-    optimizer: str = field(default="adamw_torch", metadata={
-        "help": "A Trainer `optim`, e.g. adamw_8bit (without bitsandbytes: adamw_torch)."})
+    optimizer: str = field(default="adamw_torch_fused", metadata={
+        "help": "A Trainer `optim`: adamw_torch_fused (one kernel), adamw_torch, adamw_8bit, ..."})
     eval_steps: int = field(default=100, metadata={
         "help": "Score validation every this many optimizer steps.", "within": "[1, inf)"})
     save_steps: int = field(default=100, metadata={
@@ -368,6 +368,10 @@ class TransformerParams(Section):
         "help": "Recompute activations: less memory, about 30 % slower."})
     checkpoint_dir: str | None = field(default=None, metadata={
         "help": "Persistent checkpoint folder (e.g. Google Drive); null: the run folder."})
+    distributed: Literal["auto", "off", "ddp"] = field(default="auto", metadata={
+        "help": "auto: DDP, one process per GPU, when 2+ GPUs are visible; off; ddp: insist."})
+    checkpoint_fsync: bool = field(default=True, metadata={
+        "help": "fsync each checkpoint before it counts (survives a crash, not only a kill)."})
     disk_budget_gb: float = field(default=15.0, metadata={
         "help": "Checkpoints beyond this size are rotated out.", "within": "(0, inf)"})
     time_budget_minutes: float | None = field(default=None, metadata={
@@ -427,6 +431,12 @@ class TransformerParams(Section):
             raise KitError(
                 "transformer.multi_sample_dropout applies to fully fine-tuned heads; with LoRA the "
                 "head is saved by peft as is. Set multi_sample_dropout: 1 or lora.enabled: false."
+            )
+        if self.distributed == "ddp" and self.lora.enabled and self.lora.unsloth == "require":
+            raise KitError(
+                "transformer.distributed: ddp runs one process per GPU through accelerate, which "
+                "unsloth's open-source build does not support; with lora.unsloth: require, set "
+                "distributed: off (one GPU), or lora.unsloth: auto (peft under DDP)."
             )
 
 

@@ -32,6 +32,23 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder` to disk, then the folders' entries (deepest first)."""
+    folder = Path(folder)
+    folders = [folder]
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            folders.append(path)
+        elif path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for sub in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(sub)
+
+
 def write_temp(folder: Path, name: str, data: bytes) -> Path:
     """`data` in a fsynced temp file in `folder` (same filesystem, so a rename is atomic)."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")

@@ -153,20 +153,25 @@ def detect_hardware(query: DeviceQuery | None = None) -> HardwareProfile:
 
 
 def pin_single_gpu(profile: HardwareProfile) -> HardwareProfile:
-    """Deliberately train on GPU 0 only, and say so in the profile's notes.
+    """Deliberately train on one GPU per process, and say so in the profile's notes.
 
     Several visible GPUs would make `Trainer` use `nn.DataParallel` (which breaks 4-bit models;
     transformers then skips the wrap but still feeds `n_gpu` times the batch to one GPU). Setting
     CUDA_VISIBLE_DEVICES=0 works only before CUDA initialises, which detection itself does, so
-    the pin is enforced by `SingleGpuTrainingArguments` and `model_device_map`. For both GPUs,
-    launch with torchrun (DDP: one process per GPU) instead.
+    the pin is enforced by `SingleGpuTrainingArguments` and `model_device_map`. Both GPUs are
+    used by DDP, one process per GPU (kit.models.hf.distributed): each rank pins its own.
     """
     if profile.n_gpus <= 1 or profile.n_gpus_used == 1:
         return profile
-    note = (
-        f"{profile.n_gpus} GPUs visible; training deliberately uses 1 (GPU 0): DataParallel breaks "
-        "4-bit models; for several GPUs launch with torchrun (DDP)"
-    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        note = (f"{profile.n_gpus} GPUs visible; DDP: {world} processes, this one uses GPU "
+                f"{os.environ.get('LOCAL_RANK', '0')} only")
+    else:
+        note = (
+            f"{profile.n_gpus} GPUs visible; training deliberately uses 1 (GPU 0): DataParallel "
+            "breaks 4-bit models; transformer.distributed: auto trains with one process per GPU"
+        )
     return dataclasses.replace(profile, n_gpus_used=1, notes=(*profile.notes, note))
 
 
@@ -203,8 +208,9 @@ def training_precision_kwargs(profile: HardwareProfile) -> dict[str, Any]:
 
 
 def model_device_map(profile: HardwareProfile) -> dict[str, int] | None:
-    """`device_map` for from_pretrained: the whole model on GPU 0 (never split across GPUs)."""
-    return {"": 0} if profile.device == "cuda" else None
+    """`device_map` for from_pretrained: the whole model on one GPU, never split across GPUs:
+    GPU 0, or under DDP this process's own GPU (LOCAL_RANK; 4-bit models are loaded per rank)."""
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))} if profile.device == "cuda" else None
 
 
 def describe(profile: HardwareProfile) -> str:

@@ -33,8 +33,20 @@ class TimeBudget(TrainerCallback):
         t = now()
         per_step = (t - self._t_begin) / max(1, state.global_step - self._step_begin)
         # Margin: two more steps' worth of time for the checkpoint write and the predictions.
-        if t - self.started + 2 * per_step >= self.budget:
+        if _any_rank(t - self.started + 2 * per_step >= self.budget):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
 
+
+def _any_rank(stop: bool) -> bool:
+    """Under DDP every rank stops at the same step (else the others wait forever for it)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return stop
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([int(stop)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())

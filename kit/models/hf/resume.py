@@ -31,7 +31,7 @@ FINGERPRINT_FILE = "kit_fingerprint.json"
 # them and still resume.
 NOT_FINGERPRINTED = {
     "time_budget_minutes", "checkpoint_dir", "disk_budget_gb", "save_total_limit",
-    "eval_batch_size", "memory_budget_gb",
+    "eval_batch_size", "memory_budget_gb", "checkpoint_fsync", "distributed",
 }
 
 
@@ -88,8 +88,13 @@ def hash_data(*parts: Any) -> str:
 def make_fingerprint(
     cfg: TransformerParams, seed: int, task: str, label_names: list[str], metric: str,
     train_texts: list[str], y_train: np.ndarray, val_texts: list[str], y_val: np.ndarray | None,
+    processes: int = 1,
 ) -> dict[str, Any]:
+    """What makes two runs the same run: settings (bar NOT_FINGERPRINTED) and data; `processes`
+    (DDP ranks) only when above 1, as the global batch is then batch_size x processes."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    if processes > 1:
+        settings["processes"] = int(processes)
     return {
         "settings": {**settings, "seed": seed, "task": task, "label_names": list(label_names),
                      "metric": metric},

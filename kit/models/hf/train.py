@@ -29,7 +29,7 @@ from transformers.trainer_callback import TrainerState
 
 from kit.config.params import TransformerParams
 from kit.errors import KitError
-from kit.models.hf import budget
+from kit.models.hf import budget, distributed
 from kit.models.hf.checkpoints import STAGING, checkpoint_step, complete_checkpoints
 from kit.models.hf.data import (
     head_tail_tokens,
@@ -114,12 +114,25 @@ def train_transformer(
         )
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
+    # In a DDP rank: the job's processes; else as many as this call would launch.
+    launched = distributed.launched_world_size()
+    processes = launched if launched > 1 else distributed.processes_for(
+        cfg.distributed, distributed.visible_gpus())
     fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
-                               val_texts, y_val)
+                                   val_texts, y_val, processes=processes)
     test_hash = hash_data(test_texts)
     done = load_finished(work_dir, fingerprint, test_hash)
     if done is not None:
         return done
+    if processes > 1 and launched == 1:
+        # `callbacks` (e.g. a tracking client) stay here; they get the ranks' logs afterwards.
+        call = dict(train_texts=train_texts, train_labels=train_labels, val_texts=val_texts,
+                    val_labels=val_labels, test_texts=test_texts, task=task,
+                    label_names=list(label_names), cfg=cfg, seed=seed, work_dir=work_dir,
+                    metric=metric)
+        result = distributed.launch_training(call, work_dir, processes)
+        distributed.replay_logs(callbacks or [], result.history)
+        return result
     claim(checkpoint_root, fingerprint)
 
     profile = pin_single_gpu(detect_hardware())
@@ -217,6 +230,7 @@ def train_transformer(
         keep_last=cfg.save_total_limit,
         disk_budget_gb=cfg.disk_budget_gb,
         options=training_options(cfg, model),
+        checkpoint_fsync=cfg.checkpoint_fsync,
     )
     use_text_progress(trainer, progress)
 
@@ -254,12 +268,17 @@ def train_transformer(
 
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
     model = trainer.model
-    val_probs = predict_probs(model, tokenizer, val_texts, cfg.eval_batch_size, max_length, task,
-                              autocast_dtype=amp, desc="predict validation", head_tokens=head,
-                              cache_dir=token_cache_dir)
-    test_probs = predict_probs(model, tokenizer, test_texts, cfg.eval_batch_size, max_length,
-                               task, autocast_dtype=amp, desc="predict test", head_tokens=head,
-                               cache_dir=token_cache_dir)
+
+    def predict(texts: list[str], desc: str) -> np.ndarray:
+        # Under DDP each rank predicts a share; the probabilities come back in input order.
+        return distributed.predict_probs_gathered(
+            lambda share: predict_probs(model, tokenizer, share, cfg.eval_batch_size, max_length,
+                                        task, autocast_dtype=amp, desc=desc, head_tokens=head,
+                                        cache_dir=token_cache_dir),
+            texts)
+
+    val_probs = predict(val_texts, "predict validation")
+    test_probs = predict(test_texts, "predict test")
     best_step = None
     if state.best_model_checkpoint:
         best_step = checkpoint_step(state.best_model_checkpoint)
@@ -280,11 +299,13 @@ def train_transformer(
         train_seconds=float(train_seconds),
         extra={"load_report": load_report} if load_report else {},
     )
+    if trainer.save_timings:
+        result.extra["checkpoint_saves"] = [dataclasses.asdict(t) for t in trainer.save_timings]
     if load_report:
         from kit.models.llm.memory_plan import measured_peak_gb
 
         load_report["measured_peak_after_training_gb"] = measured_peak_gb(profile.device)
-    if completed:
+    if completed and distributed.is_main_process():  # under DDP: rank 0 writes
         result.model_dir = _export_model(trainer, tokenizer, work_dir, task, label_names,
                                          max_length, cfg)
         save_finished(work_dir, result, fingerprint, test_hash)

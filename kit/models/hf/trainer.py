@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 
+from kit.core.atomic import fsync_dir, fsync_tree
 from kit.errors import KitError
 from kit.models.hf.checkpoints import COMPLETE_MARKER, STAGING, rotate_checkpoints
 from kit.models.hf.data import EpochSeededLengthGroupedSampler
@@ -26,6 +28,15 @@ from kit.models.hf.llrd import layerwise_param_groups
 from kit.models.hf.options import TrainingOptions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SaveTiming:
+    """One checkpoint save: its step, seconds in all, and the seconds of them spent in fsync."""
+
+    step: int
+    seconds: float
+    fsync_seconds: float
 
 
 def class_weight_vector(
@@ -72,6 +83,7 @@ class KitTrainer(Trainer):
         keep_last: int,
         disk_budget_gb: float,
         options: TrainingOptions | None = None,
+        checkpoint_fsync: bool = True,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -88,12 +100,18 @@ class KitTrainer(Trainer):
         self.disk_budget_bytes = float(disk_budget_gb) * 1024**3
         self._staging_root: Path | None = None
         self._warned_budget = False
+        self.checkpoint_fsync = bool(checkpoint_fsync)
+        self.save_timings: list[SaveTiming] = []
+        self._last_fsync_seconds = 0.0
 
     # -- data order ---------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
         # `train_sampling_strategy="group_by_length"` is set in the arguments (so evaluation is
         # grouped by Trainer itself); training swaps in the resumable, per-epoch seeded version.
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # Under DDP the groups are cut for the global batch, which accelerate deals out to the
+        # ranks one per-device batch each: the same order as one process with the whole batch.
+        batch = (self.args.train_batch_size * self.args.gradient_accumulation_steps
+                 * self.args.world_size)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochSeededLengthGroupedSampler(batch, self.train_lengths, seed)
 
@@ -212,35 +230,57 @@ class KitTrainer(Trainer):
         return super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        started = time.perf_counter()
         run_dir = Path(super()._get_output_dir(trial))
         step = self.state.global_step
         staging_root = run_dir / STAGING
-        shutil.rmtree(staging_root, ignore_errors=True)
-        staging_root.mkdir(parents=True)
+        main = self.args.should_save  # rank 0 (or the only process) owns the folders
+        if main:
+            shutil.rmtree(staging_root, ignore_errors=True)
+            staging_root.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
         self._staging_root = staging_root
         try:
-            # Trainer writes weights, optimizer, scheduler, scaler, RNG and trainer state into
-            # <staging>/checkpoint-N; its own rotation is off (save_total_limit=None).
+            # Trainer writes weights, optimizer, scheduler, scaler, RNG (one file per rank under
+            # DDP) and trainer state into <staging>/checkpoint-N; its rotation is off.
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is in the staged folder
         staged = staging_root / f"checkpoint-{step}"
         best = self.state.best_model_checkpoint
         if best is not None and Path(best).parent == staging_root:
             # The best is this very checkpoint: record its final path, not the staging one.
             self.state.best_model_checkpoint = str(run_dir / Path(best).name)
-            self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+            if main:
+                self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+        if main:
+            self._complete_checkpoint(run_dir, staged, staging_root, step)
+        self.accelerator.wait_for_everyone()  # nobody reads or stages until it is complete
+        self.save_timings.append(SaveTiming(step, time.perf_counter() - started,
+                                            self._last_fsync_seconds))
+
+    def _complete_checkpoint(self, run_dir: Path, staged: Path, staging_root: Path,
+                             step: int) -> None:
         if self.options.ema is not None:
             self.options.ema.save(staged)  # training state: in the checkpoint before its marker
         (staged / COMPLETE_MARKER).write_text(
             json.dumps({"step": step, "max_steps": self.state.max_steps, "time": time.time()})
         )
+        flushed = 0.0
+        if self.checkpoint_fsync:  # on disk before the rename makes it count: a crash-safe save
+            flushed = time.perf_counter()
+            fsync_tree(staged)
+            flushed = time.perf_counter() - flushed
         final = run_dir / f"checkpoint-{step}"
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)  # atomic on one filesystem: complete or absent
+        if self.checkpoint_fsync:
+            fsync_dir(run_dir)
         shutil.rmtree(staging_root, ignore_errors=True)
         self._rotate(run_dir)
+        self._last_fsync_seconds = flushed
 
     def _rotate(self, run_dir: Path) -> None:
         best = self.state.best_model_checkpoint
