@@ -128,3 +128,17 @@ def test_folds_command_prints_rows_per_class(project: Path, capsys):
     out = capsys.readouterr().out
     assert "r0_f3" in out and "sport" in out
     assert kit_main(["train", "params/topics.yaml", "--set", "cv.folds"]) == 2
+
+
+def test_leaderboard_compares_params_within_a_competition(project: Path):
+    for name, params, extra in (("t-a", "params/topics.yaml", "tfidf.min_df=1"),
+                                ("t-b", "params/topics.yaml", "tfidf.min_df=2"),
+                                ("s-a", "params/sport.yaml", "tfidf.min_df=1")):
+        assert kit_main(["train", params, "--name", name, "--set", extra,
+                         "--set", "cv.folds=3", "--set", "ensemble.enabled=true"]) == 0
+    table = build_leaderboard(project / "outputs")
+    assert "tfidf.min_df" in table.columns  # differs between the two topics runs
+    assert "competition.task" not in table.columns  # differs only across competitions
+    assert not any(c.startswith("competition.label_map.") for c in table.columns)
+    ensemble_rows = table[table["model"] == "ensemble"]
+    assert ensemble_rows["cv_std"].notna().all() and (ensemble_rows["folds"] == 3).all()

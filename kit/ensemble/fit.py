@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
                                           "rank": cfg.rank, "rows": len(val_ids)})
     rep = metrics.report(y, val, None, comp.task, metric_name)
+    rep.update(_per_fold(run, comp, val_ids, y, val, metric_name))
     run.update_metrics(models={ENSEMBLE: {**rep, "weights": result.weights,
                                           "member_scores": result.member_scores,
                                           "method": result.method}})
@@ -79,3 +81,22 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
                        f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "
                        "weights " + ", ".join(f"{k} {v:.2f}" for k, v in result.weights.items()))
     return result
+
+
+def _per_fold(run: RunDir, comp: Competition, val_ids: np.ndarray, y: np.ndarray,
+              probs: np.ndarray, metric_name: str) -> dict:
+    """The blend's score on each fold's OOF rows (first repeat), as the members report theirs."""
+    from kit.data.folds import FOLDS_FILE
+
+    path = run.path / FOLDS_FILE
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    fold_of = dict(zip(saved["ids"], saved["fold_of"][0], strict=True))
+    folds = np.array([fold_of.get(str(v), -1) for v in val_ids.tolist()])
+    if (folds < 0).any():  # members from runs with other folds: no per-fold score
+        return {}
+    scores = [metrics.score(metric_name, y[folds == k], probs[folds == k], None, comp.task)
+              for k in range(saved["folds"])]
+    return {"cv_mean": float(np.mean(scores)), "cv_std": float(np.std(scores)),
+            "folds": len(scores)}

@@ -24,13 +24,34 @@ LEADERBOARD_FILE = "leaderboard.csv"
 IGNORED_KEYS = ("name", "output_dir", "submit.message")  # differ by design, say nothing
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _section_paths() -> set[str]:
+    """Dotted paths of the params sections (`competition`, `transformer.lora`): where to
+    recurse; any other dict (a label map, a search grid) is one value."""
+    import dataclasses
+    import typing
+
+    from kit.config.schema import Params
+
+    paths: set[str] = set()
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, tp in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(tp):
+                paths.add(prefix + name)
+                walk(tp, f"{prefix}{name}.")
+
+    walk(Params, "")
+    return paths
+
+
+def _flatten(d: dict[str, Any], sections: set[str], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path in sections:
+            out.update(_flatten(value, sections, f"{path}."))
         else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+            out[path] = json.dumps(value) if isinstance(value, (list, dict)) else value
     return out
 
 
@@ -82,7 +103,7 @@ def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         "wall_seconds": _wall_seconds(run, metrics), "peak_rss_gb": _peak_rss_gb(run),
         "finished": (run / "FINISHED").exists(),
     }
-    return row, _flatten(params)
+    return row, _flatten(params, _section_paths())
 
 
 def build_leaderboard(outputs: str | Path) -> pd.DataFrame:
@@ -97,9 +118,15 @@ def build_leaderboard(outputs: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    keys = sorted({k for p in params for k in p} - set(IGNORED_KEYS))
-    differing = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
-    for key in differing:
+    # The params that differ between runs of the same competition (runs of different
+    # competitions differ in everything about their data; that says nothing).
+    differing: list[str] = []
+    for slug in table["competition"].unique():
+        group = [p for p, s in zip(params, table["competition"], strict=True) if s == slug]
+        keys = sorted({k for p in group for k in p} - set(IGNORED_KEYS))
+        differing += [k for k in keys if k not in differing and
+                      len({json.dumps(p.get(k), default=str) for p in group}) > 1]
+    for key in sorted(differing):
         table[key] = [p.get(key) for p in params]
     table = table.sort_values(["metric", "cv_score"], ascending=[True, False], kind="stable")
     write_atomic(outputs / LEADERBOARD_FILE, table.to_csv(index=False))
