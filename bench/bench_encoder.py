@@ -289,7 +289,7 @@ def main() -> None:
     # 42 steps = one whole mega-batch of LengthGroupedSampler here (5382 texts, batch 32): it
     # sorts each mega-batch longest first, so fewer steps would see mostly the long batches.
     parser.add_argument("--steps", type=int, default=42)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-length", type=int, default=32,
                         help="max_length of (a) and (d), the issue's setting")
     parser.add_argument("--skip-baselines", action="store_true", help="only (a) and (d)")
