@@ -305,3 +305,10 @@ def test_run_all_stops_with_the_kit_error_on_bad_params(project: Path):
     assert "error: " in proc.stderr and "must be a multiple of eval_steps" in proc.stderr
     assert "unbound variable" not in proc.stderr and "== 01_eda" not in proc.stderr
     assert "Installing" not in proc.stderr  # the environment was taken as ready
+
+
+def test_checking_params_prints_no_bitsandbytes_noise():
+    done = subprocess.run([sys.executable, "-m", "kit", "check", "params/demo.yaml"],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    assert "params/demo.yaml: ok" in done.stdout
+    assert "gemm_4bit_forward" not in done.stderr, done.stderr
