@@ -374,12 +374,12 @@ class ThresholdParams(Section):
     enabled: bool = field(default=True, metadata={
         "help": "Fit a decision rule on validation; false: argmax, or 0.5 per label."})
     bootstrap: int = field(default=200, metadata={
-        "help": "Resamples for the stability interval of a binary threshold.",
+        "help": "Bootstrap resamples behind every tuned rule's keep-or-default test.",
         "within": "[20, inf)"})
     calibrate: bool = field(default=True, metadata={
         "help": "Temperature scaling fitted on validation."})
     multiclass_bias: bool = field(default=False, metadata={
-        "help": "Multiclass: per-class log-prior offsets fitted on validation (label metrics)."})
+        "help": "Multiclass: per-class log-prior offsets, kept if they help on unseen rows."})
     require_label: bool = field(default=True, metadata={
         "help": "Multilabel: every row gets at least its most likely label."})
 

@@ -29,8 +29,11 @@ from kit.evaluation.plots import (
     plot_reliability,
     plot_threshold_curve,
 )
+from kit.evaluation.rule_guard import cross_fitted_gain
 from kit.evaluation.thresholds import (
     DecisionRule,
+    apply_class_bias,
+    apply_per_class_thresholds,
     choose_binary_threshold,
     choose_per_class_thresholds,
     fit_class_bias,
@@ -53,6 +56,7 @@ class DecisionResult:
     threshold: dict[str, Any] | None = None  # binary: the threshold search
     per_class_thresholds: pd.DataFrame | None = None  # multilabel
     threshold_plot: Figure | None = None
+    guard: dict[str, Any] | None = None  # multiclass offsets / multilabel thresholds: kept?
 
     def describe_rule(self) -> str:
         """One line saying which rule 04_submit applies and why."""
@@ -61,15 +65,16 @@ class DecisionResult:
         if rule.kind == "binary_threshold":
             why = (self.threshold or {}).get("reason", "")
             return f"binary threshold {rule.threshold:.2f}{temp}" + (f": {why}" if why else "")
+        why = f" ({(self.guard or {}).get('reason')})" if self.guard else ""
         if rule.kind == "per_class":
             pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(rule.labels, rule.thresholds or [],
                                                                 strict=True))
-            return f"per-class thresholds{temp}: {pairs}"
+            return f"per-class thresholds{temp}: {pairs}{why}"
         if rule.kind == "bias":
             pairs = ", ".join(f"{n} {b:+.2f}" for n, b in zip(rule.labels, rule.bias or [],
                                                                 strict=True))
-            return f"argmax after class offsets{temp}: {pairs}"
-        return f"{rule.kind} (no tuned rule){temp}"
+            return f"argmax after class offsets{temp}: {pairs}{why}"
+        return f"{rule.kind} (no tuned rule){temp}{why}"
 
 
 @dataclass
@@ -162,17 +167,36 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         }
     elif cfg.enabled and task == "multilabel":
         table = choose_per_class_thresholds(val.y, probs, "f1", labels=comp.labels)
+        half = np.full(len(comp.labels), 0.5)
+        guard = cross_fitted_gain(
+            val.y, probs,
+            lambda y, p: choose_per_class_thresholds(y, p, "f1")["threshold"].to_numpy(),
+            lambda p, t: apply_per_class_thresholds(p, t, cfg.require_label),
+            apply_per_class_thresholds(probs, half, cfg.require_label), metric, task,
+            what="per-class thresholds", n_bootstrap=cfg.bootstrap, seed=run.params.seed)
+        out.guard = guard.to_dict()
+        thresholds = table["threshold"].to_numpy() if guard.kept else half
         rule = DecisionRule(task, "per_class", comp.labels,
-                            thresholds=table["threshold"].tolist(), temperature=temperature,
-                            require_label=cfg.require_label, metric=metric)
+                            thresholds=thresholds.tolist(), temperature=temperature,
+                            require_label=cfg.require_label, metric=metric,
+                            notes={"reason": guard.reason})
         fig = plot_per_class_thresholds(table)
         run.save_plot(fig, "per_class_thresholds")
         out.per_class_thresholds = table
         out.threshold_plot = fig
     elif cfg.enabled and task == "multiclass" and cfg.multiclass_bias:
-        bias = fit_class_bias(val.y, probs, metric)
-        rule = DecisionRule(task, "bias", comp.labels, bias=bias.tolist(),
-                            temperature=temperature, metric=metric)
+        guard = cross_fitted_gain(
+            val.y, probs, lambda y, p: fit_class_bias(y, p, metric), apply_class_bias,
+            probs.argmax(axis=1), metric, task, what="class offsets",
+            n_bootstrap=cfg.bootstrap, seed=run.params.seed)
+        out.guard = guard.to_dict()
+        if guard.kept:
+            rule = DecisionRule(task, "bias", comp.labels,
+                                bias=fit_class_bias(val.y, probs, metric).tolist(),
+                                temperature=temperature, metric=metric,
+                                notes={"reason": guard.reason})
+        else:
+            rule.notes = {"reason": guard.reason}
 
     rule_pred = rule.apply(val.probs)
     rule_report = metrics.report(val.y, rule.probabilities(val.probs), rule_pred, task, metric)
@@ -184,7 +208,7 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         "temperature": temperature, "calibration": out.calibration,
         "validation_default": float(out.report.loc[metric, "default rule"]),
         "validation_rule": float(rule_report[metric]),
-        "threshold_search": out.threshold,
+        "threshold_search": out.threshold, "rule_guard": out.guard,
     })
     run.record_resources("decide")
     return out
