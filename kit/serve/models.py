@@ -94,6 +94,12 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
     normalize = first.task != "multilabel"
 
     def blend(texts: list[str]) -> np.ndarray:
+        if "stack" in info:  # the level-2 model on every member's probabilities
+            from kit.ensemble.stack import apply_stack, stack_features
+
+            probs = np.stack([m.predict(texts) for m, _ in loaded])
+            return apply_stack(info["stack"]["models"], stack_features(probs, first.task),
+                               first.task)
         out = sum(w * m.predict(texts) for m, w in loaded) / sum(w for _, w in loaded)
         return out / out.sum(axis=1, keepdims=True) if normalize else out
 
