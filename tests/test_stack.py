@@ -79,7 +79,7 @@ def test_binary_and_multilabel_stacks_give_probabilities_of_the_right_shape():
 def test_stack_and_rank_are_refused_together(tmp_path: Path):
     path = tmp_path / "p.yaml"
     path.write_text("ensemble: {enabled: true, method: stack, rank: true}\n")
-    with pytest.raises(KitError, match="ensemble.rank: false"):
+    with pytest.raises(KitError, match=r"ensemble\.rank: false"):
         load_params(path)
 
 
