@@ -73,6 +73,8 @@ class CompetitionParams(Section):
         "help": "Raw label -> class: exact key first, then the longest matching prefix."})
     metric: str = field(default="f1_micro", metadata={
         "help": "The competition metric: a name from the metric table (it must fit the task)."})
+    ordinal: bool = field(default=False, metadata={
+        "help": "Classes are ordered grades (`labels` lowest first): decode by expected grade."})
     max_rows: int | None = field(default=None, metadata={
         "help": "Read only the first N training rows (quick experiments).", "within": "[1, inf)"})
     sample_per_class: int | None = field(default=None, metadata={
@@ -111,6 +113,12 @@ class CompetitionParams(Section):
             )
         if self.labels is not None and len(set(self.labels)) < len(self.labels):
             raise KitError(f"`competition.labels` {self.labels} lists a class twice.")
+        if self.ordinal and (self.task != "multiclass" or not self.labels):
+            raise KitError(
+                "`competition.ordinal: true` decodes ordered grades: it needs `competition.task: "
+                "multiclass` and `competition.labels` listed lowest first (e.g. [1, 2, 3, 4, 5]; "
+                f"the data's own order would sort '10' before '2'); got task {self.task!r}, "
+                f"labels {self.labels}.")
         if self.task == "binary" and self.labels is not None and len(self.labels) != 2:
             raise KitError(
                 f"task is binary but `competition.labels` has {len(self.labels)} entries: "

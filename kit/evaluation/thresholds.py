@@ -29,6 +29,7 @@ from kit.evaluation.metrics import (
     score,
     score_from_binary_counts,
 )
+from kit.evaluation.ordinal import apply_cuts
 
 __all__ = [
     "DEFAULT_GRID",
@@ -345,10 +346,10 @@ def fit_class_bias(
 
 # --- the saved rule ---------------------------------------------------------------------------
 
-Kind = Literal["argmax", "binary_threshold", "per_class", "bias"]
+Kind = Literal["argmax", "binary_threshold", "per_class", "bias", "ordinal"]
 _KINDS: dict[str, tuple[str, ...]] = {  # which kinds each task can use
     "binary": ("argmax", "binary_threshold"),
-    "multiclass": ("argmax", "bias"),
+    "multiclass": ("argmax", "bias", "ordinal"),
     "multilabel": ("per_class",),
 }
 
@@ -363,6 +364,7 @@ class DecisionRule:
     threshold: float | None = None  # binary_threshold: positive when p_pos > threshold
     thresholds: list[float] | None = None  # per_class: one per label
     bias: list[float] | None = None  # bias: added to log p before the argmax
+    cuts: list[float] | None = None  # ordinal: cut points of the expected class id (K - 1)
     temperature: float | None = None  # applied to the raw probabilities first (calibration)
     require_label: bool = True  # per_class: a row with no label gets its most likely one
     metric: str | None = None  # what the rule was tuned for (for the record)
@@ -376,7 +378,8 @@ class DecisionRule:
                 f"DecisionRule kind {self.kind!r} does not fit a {self.task} task; "
                 f"use one of {', '.join(_KINDS[self.task])}."
             )
-        needed = {"binary_threshold": "threshold", "per_class": "thresholds", "bias": "bias"}
+        needed = {"binary_threshold": "threshold", "per_class": "thresholds", "bias": "bias",
+                  "ordinal": "cuts"}
         if self.kind in needed and getattr(self, needed[self.kind]) is None:
             raise KitError(f"DecisionRule kind {self.kind!r} needs `{needed[self.kind]}` set.")
         for name in ("thresholds", "bias"):
@@ -388,6 +391,11 @@ class DecisionRule:
                         "give one per label."
                     )
                 setattr(self, name, [float(v) for v in values])
+        if self.cuts is not None:
+            if len(self.cuts) != len(self.labels) - 1:
+                raise KitError(f"DecisionRule has {len(self.cuts)} ordinal cuts for "
+                               f"{len(self.labels)} labels; give one fewer cut than labels.")
+            self.cuts = [float(v) for v in self.cuts]
         if self.threshold is not None:
             self.threshold = float(self.threshold)
         if self.temperature is not None:
@@ -425,6 +433,8 @@ class DecisionRule:
             return apply_per_class_thresholds(probs, self.thresholds, self.require_label)
         if self.kind == "bias":
             return apply_class_bias(probs, self.bias)
+        if self.kind == "ordinal":
+            return apply_cuts(probs, np.asarray(self.cuts))
         return default_predictions(probs, self.task)
 
     def to_json(self, path: str | Path) -> None:

@@ -23,13 +23,14 @@ from kit.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from kit.evaluation.ordinal import apply_cuts, fit_cuts, rounding_cuts
 from kit.evaluation.plots import (
     plot_confusion_matrix,
     plot_per_class_thresholds,
     plot_reliability,
     plot_threshold_curve,
 )
-from kit.evaluation.rule_guard import cross_fitted_gain
+from kit.evaluation.rule_guard import RuleGuard, cross_fitted_gain
 from kit.evaluation.thresholds import (
     DecisionRule,
     apply_class_bias,
@@ -74,6 +75,9 @@ class DecisionResult:
             pairs = ", ".join(f"{n} {b:+.2f}" for n, b in zip(rule.labels, rule.bias or [],
                                                                 strict=True))
             return f"argmax after class offsets{temp}: {pairs}{why}"
+        if rule.kind == "ordinal":
+            cuts = ", ".join(f"{c:.2f}" for c in rule.cuts or [])
+            return f"ordinal: expected grade{temp} cut at {cuts}{why}"
         return f"{rule.kind} (no tuned rule){temp}{why}"
 
 
@@ -118,6 +122,45 @@ def per_class_report(val: Validation, labels: list[str], pred: np.ndarray) -> pd
     rep = classification_report(val.y, pred, labels=list(range(len(labels))),
                                 target_names=labels, output_dict=True, zero_division=0)
     return pd.DataFrame(rep).T.round(4)
+
+
+def ordinal_decoding(run: RunDir) -> bool:
+    """Ordered grades: `competition.ordinal`, or a QWK competition (which counts class ids
+    as grades)."""
+    comp = run.params.competition
+    return comp.ordinal or (comp.metric == "qwk" and comp.task == "multiclass")
+
+
+def fit_ordinal_rule(y: np.ndarray, probs: np.ndarray, labels: list[str], metric: str,
+                     temperature: float | None, bootstrap: int, seed: int,
+                     ) -> tuple[DecisionRule, RuleGuard]:
+    """Expected-grade decoding with fitted cuts, or plain rounding, or argmax: the first whose
+    cross-fitted gain over argmax is clear of 0."""
+    if len(labels) < 3:
+        raise KitError(f"Ordinal decoding needs 3 or more grades; {labels} has "
+                       f"{len(labels)}. Set competition.ordinal: false.")
+    argmax = probs.argmax(axis=1)
+    fitted = cross_fitted_gain(y, probs, lambda yy, pp: fit_cuts(yy, pp, metric), apply_cuts,
+                               argmax, metric, "multiclass", what="fitted ordinal cuts",
+                               n_bootstrap=bootstrap, seed=seed)
+    if fitted.kept:
+        cuts = fit_cuts(y, probs, metric)
+        guard = fitted
+    else:
+        rounded = cross_fitted_gain(y, probs, lambda yy, pp: rounding_cuts(len(labels)),
+                                    apply_cuts, argmax, metric, "multiclass",
+                                    what="rounded expected grade", n_bootstrap=bootstrap,
+                                    seed=seed)
+        guard = rounded if rounded.kept else fitted
+        cuts = rounding_cuts(len(labels)) if rounded.kept else None
+    if cuts is None:
+        rule = DecisionRule("multiclass", "argmax", labels, temperature=temperature,
+                            notes={"reason": guard.reason})
+    else:
+        rule = DecisionRule("multiclass", "ordinal", labels, cuts=cuts.tolist(),
+                            temperature=temperature, metric=metric,
+                            notes={"reason": guard.reason})
+    return rule, guard
 
 
 def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
@@ -184,6 +227,10 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         run.save_plot(fig, "per_class_thresholds")
         out.per_class_thresholds = table
         out.threshold_plot = fig
+    elif cfg.enabled and task == "multiclass" and ordinal_decoding(run):
+        rule, guard = fit_ordinal_rule(val.y, probs, comp.labels, metric, temperature,
+                                       cfg.bootstrap, run.params.seed)
+        out.guard = guard.to_dict()
     elif cfg.enabled and task == "multiclass" and cfg.multiclass_bias:
         guard = cross_fitted_gain(
             val.y, probs, lambda y, p: fit_class_bias(y, p, metric), apply_class_bias,
