@@ -23,7 +23,9 @@ from pathlib import Path
 import yaml
 
 from kit.config.params import Params, params_from_dict
+from kit.core.envinfo import LOCK_FILE
 from kit.errors import KitError
+from kit.kaggle import image as kaggle_image
 from kit.kaggle import metadata, wheels
 from kit.kaggle.commands import failure, run_kaggle
 
@@ -175,9 +177,11 @@ def package_run(
     log.info("Building the wheels for %s", ref)
     wheel_dir = out / "wheels"
     kit_wheel = wheels.build_kit_wheel(project_root or kit_checkout(), wheel_dir)
-    target = target or wheels.Target()
+    image = kaggle_image.read_image(image_packages)
+    target = target or wheels.Target.for_image(image)
+    versions = wheels.run_versions(run_folder, (project_root or kit_checkout()) / LOCK_FILE)
     plan = wheels.download_missing(wheels.wheel_requirements(kit_wheel, set(), target),
-                                   wheel_dir, wheels.read_image_packages(image_packages), target)
+                                   wheel_dir, image.versions(), target, versions=versions)
     plan.downloaded["compkit"] = kit_wheel
 
     if copy_inference_run(run_folder, out / "run") is None:
