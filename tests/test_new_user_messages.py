@@ -66,3 +66,28 @@ def test_no_iprogress_warning_in_a_real_kernel(tmp_path: Path, monkeypatch):
     assert "IProgress not found" not in text, text
     assert f"{repo}/kit/__init__.py True" in text  # kit imported tqdm.autonotebook first
     assert "tqdm.std.tqdm" in text  # the text bar (under tqdm.auto's asyncio class)
+
+
+@pytest.mark.slow
+def test_the_kits_papermill_starts_kernels_without_the_tcp_warning(tmp_path: Path):
+    """run_all.sh's papermill (kit.core.kernels) against plain papermill, same notebook."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    said = {}
+    for name, module in (("plain", "papermill"), ("kit", "kit.core.kernels")):
+        done = subprocess.run([sys.executable, "-m", module, "in.ipynb", f"{name}.ipynb",
+                               "-k", "python3", "--log-output", "--no-progress-bar"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        said[name] = done.stdout + done.stderr
+        assert "42" in said[name]
+    assert "running over TCP without encryption" in said["plain"]  # the source, still there
+    assert "without encryption" not in said["kit"]
+    assert "PAPERMILL=(\"$PY\" -m kit.core.kernels" in (
+        Path(__file__).parents[1] / "run_all.sh").read_text()
