@@ -103,7 +103,11 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
                          help="write the folder and print the kaggle command; send nothing")
     package.add_argument("--message", default="", help="version notes for a new version")
     package.add_argument("--image-packages", default=None,
-                         help="pip freeze of the target image (default: the shipped Kaggle list)")
+                         help="the target image file (default: kit/kaggle/kaggle_image.txt)")
+    package.add_argument("--build-on-kaggle", action="store_true",
+                         help="ship only the kit's wheel; an internet-on builder notebook "
+                         "downloads the rest inside the real image, attached to `kit push`'s "
+                         "notebook as kernel_sources")
     image = sub.add_parser("kaggle-image", help="show the Kaggle image file wheels are built "
                            "for; --probe replaces it with what a real Kaggle notebook reports")
     image.add_argument("--probe", action="store_true",
@@ -146,10 +150,13 @@ def _kaggle_command(args: argparse.Namespace) -> int:
         packed = package_run(args.run, out, dry_run=args.dry_run,
                              message=getattr(args, "message", ""),
                              image_packages=getattr(args, "image_packages", None)
-                             or wheels.IMAGE_PACKAGES)
+                             or wheels.IMAGE_PACKAGES,
+                             build_on_kaggle=getattr(args, "build_on_kaggle", False))
         print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
         for name, size in packed.files.items():
             print(f"  {size / 1e6:10.2f} MB  {name}")
+        if packed.builder:
+            print(f"wheel builder {packed.builder.ref}: {packed.builder.folder}")
         commands += packed.commands
     if args.command == "push":
         from kit.kaggle.push import push_run

@@ -111,3 +111,26 @@ def test_a_probe_that_fails_says_so_with_its_log(standin, cli_env, tmp_path: Pat
         image.probe(tmp_path / "nb", owner="standin-user", target=target, dry_run=False,
                     env=cli_env, poll_seconds=0, sleep=lambda s: None)
     assert not target.exists()
+
+
+@pytest.mark.slow
+def test_build_on_kaggle_pushes_the_builder_and_push_attaches_its_output(
+        standin, cli_env, project: Path, tmp_path: Path):
+    from kit.core.rundir import open_run
+    from kit.kaggle.package import load_state, package_run
+    from kit.kaggle.push import prepare_push
+
+    state = standin.state
+    state.requests.clear()
+    run = open_run("params/topics.yaml", overrides={"kaggle.owner": "standin-user"}).path
+    packed = package_run(run, tmp_path / "ds", dry_run=False, env=cli_env,
+                         build_on_kaggle=True)
+    builder = "standin-user/topics-offline-wheel-builder"
+    assert packed.builder.ref == builder
+    saved = state.find(SAVE).json()
+    assert saved["slug"] == builder and saved["enableInternet"] is True
+    assert saved["datasetDataSources"] == ["standin-user/topics-offline"]
+    assert load_state(run)["wheel_builder"] == {"ref": builder, "version": 1}
+    pushed = prepare_push(run, tmp_path / "nb", dry_run=True, env=cli_env)
+    meta = json.loads((pushed.folder / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == [builder] and meta["enable_internet"] is False

@@ -355,3 +355,37 @@ def test_the_target_not_this_interpreter_decides_the_wheel_tags(tmp_path: Path):
                                        wheels.Target(python), versions=versions)
         version, interpreter = parse(plan.downloaded["pyyaml"].name)
         assert (version, interpreter) == (versions["pyyaml"], "cp" + python.replace(".", ""))
+
+
+@pytest.mark.slow
+def test_build_on_kaggle_ships_the_kit_wheel_and_a_builder_that_runs(run_folder: Path,
+                                                                     tmp_path: Path, capsys):
+    """--build-on-kaggle --dry-run: the dataset holds only the kit's wheel; the builder notebook
+    (internet on, the dataset attached) is then run here, this venv standing in for the image."""
+    out = tmp_path / "dataset"
+    code = kit_main(["package", str(run_folder), "--out", str(out), "--dry-run",
+                     "--build-on-kaggle"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert [p.name.split("-")[0] for p in (out / "wheels").glob("*.whl")] == ["compkit"]
+    builder = tmp_path / "dataset-builder"
+    meta = json.loads((builder / "kernel-metadata.json").read_text())
+    assert meta["id"] == "alice/tiny-offline-wheel-builder" and meta["enable_internet"] is True
+    assert meta["dataset_sources"] == ["alice/tiny-offline"]
+    assert f"kaggle kernels push -p {builder}" in printed
+    source = json.loads((builder / "builder.ipynb").read_text())["cells"][0]["source"]
+    lock = wheels.read_image_packages(Path(__file__).parents[1] / "requirements-lock.txt")
+    assert f'"transformers": "{lock["transformers"]}"' in source  # the run's versions
+
+    work = tmp_path / "working"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-c", source], cwd=work, capture_output=True,
+                          text=True, env={**os.environ, "KIT_KAGGLE_INPUT": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    # Exactly what pip, asked inside this "image", would add (here only this venv's quirk: a
+    # setuptools older than its torch declares, see image_site), plus the kit's own wheel.
+    adds = {_canon(i["metadata"]["name"])
+            for i in json.loads((work / "report.json").read_text())["install"]}
+    got = {_canon(p.name.split("-")[0]) for p in (work / "wheels").glob("*.whl")}
+    assert got == adds | {"compkit"} and "torch" not in got and "transformers" not in got
+    assert "torch==" in (work / "constraints.txt").read_text()
