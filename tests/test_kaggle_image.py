@@ -113,13 +113,23 @@ def test_a_probe_that_fails_says_so_with_its_log(standin, cli_env, tmp_path: Pat
     assert not target.exists()
 
 
-@pytest.mark.slow
 def test_build_on_kaggle_pushes_the_builder_and_push_attaches_its_output(
-        standin, cli_env, project: Path, tmp_path: Path):
+        standin, cli_env, project: Path, tmp_path: Path, monkeypatch):
+    """The kaggle side of --build-on-kaggle (the builder's own run: test_kaggle_package.py)."""
+    import zipfile
+
     from kit.core.rundir import open_run
+    from kit.kaggle import wheels
     from kit.kaggle.package import load_state, package_run
     from kit.kaggle.push import prepare_push
 
+    def kit_wheel(root: Path, dest: Path) -> Path:  # no build (no index in this namespace)
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / "compkit-0.1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr("compkit-0.1.0.dist-info/METADATA", "Name: compkit\nVersion: 0.1.0\n")
+        return dest / "compkit-0.1.0-py3-none-any.whl"
+
+    monkeypatch.setattr(wheels, "build_kit_wheel", kit_wheel)
     state = standin.state
     state.requests.clear()
     run = open_run("params/topics.yaml", overrides={"kaggle.owner": "standin-user"}).path
