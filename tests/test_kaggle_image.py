@@ -94,7 +94,7 @@ def test_the_probe_rewrites_the_image_file_from_the_notebook_output(standin, cli
     assert written.python == sys.version.split()[0]
     from packaging import tags
 
-    assert written.platform == next(iter(tags.platform_tags()))
+    assert written.platform == next(t for t in tags.platform_tags() if "manylinux_" in t)
     import importlib.metadata as md
 
     assert written.packages["packaging"] == md.version("packaging")

@@ -65,7 +65,7 @@ def _local_header() -> str:
     from packaging import tags
 
     return (f"# python: {sys.version.split()[0]}\n"
-            f"# platform: {next(iter(tags.platform_tags()))}\n")
+            f"# platform: {next(t for t in tags.platform_tags() if 'manylinux_' in t)}\n")
 
 
 LOCAL_HEADER = _local_header()  # a stand-in image made of this venv is this interpreter's

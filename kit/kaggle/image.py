@@ -5,7 +5,7 @@ header lines (`python`, `platform`, `date`, `source`) and one `name==version` li
 (a local label such as +cu128 is kept in the file and ignored when comparing). The shipped file
 is derived from Kaggle's public sources (its header says which repositories, paths and commits);
 `python -m kit kaggle-image --probe` replaces it with the truth: it pushes a tiny internet-on
-notebook that writes `sys.version`, the first platform tag of `packaging.tags` and
+notebook that writes `sys.version`, the newest manylinux tag of `packaging.tags` and
 `pip list --format=freeze` to its output, waits for it, fetches that output and rewrites the file.
 """
 
@@ -37,7 +37,10 @@ from packaging import tags
 freeze = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze",
                          "--disable-pip-version-check"], capture_output=True, text=True,
                         check=True).stdout
-facts = {{"python": sys.version, "platform": next(iter(tags.platform_tags())),
+# The newest manylinux tag (packaging 26 lists the bare linux_x86_64 first).
+platform = next((t for t in tags.platform_tags() if t.startswith("manylinux_")),
+                next(iter(tags.platform_tags())))
+facts = {{"python": sys.version, "platform": platform,
           "freeze": freeze, "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}}
 with open("{PROBE_OUTPUT}", "w") as f:  # a Kaggle notebook runs in /kaggle/working
     json.dump(facts, f, indent=1)
@@ -137,7 +140,7 @@ def image_from_probe(facts: Mapping[str, str], ref: str, version: int | None) ->
     return Image(str(facts["python"]).split()[0], str(facts["platform"]),
                  parse_freeze(str(facts["freeze"]), PROBE_OUTPUT), date,
                  [f"probed in Kaggle notebook {ref} version {version} on {date}: sys.version "
-                  f"{str(facts['python']).split()[0]}, packaging.tags.platform_tags()[0], "
+                  f"{str(facts['python']).split()[0]}, packaging.tags (newest manylinux), "
                   "pip list --format=freeze"])
 
 
