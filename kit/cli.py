@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serving_command(args)
         elif args.command in ("package", "push"):
             return _kaggle_command(args)
+        elif args.command == "kaggle-image":
+            return _image_command(args)
         elif args.command in cli_compete.COMMANDS:
             return cli_compete.run_command(args)
     except KitError as err:
@@ -101,7 +103,23 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
                          help="write the folder and print the kaggle command; send nothing")
     package.add_argument("--message", default="", help="version notes for a new version")
     package.add_argument("--image-packages", default=None,
-                         help="pip freeze of the target image (default: the shipped Kaggle list)")
+                         help="the target image file (default: kit/kaggle/kaggle_image.txt)")
+    package.add_argument("--build-on-kaggle", action="store_true",
+                         help="ship only the kit's wheel; an internet-on builder notebook "
+                         "downloads the rest inside the real image, attached to `kit push`'s "
+                         "notebook as kernel_sources")
+    image = sub.add_parser("kaggle-image", help="show the Kaggle image file wheels are built "
+                           "for; --probe replaces it with what a real Kaggle notebook reports")
+    image.add_argument("--probe", action="store_true",
+                       help="push a tiny internet-on notebook, wait, rewrite the file from its "
+                       "output (sys.version, platform tag, pip list --format=freeze)")
+    image.add_argument("--dry-run", action="store_true",
+                       help="with --probe: write the notebook folder, print the commands")
+    image.add_argument("--file", default=None,
+                       help="the image file to read or rewrite (default: the shipped one)")
+    image.add_argument("--folder", default="kaggle/image-probe",
+                       help="where the probe notebook folder is written")
+    image.add_argument("--owner", default="", help="your Kaggle username (or KAGGLE_USERNAME)")
     push = sub.add_parser("push", help="bake a notebook with the run's params, push it to "
                           "Kaggle, follow it and fetch its output")
     push.add_argument("run", help="the run folder, e.g. outputs/demo")
@@ -132,10 +150,13 @@ def _kaggle_command(args: argparse.Namespace) -> int:
         packed = package_run(args.run, out, dry_run=args.dry_run,
                              message=getattr(args, "message", ""),
                              image_packages=getattr(args, "image_packages", None)
-                             or wheels.IMAGE_PACKAGES)
+                             or wheels.IMAGE_PACKAGES,
+                             build_on_kaggle=getattr(args, "build_on_kaggle", False))
         print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
         for name, size in packed.files.items():
             print(f"  {size / 1e6:10.2f} MB  {name}")
+        if packed.builder:
+            print(f"wheel builder {packed.builder.ref}: {packed.builder.folder}")
         commands += packed.commands
     if args.command == "push":
         from kit.kaggle.push import push_run
@@ -153,6 +174,29 @@ def _kaggle_command(args: argparse.Namespace) -> int:
     print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
     for command in commands:
         print(f"  {command}")
+    return 0
+
+
+def _image_command(args: argparse.Namespace) -> int:
+    """`kit kaggle-image [--probe [--dry-run]]`: what the wheels are built for, or its refresh."""
+    from kit.kaggle import image
+
+    path = Path(args.file) if args.file else image.IMAGE_FILE
+    if args.probe:
+        result = image.probe(args.folder, owner=args.owner, target=path, dry_run=args.dry_run)
+        print(f"probe notebook {result.ref}: {result.folder}")
+        if result.written:
+            print(f"{result.written} rewritten: Python {result.image.python}, "
+                  f"{result.image.platform}, {len(result.image.packages)} packages")
+        print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
+        for command in result.commands:
+            print(f"  {command}")
+        return 0
+    found = image.read_image(path)
+    print(f"{path}: Python {found.python}, {found.platform}, {len(found.packages)} packages, "
+          f"dated {found.date or '(no date)'}")
+    for line in found.source:
+        print(f"  {line}")
     return 0
 
 

@@ -18,6 +18,30 @@ def _kit_messages_on_stdout() -> None:
 
     show_logs()
 
+@pytest.fixture(params=["kaggle", "colab", "plain"])
+def platform_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                 ) -> tuple[str, dict[str, str]]:
+    """Each platform in turn (tests/helpers/environments.py): os.environ holds its variables
+    and its secret modules are importable. Returns (name, variables)."""
+    from tests.helpers import environments
+
+    env = environments.environment(request.param)
+    environments.apply(monkeypatch, env)
+    environments.fake_modules(monkeypatch, request.param)
+    return request.param, env
+
+
+@pytest.fixture
+def kaggle_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A Kaggle notebook's variables in os.environ (Colab's inherited ones included)."""
+    from tests.helpers import environments
+
+    env = environments.environment("kaggle")
+    environments.apply(monkeypatch, env)
+    environments.fake_modules(monkeypatch, "kaggle")
+    return env
+
+
 TOPICS = {
     "sport": "the team won the match with a late goal in the final minute",
     "food": "the soup needs more salt and a little fresh pepper tonight",

@@ -376,6 +376,20 @@ def test_on_kaggle_and_on_colab():
     assert not on_kaggle({})
     assert on_colab({"COLAB_RELEASE_TAG": "release-colab_20250101"})
     assert not on_colab({})
+    # Kaggle's image inherits Colab's variables (kagglehub PR #230): it is still Kaggle.
+    inside_kaggle = {"KAGGLE_KERNEL_RUN_TYPE": "Batch",
+                     "COLAB_RELEASE_TAG": "release-colab-external-images_20260514-060047_RC00"}
+    assert on_kaggle(inside_kaggle) and not on_colab(inside_kaggle)
+
+
+def test_inside_kaggle_the_kaggle_secret_is_read_never_colab_userdata(clean_env, monkeypatch):
+    from tests.helpers import environments
+
+    kaggle = {**environments.environment("kaggle"), "HOME": clean_env["HOME"]}
+    environments.fake_modules(monkeypatch, "kaggle", {"KAGGLE_API_TOKEN": TOKEN})
+    source = find_credentials(kaggle)
+    assert source.kind == "Kaggle notebook secret" and dict(source.env) == {
+        "KAGGLE_API_TOKEN": TOKEN}
 
 
 # ----------------------------------------------------------------------------- download

@@ -31,8 +31,15 @@ def on_kaggle(env: Mapping[str, str] | None = None) -> bool:
 
 
 def on_colab(env: Mapping[str, str] | None = None) -> bool:
-    """True inside Google Colab (Colab sets COLAB_RELEASE_TAG and ships google.colab)."""
+    """True inside Google Colab (Colab sets COLAB_RELEASE_TAG and ships google.colab).
+
+    Never inside a Kaggle notebook: Kaggle's image is built FROM Colab's runtime image
+    (Kaggle/docker-python Dockerfile.tmpl), so it inherits COLAB_RELEASE_TAG and the google.colab
+    package; kagglehub stopped trusting that variable for this reason (Kaggle/kagglehub PR #230).
+    """
     env = os.environ if env is None else env
+    if on_kaggle(env):
+        return False
     in_colab = bool(env.get("COLAB_RELEASE_TAG") or env.get("COLAB_GPU"))
     return in_colab or "google.colab" in sys.modules
 

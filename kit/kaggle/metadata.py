@@ -50,7 +50,7 @@ def kernel_metadata(
     owner: str, slug: str, code_file: str, *, title: str | None = None, private: bool = True,
     accelerator: str = "t4x2", internet: bool = False, code_competition: bool = False,
     dataset_sources: list[str] | None = None, competition_sources: list[str] | None = None,
-    model_sources: list[str] | None = None,
+    model_sources: list[str] | None = None, kernel_sources: list[str] | None = None,
 ) -> dict[str, Any]:
     """The content of kernel-metadata.json; refuses internet on for a code competition."""
     if code_competition and internet:
@@ -66,7 +66,8 @@ def kernel_metadata(
         "enable_gpu": accelerator != "none", "enable_tpu": False, "enable_internet": internet,
         "dataset_sources": list(dataset_sources or []),
         "competition_sources": list(competition_sources or []),
-        "kernel_sources": [], "model_sources": list(model_sources or []),
+        "kernel_sources": list(kernel_sources or []),
+        "model_sources": list(model_sources or []),
     }
     if ACCELERATORS[accelerator]:
         meta["machine_shape"] = ACCELERATORS[accelerator]

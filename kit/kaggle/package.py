@@ -23,8 +23,10 @@ from pathlib import Path
 import yaml
 
 from kit.config.params import Params, params_from_dict
+from kit.core.envinfo import LOCK_FILE
 from kit.errors import KitError
-from kit.kaggle import metadata, wheels
+from kit.kaggle import builder, metadata, wheels
+from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class PackageResult:
     files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
     wheels: wheels.WheelPlan | None = None
     answer: str = ""
+    builder: builder.Builder | None = None  # --build-on-kaggle
 
     @property
     def total_bytes(self) -> int:
@@ -160,10 +163,14 @@ def package_run(
     run_folder: str | Path, out: str | Path, *, dry_run: bool = True,
     image_packages: str | Path = wheels.IMAGE_PACKAGES, target: wheels.Target | None = None,
     project_root: Path | None = None, message: str = "", env: Mapping[str, str] | None = None,
+    build_on_kaggle: bool = False,
 ) -> PackageResult:
     """Write the dataset folder for `run_folder` into `out`; send it unless `dry_run`.
 
     `project_root` is the checkout the kit's wheel is built from (default: this kit's own).
+    `build_on_kaggle`: ship only the kit's wheel and write `<out>-builder`, a notebook that
+    downloads the other wheels inside the real image (kit.kaggle.builder); pushed and followed
+    after the dataset unless `dry_run`.
     """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
@@ -175,9 +182,12 @@ def package_run(
     log.info("Building the wheels for %s", ref)
     wheel_dir = out / "wheels"
     kit_wheel = wheels.build_kit_wheel(project_root or kit_checkout(), wheel_dir)
-    target = target or wheels.Target()
-    plan = wheels.download_missing(wheels.wheel_requirements(kit_wheel, set(), target),
-                                   wheel_dir, wheels.read_image_packages(image_packages), target)
+    image = kaggle_image.read_image(image_packages)
+    target = target or wheels.Target.for_image(image)
+    versions = wheels.run_versions(run_folder, (project_root or kit_checkout()) / LOCK_FILE)
+    plan = wheels.WheelPlan() if build_on_kaggle else wheels.download_missing(
+        wheels.wheel_requirements(kit_wheel, set(), target), wheel_dir, image.versions(),
+        target, versions=versions)
     plan.downloaded["compkit"] = kit_wheel
 
     if copy_inference_run(run_folder, out / "run") is None:
@@ -196,7 +206,32 @@ def package_run(
     send = send_dataset(out, ref, run_folder, private=params.kaggle.private,
                         message=message or f"compkit run {params.name}", dry_run=dry_run, env=env)
     result.commands, result.answer = send
+    if build_on_kaggle:
+        result.builder = builder.write_builder(
+            out.parent / f"{out.name}-builder", owner, ref.split("/")[1], ref, versions,
+            private=params.kaggle.private, accelerator=params.kaggle.accelerator)
+        result.commands += result.builder.commands
+        if not dry_run:
+            push_builder(result.builder, run_folder, env)
     return result
+
+
+def push_builder(built: builder.Builder, run_folder: Path, env: Mapping[str, str]) -> None:
+    """Push the wheel builder, follow it to the end, remember it for `kit push`."""
+    from kit.kaggle.push import _VERSION, DONE, follow
+
+    page = f"https://www.kaggle.com/code/{built.ref}"
+    pushed = run_kaggle(["kernels", "push", "-p", str(built.folder)], f"push of {built.ref}",
+                        page, env=env)
+    found = _VERSION.search(pushed.output)
+    status = follow(built.ref, page, env, 30.0, 3 * 3600)
+    if status != DONE:
+        raise KitError(f"The wheel builder {built.ref} ended {status}. Fix: read its log at "
+                       f"{page}/log (a package with no wheel for the image is named there).")
+    state = load_state(run_folder)
+    state[builder.STATE_KEY] = {"ref": built.ref,
+                                "version": int(found.group(1)) if found else None}
+    save_state(run_folder, state)
 
 
 def send_dataset(out: Path, ref: str, run_folder: Path, *, private: bool = True,

@@ -25,6 +25,7 @@ from pathlib import Path
 from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
 from kit.kaggle import metadata
+from kit.kaggle.builder import builder_sources
 from kit.kaggle.commands import run_kaggle
 from kit.kaggle.credentials import redact, require_credentials
 from kit.kaggle.package import dataset_slug, kaggle_owner, load_state, run_params, save_state
@@ -91,7 +92,8 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
     meta = metadata.kernel_metadata(
         owner, slug, f"{name}.ipynb", private=kag.private, accelerator=kag.accelerator,
         internet=kag.internet, code_competition=kag.code_competition,
-        dataset_sources=[dataset], competition_sources=[params.competition.slug])
+        dataset_sources=[dataset], competition_sources=[params.competition.slug],
+        kernel_sources=builder_sources(load_state(run_folder)))  # kit package --build-on-kaggle
     if out.exists():
         if not (out / metadata.KERNEL_FILE).is_file() and any(out.iterdir()):
             raise KitError(f"{out} exists and was not written by `kit push`; it is left alone. "

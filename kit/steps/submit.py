@@ -83,6 +83,9 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
                                    version=params.submit.kernel_version)
         ok, answer = result.ok, result.answer
         command = result.command
+        if result.dry_run:  # the switch a notebook user has is the params key, not an argument
+            answer = ("dry run: not sent to Kaggle (set submit.enabled: true in the params, or "
+                      "overrides={\"submit.enabled\": True}, to submit)")
     except kaggle_cli.SubmitError as err:
         ok, answer, command = False, err.result.answer, err.result.command
         _log(run, path, message, model, scores, validation, answer, ok, dry_run=False)

@@ -89,6 +89,8 @@ class StandinState:
     kernel_files: dict[str, bytes] = field(default_factory=lambda: {
         "submission.csv": b"id,label\n1,spam\n"})
     kernel_log: str = '[{"stream_name":"stdout","time":1.0,"data":"all good\\n"}]'
+    # kernel slug -> its own output files (served instead of kernel_files), e.g. the image probe's
+    kernel_outputs: dict[str, dict[str, bytes]] = field(default_factory=dict)
     failure_message: str = ""
 
     def endpoints(self) -> list[str]:
@@ -179,8 +181,8 @@ def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             elif rec.path.startswith("/files/kernel/"):
-                name = rec.path.rsplit("/", 1)[1]
-                self._send(200, state.kernel_files.get(name, b""))
+                slug, name = rec.path.split("/")[-2:]
+                self._send(200, state.kernel_outputs.get(slug, state.kernel_files).get(name, b""))
             elif rec.path.startswith("/files/"):
                 self._send(200, state.zip_bytes)
             else:
@@ -226,7 +228,7 @@ def _delivery_answer(state: StandinState, ep: str, body: dict) -> tuple[int, dic
     if method == "ListKernelSessionOutput":
         slug = body.get("kernelSlug", "")
         files = [{"fileName": name, "url": f"http://localhost/files/kernel/{slug}/{name}"}
-                 for name in state.kernel_files]
+                 for name in state.kernel_outputs.get(slug, state.kernel_files)]
         return 200, {"files": files, "log": state.kernel_log}
     if method == "CreateCodeSubmission":
         return 200, {"message": SUBMISSION_MESSAGE, "ref": 4243}
