@@ -273,8 +273,10 @@ def _kaggle_params(project: Path, slug: str, extra: dict) -> None:
     (project / "params" / f"{slug}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.slow
 def test_package_push_infer_status_output_submit(project, tmp_path, kaggle, cli_env):
     """The code-competition sequence end to end: 05_infer really runs on the local Kaggle."""
+    from kit.steps.decide import fit_decision_rule
     from kit.steps.start import start
     from kit.steps.train import train_models
 
@@ -283,6 +285,7 @@ def test_package_push_infer_status_output_submit(project, tmp_path, kaggle, cli_
                                        "models": ["tfidf"]})
     run, comp = start("params/topics.yaml")
     train_models(run, comp)
+    fit_decision_rule(run, comp)
     # The dataset `kit package` writes, less the wheels (the kit is importable in the sandbox,
     # and the package index is out of reach in the test's network namespace).
     params = run_params(run.path)
