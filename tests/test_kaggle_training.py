@@ -318,11 +318,12 @@ def test_training_stopped_by_its_budget_continues_twice_and_pulls_back_equal(
     from kit.steps.train import train_models
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sandboxed sessions and the reference alike
-    transformer = {"model": str(tiny_model), "max_length": 48, "batch_size": 8, "max_steps": 14,
+    transformer = {"model": str(tiny_model), "max_length": 32, "batch_size": 8, "max_steps": 14,
                    "eval_steps": 5, "save_steps": 5, "eval_batch_size": 16, "lr": 2e-2,
                    "save_total_limit": 2}
     _kaggle_params(project, "topics", {"models": ["transformer"], "transformer": transformer,
-                                       "kaggle": {"time_limit_hours": 1}})
+                                       "kaggle": {"time_limit_hours": 1},
+                                       "tracking": {"enabled": False}})
     kaggle.runner.competitions["topics"] = project / "data" / "topics"
     # The sessions' budget clock: 1/9 of the budget per reading, so each stops at a known step.
     budget_seconds = budget_minutes(1) * 60
