@@ -360,6 +360,8 @@ def test_training_stopped_by_its_budget_continues_twice_and_pulls_back_equal(
     assert [s.get("kernelDataSources") or [] for s in saves] == [[], [ref], [ref]]
     assert all(s["enableInternet"] is True for s in saves)
 
+    for name in ("KAGGLE_API_ENVIRONMENT", "KAGGLE_API_TOKEN", "NO_PROXY"):
+        monkeypatch.setenv(name, cli_env[name])  # `python -m kit pull` reads the environment
     assert kit_main(["pull", str(run)]) == 0
     pulled = np.load(run / "predictions" / "transformer.npz", allow_pickle=True)
     assert (run / "params.yaml").read_text() == (data / "params.yaml").read_text()
@@ -373,4 +375,4 @@ def test_training_stopped_by_its_budget_continues_twice_and_pulls_back_equal(
     print(f"session stops at steps {stops}, then 14; test predictions bitwise equal: {bitwise}")
     with pytest.raises(KitError, match="nothing to continue"):
         push_training(run, tmp_path / "nb", resume=True, dry_run=False, env=cli_env)
-    assert pull_run(run) == run
+    assert pull_run(run, env=cli_env) == run
