@@ -16,7 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 import yaml
-from kaggle_standin.kernels import KernelRunner
+from kaggle_standin.kernels import KernelRunner, KernelVersion
 from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
 
 from kit.cli import main as kit_main
@@ -259,6 +259,36 @@ def test_the_wall_clock_limit_kills_the_session_and_keeps_what_it_wrote(tmp_path
     assert "before.txt" in files and "after.txt" not in files
     status = run_kaggle(["kernels", "status", ref], "status", "page", env=cli_env).output
     assert "ERROR" in status
+
+
+def test_pull_brings_back_a_finished_run_and_keeps_the_local_params(project, tmp_path, kaggle,
+                                                                   cli_env):
+    run = open_run("params/topics.yaml", overrides={"kaggle.owner": OWNER}).path  # tfidf
+    with pytest.raises(KitError, match="was not trained on Kaggle"):
+        pull_run(run, env=cli_env)
+    ref = f"{OWNER}/topics-02-train"
+    remote = tmp_path / "served" / "outputs" / "topics"  # what the session left in /kaggle/working
+    (remote / "models" / "tfidf").mkdir(parents=True)
+    (remote / "params.yaml").write_text("name: topics  # with Kaggle's folders\n")
+    (remote / "metrics.json").write_text(json.dumps({"models": {}}))
+    version = KernelVersion(ref, 1, status="COMPLETE", output=tmp_path / "served")
+    version.done.set()
+    kaggle.runner.versions[ref] = [version]  # served as that notebook's latest output
+    (run / "kaggle.json").write_text(json.dumps({"training": {"ref": ref, "sessions": [
+        {"version": 1, "finished": True}]}}))
+    with pytest.raises(KitError, match="no finished training of topics"):
+        pull_run(run, env=cli_env)
+    (remote / "metrics.json").write_text(json.dumps({"models": {"tfidf": {"f1_micro": 0.9}}}))
+    (remote / "predictions").mkdir()
+    (remote / "predictions" / "tfidf.npz").write_bytes(b"predictions")
+    (remote / "models" / "tfidf" / "pipeline.joblib").write_bytes(b"model")
+    local = (run / "params.yaml").read_text()
+    assert pull_run(run, env=cli_env) == run
+    assert (run / "predictions" / "tfidf.npz").read_bytes() == b"predictions"
+    assert (run / "models" / "tfidf" / "pipeline.joblib").read_bytes() == b"model"
+    assert json.loads((run / "metrics.json").read_text())["models"]["tfidf"]["f1_micro"] == 0.9
+    assert (run / "params.yaml").read_text() == local
+    assert json.loads((run / "kaggle.json").read_text())["training"]["ref"] == ref
 
 
 # ----------------------------------------------------------------------------- sequences
