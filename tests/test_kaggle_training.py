@@ -212,6 +212,36 @@ def test_a_new_session_starts_from_the_attached_previous_output(tmp_path, monkey
 # ----------------------------------------------------------------------------- the local Kaggle
 
 
+def test_without_root_the_session_hook_refuses_the_internet(tmp_path):
+    """The sitecustomize a session gets (kernels.py): without root, internet off refuses every
+    connect but the kernel's own loopback channels. (Its budget clock is what stops the
+    sessions of the slow training sequence below at known steps.)"""
+    import socket
+    import subprocess
+    import sys
+
+    from kaggle_standin.kernels import SITECUSTOMIZE
+
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    probe = ("import socket\n"
+             "for host, port in (('127.0.0.1', {port}), ('127.0.0.1', 80), ('10.1.2.3', 443)):\n"
+             "    try:\n"
+             "        socket.create_connection((host, port), timeout=2).close(); print('ok')\n"
+             "    except OSError as err:\n"
+             "        print(type(err).__name__, err.errno)\n").replace("{port}", str(port))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get(
+        "PYTHONPATH", "")]), "KIT_STANDIN_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    listener.close()
+    assert done.stdout.splitlines() == ["ok", "ConnectionRefusedError 111",
+                                        "ConnectionRefusedError 111"]
+
+
 def test_a_pushed_notebook_runs_in_kaggles_layout_with_the_internet_switch(
         project, tmp_path, kaggle, cli_env):
     kaggle.runner.competitions["topics"] = project / "data" / "topics"
