@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(params_table(), end="")
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
-        elif args.command in ("package", "push"):
+        elif args.command in ("package", "push", "pull"):
             return _kaggle_command(args)
         elif args.command == "kaggle-image":
             return _image_command(args)
@@ -134,6 +134,12 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--submit", action="store_true",
                       help="code competitions: submit the finished version")
     push.add_argument("--poll-seconds", type=float, default=30.0)
+    push.add_argument("--continue", dest="resume", action="store_true",
+                      help="02_train: the next session, with the previous one's output attached "
+                      "(resumes from its latest complete checkpoint)")
+    pull = sub.add_parser("pull", help="bring a run trained on Kaggle (push --notebook 02_train) "
+                          "back into its run folder")
+    pull.add_argument("run", help="the run folder, e.g. outputs/demo")
 
 
 def _kaggle_command(args: argparse.Namespace) -> int:
@@ -142,22 +148,15 @@ def _kaggle_command(args: argparse.Namespace) -> int:
     `kit push --dataset DIR` packages the run into DIR first: one command for both folders.
     """
     commands: list[str] = []
-    if args.command == "package" or getattr(args, "dataset", None):
-        from kit.kaggle import wheels
-        from kit.kaggle.package import package_run
+    if args.command == "pull":
+        from kit.kaggle.remote_train import pull_run
 
-        out = args.out if args.command == "package" else args.dataset
-        packed = package_run(args.run, out, dry_run=args.dry_run,
-                             message=getattr(args, "message", ""),
-                             image_packages=getattr(args, "image_packages", None)
-                             or wheels.IMAGE_PACKAGES,
-                             build_on_kaggle=getattr(args, "build_on_kaggle", False))
-        print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
-        for name, size in packed.files.items():
-            print(f"  {size / 1e6:10.2f} MB  {name}")
-        if packed.builder:
-            print(f"wheel builder {packed.builder.ref}: {packed.builder.folder}")
-        commands += packed.commands
+        print(f"pulled: {pull_run(args.run)}")
+        return 0
+    if args.command == "push" and (args.resume or args.notebook == "02_train"):
+        return _push_training(args)
+    if args.command == "package" or getattr(args, "dataset", None):
+        commands += _package(args)
     if args.command == "push":
         from kit.kaggle.push import push_run
 
@@ -197,6 +196,46 @@ def _image_command(args: argparse.Namespace) -> int:
           f"dated {found.date or '(no date)'}")
     for line in found.source:
         print(f"  {line}")
+    return 0
+
+
+def _package(args: argparse.Namespace) -> list[str]:
+    """`kit package` (or `kit push --dataset DIR`): write and send the dataset; its commands."""
+    from kit.kaggle import wheels
+    from kit.kaggle.package import package_run
+
+    out = args.out if args.command == "package" else args.dataset
+    packed = package_run(args.run, out, dry_run=args.dry_run,
+                         message=getattr(args, "message", ""),
+                         image_packages=getattr(args, "image_packages", None)
+                         or wheels.IMAGE_PACKAGES,
+                         build_on_kaggle=getattr(args, "build_on_kaggle", False))
+    print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
+    for name, size in packed.files.items():
+        print(f"  {size / 1e6:10.2f} MB  {name}")
+    if packed.builder:
+        print(f"wheel builder {packed.builder.ref}: {packed.builder.folder}")
+    return packed.commands
+
+
+def _push_training(args: argparse.Namespace) -> int:
+    """`kit push RUN --notebook 02_train [--continue]`: one training session on Kaggle."""
+    from kit.kaggle.remote_train import push_training
+
+    if args.notebook not in (None, "02_train"):
+        raise KitError(f"--continue goes on with training (02_train), not {args.notebook}. Fix: "
+                       "drop --notebook, or --continue.")
+    commands = _package(args) if args.dataset else []  # the dataset first, as for any push
+    session = push_training(args.run, args.out, resume=args.resume, dry_run=args.dry_run,
+                            poll_seconds=args.poll_seconds)
+    push = session.push
+    print(f"notebook {push.ref} (training session {session.session}): {push.folder}")
+    if push.version is not None:
+        print(f"version {push.version}: {push.status}; output in {session.run_output}")
+    print(session.message)
+    print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
+    for command in [*commands, *push.commands]:
+        print(f"  {command}")
     return 0
 
 

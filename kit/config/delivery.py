@@ -43,13 +43,13 @@ class KaggleParams(Section):
     accelerator: Literal["none", "t4x2", "p100"] = field(default="t4x2", metadata={
         "help": "GPU of the pushed notebook: none, T4 x2 or P100."})
     internet: bool = field(default=False, metadata={
-        "help": "Internet in the pushed notebook (code competitions refuse it)."})
+        "help": "Internet in a pushed scoring notebook (code competitions: off); 02_train: on."})
     private: bool = field(default=True, metadata={
         "help": "Keep the pushed notebook and dataset private."})
     code_competition: bool = field(default=False, metadata={
         "help": "The competition scores a notebook run offline, not an uploaded file."})
     time_limit_hours: float = field(default=9.0, metadata={
-        "help": "The platform's run-time limit; 05_infer stops with advice before it.",
+        "help": "Session limit: 05_infer stops with advice before it; 02_train's time budget.",
         "within": "(0, inf)"})
 
     def check(self) -> None:

@@ -130,7 +130,7 @@ def resolve_params(params_path: str | Path, run_name: str = "",
 
 
 def run_path(params: Params, root: Path) -> Path:
-    out = Path(params.output_dir)
+    out = platform.kaggle_path(params.output_dir)  # /kaggle/working/... where it is moved
     return (out if out.is_absolute() else root / out) / params.name
 
 

@@ -51,9 +51,15 @@ def kernel_metadata(
     accelerator: str = "t4x2", internet: bool = False, code_competition: bool = False,
     dataset_sources: list[str] | None = None, competition_sources: list[str] | None = None,
     model_sources: list[str] | None = None, kernel_sources: list[str] | None = None,
+    scoring: bool = True,
 ) -> dict[str, Any]:
-    """The content of kernel-metadata.json; refuses internet on for a code competition."""
-    if code_competition and internet:
+    """The content of kernel-metadata.json; refuses internet on for a code competition's scoring
+    notebook (`scoring`; a training notebook may use the internet).
+
+    `kernel_sources` ("owner/slug") attach other notebooks' output (latest version) under
+    /kaggle/input/<slug>/, as a continued training session reads the previous one's.
+    """
+    if code_competition and internet and scoring:
         raise KitError(
             f"Notebook {owner}/{slug} would run with the internet on for a code competition, "
             "which Kaggle refuses to score. Fix: set kaggle.internet: false and attach the "

@@ -33,6 +33,9 @@ from kit.kaggle.package import dataset_slug, kaggle_owner, load_state, run_param
 log = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# Notebooks that train: Kaggle lets them use the internet (only a code competition's scoring
+# notebook must run offline), and `kit push` bakes a time budget into them (remote_train.py).
+TRAINING_NOTEBOOKS = frozenset({"02_train"})
 DONE, FAILED = "COMPLETE", ("ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
 _STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?(\w+)"')
 _VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
@@ -74,8 +77,16 @@ def kaggle_parameters(params_path: str, run_name: str) -> dict:
 
 
 def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
-                 dry_run: bool = True, env: Mapping[str, str] | None = None) -> PushResult:
-    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated."""
+                 dry_run: bool = True, env: Mapping[str, str] | None = None,
+                 overrides: dict | None = None, kernel_sources: list[str] | None = None,
+                 output_dir: Path | None = None) -> PushResult:
+    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated.
+
+    `overrides` are added to the baked params overrides; `kernel_sources` ("owner/slug")
+    attach notebooks' outputs; `output_dir` receives the output (default
+    <run>/kaggle_output). A training notebook (TRAINING_NOTEBOOKS) runs with the internet
+    on; any other with `kaggle.internet`.
+    """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
     params = run_params(run_folder)
@@ -91,9 +102,11 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
     dataset = f"{owner}/{dataset_slug(params)}"
     meta = metadata.kernel_metadata(
         owner, slug, f"{name}.ipynb", private=kag.private, accelerator=kag.accelerator,
-        internet=kag.internet, code_competition=kag.code_competition,
-        dataset_sources=[dataset], competition_sources=[params.competition.slug],
-        kernel_sources=builder_sources(load_state(run_folder)))  # kit package --build-on-kaggle
+        internet=kag.internet or name in TRAINING_NOTEBOOKS, code_competition=kag.code_competition,
+        scoring=name not in TRAINING_NOTEBOOKS,
+        kernel_sources=[*(kernel_sources or []),  # a continued session: the previous output
+                        *builder_sources(load_state(run_folder))],  # --build-on-kaggle wheels
+        dataset_sources=[dataset], competition_sources=[params.competition.slug])
     if out.exists():
         if not (out / metadata.KERNEL_FILE).is_file() and any(out.iterdir()):
             raise KitError(f"{out} exists and was not written by `kit push`; it is left alone. "
@@ -101,11 +114,13 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
         shutil.rmtree(out)
     out.mkdir(parents=True)
     params_path = f"/kaggle/input/{dataset_slug(params)}/params.yaml"
-    bake_notebook(source, out / f"{name}.ipynb", kaggle_parameters(params_path, params.name))
+    baked = kaggle_parameters(params_path, params.name)
+    baked["overrides"].update(overrides or {})
+    bake_notebook(source, out / f"{name}.ipynb", baked)
     metadata.write_metadata(out, metadata.KERNEL_FILE, meta)
     metadata.validate(out, "kernel")
     ref = f"{owner}/{slug}"
-    output = run_folder / "kaggle_output"
+    output = output_dir or run_folder / "kaggle_output"
     commands = [shlex.join(c) for c in (["kaggle", "kernels", "push", "-p", str(out)],
                                         ["kaggle", "kernels", "status", ref],
                                         ["kaggle", "kernels", "output", ref, "-p", str(output),
@@ -117,9 +132,16 @@ def push_run(
     run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
     dry_run: bool = True, submit: bool = False, env: Mapping[str, str] | None = None,
     poll_seconds: float = 30.0, max_hours: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, overrides: dict | None = None,
+    kernel_sources: list[str] | None = None, allow_failed: bool = False,
+    output_dir: Path | None = None,
 ) -> PushResult:
-    """Prepare, then (unless `dry_run`) push, follow to the end, fetch the output, maybe submit."""
+    """Prepare, then (unless `dry_run`) push, follow to the end, fetch the output, maybe submit.
+
+    `allow_failed`: a kernel that ended in error is returned (its status and output fetched)
+    instead of raised, for a caller that reads the output itself (a training session stopped
+    by its time budget).
+    """
     run_folder = Path(run_folder).resolve()
     params = run_params(run_folder)
     slug = params.competition.slug
@@ -127,7 +149,9 @@ def push_run(
         raise KitError("--submit sends a notebook's output to a code competition, and "
                        "kaggle.code_competition is false. Fix: set it to true, or submit the "
                        "file with 04_submit.")
-    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env)
+    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env,
+                          overrides=overrides, kernel_sources=kernel_sources,
+                          output_dir=output_dir)
     if submit:
         result.commands.append(kaggle_cli.format_command(
             slug, "submission.csv", params.submit.message or params.name, result.ref, 1
@@ -145,7 +169,7 @@ def push_run(
     limit = (max_hours or params.kaggle.time_limit_hours) * 3600 + 1800
     result.status = follow(result.ref, page, env, poll_seconds, limit, sleep)
     result.files = fetch_output(result.ref, result.output_dir, page, env)
-    if result.status != DONE:
+    if result.status != DONE and not allow_failed:
         tail = log_tail(result.output_dir, result.ref)
         raise KitError(f"Kaggle notebook {result.ref} (version {result.version}) ended "
                        f"{result.status}. The end of its log:\n{tail}"

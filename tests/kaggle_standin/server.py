@@ -41,6 +41,10 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kaggle_standin.kernels import KernelRunner
 
 API = "/api/v1/"
 SUBMISSION_MESSAGE = "Successfully submitted to Standin Text Competition"
@@ -92,6 +96,9 @@ class StandinState:
     # kernel slug -> its own output files (served instead of kernel_files), e.g. the image probe's
     kernel_outputs: dict[str, dict[str, bytes]] = field(default_factory=dict)
     failure_message: str = ""
+    # A runner (kernels.py) makes pushed notebooks really run; None: the recorded answers above.
+    runner: KernelRunner | None = None
+    dataset_files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # ref -> name -> bytes
 
     def endpoints(self) -> list[str]:
         return [r.endpoint for r in self.requests]
@@ -180,6 +187,9 @@ def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", f"http://localhost/files/{slug}.zip")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif rec.path.startswith("/files/kernel/") and state.runner is not None and (
+                    (data := state.runner.file(rec.path)) is not None):
+                self._send(200, data)
             elif rec.path.startswith("/files/kernel/"):
                 slug, name = rec.path.split("/")[-2:]
                 self._send(200, state.kernel_outputs.get(slug, state.kernel_files).get(name, b""))
@@ -198,6 +208,10 @@ def _make_handler(state: StandinState) -> type[BaseHTTPRequestHandler]:
 def _delivery_answer(state: StandinState, ep: str, body: dict) -> tuple[int, dict]:
     """Answers for kernels, datasets, blob uploads and code submissions."""
     method = ep.split("/", 1)[1]
+    if state.runner is not None and ep.startswith("kernels."):
+        answered = state.runner.answer(method, body, state.dataset_files)
+        if answered is not None:
+            return answered
     if method == "StartBlobUpload":
         token = f"blob-{len(state.requests)}"
         state.blob_names[token] = body.get("name", "")
@@ -210,6 +224,9 @@ def _delivery_answer(state: StandinState, ep: str, body: dict) -> tuple[int, dic
     if method in ("CreateDataset", "CreateDatasetVersion"):
         ref = f"{body.get('ownerSlug')}/{body.get('slug') or body.get('datasetSlug')}"
         state.datasets[ref] = state.datasets.get(ref, 0) + 1
+        files = body.get("files") or (body.get("body") or {}).get("files") or []
+        state.dataset_files[ref] = {state.blob_names.get(f.get("token"), ""): state.uploads.get(
+            f.get("token"), b"") for f in files}
         return 200, {"ref": ref, "url": f"http://localhost/datasets/{ref}", "status": "ok",
                      "error": ""}
     if method == "SaveKernel":
