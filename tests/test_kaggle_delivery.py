@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
+from kaggle_standin.server import SUBMISSION_MESSAGE
 
 from kit.cli import main as kit_main
 from kit.core.rundir import open_run
@@ -31,34 +31,16 @@ VERSION = "datasets.DatasetApiService/CreateDatasetVersion"
 BLOB = "blobs.BlobApiService/StartBlobUpload"
 CODE_SUBMIT = "competitions.CompetitionApiService/CreateCodeSubmission"
 OWNER = "standin-user"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    try:
-        server = StandinKaggle()
-    except OSError as exc:
-        why = f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST mode needs it"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with server:
-        yield server
+DATASET = f"{OWNER}/topics-offline"
+DATASET_STATUS = "datasets.DatasetApiService/GetDatasetStatus"
 
 
 @pytest.fixture
 def kaggle(standin):
-    state = standin.state
-    state.requests.clear()
-    state.failures.clear()
-    state.uploads.clear()
-    state.datasets.clear()
-    state.kernel_statuses.clear()
-    state.kernel_versions.clear()
-    state.kernel_files = {"submission.csv": b"id,label\n1,spam\n"}
-    state.kernel_log = '[{"stream_name":"stdout","time":1.0,"data":"all good\\n"}]'
-    state.failure_message = ""
-    return state
+    """The stand-in (tests/conftest.py) as fresh as a new one, the run's dataset on it."""
+    standin.state.reset()
+    standin.state.datasets[DATASET] = 1
+    return standin.state
 
 
 @pytest.fixture
@@ -168,7 +150,8 @@ def test_push_follows_the_kernel_fetches_its_output_and_submits(project, tmp_pat
     code = kaggle.find(CODE_SUBMIT).json()
     assert code["kernelSlug"] == "topics-04-submit" and code["kernelVersion"] == 1
     assert code["competitionName"] == "topics" and code["fileName"] == "submission.csv"
-    assert json.loads((run / "kaggle.json").read_text())["kernel"] == {"ref": ref, "version": 1}
+    state = json.loads((run / "kaggle.json").read_text())
+    assert state["kernel"] == {"ref": ref, "version": 1}
     assert "RUNNING (1 min)" in caplog.text
     no_token_under(run, tmp_path / "nb")
     assert TOKEN not in caplog.text
@@ -212,6 +195,13 @@ def test_push_failures_say_what_happened_and_the_fix(project, tmp_path, kaggle, 
 # ----------------------------------------------------------------------------- datasets
 
 
+@pytest.fixture
+def fresh(kaggle):
+    """The stand-in without the run's dataset: `datasets create` makes it."""
+    kaggle.datasets.clear()
+    return kaggle
+
+
 def dataset_folder(tmp_path: Path) -> Path:
     out = tmp_path / "ds"
     (out / "wheels").mkdir(parents=True)
@@ -222,7 +212,8 @@ def dataset_folder(tmp_path: Path) -> Path:
     return out
 
 
-def test_dataset_is_created_then_versioned(tmp_path, kaggle, cli_env):
+def test_dataset_is_created_then_versioned(tmp_path, fresh, cli_env):
+    kaggle = fresh
     out, run = dataset_folder(tmp_path), tmp_path / "run"
     run.mkdir()
     ref = f"{OWNER}/topics-offline"
@@ -241,7 +232,8 @@ def test_dataset_is_created_then_versioned(tmp_path, kaggle, cli_env):
     no_token_under(run, out)
 
 
-def test_a_dataset_made_elsewhere_gets_a_version(tmp_path, kaggle, cli_env):
+def test_a_dataset_made_elsewhere_gets_a_version(tmp_path, fresh, cli_env):
+    kaggle = fresh
     out, run = dataset_folder(tmp_path), tmp_path / "run"
     run.mkdir()
     kaggle.datasets[f"{OWNER}/topics-offline"] = 1
@@ -254,7 +246,8 @@ def test_a_dataset_made_elsewhere_gets_a_version(tmp_path, kaggle, cli_env):
     (BLOB, 401, ["HTTP 401"]),
     ("datasets.DatasetApiService/GetDatasetStatus", "drop", ["connection"]),
 ], ids=["401-upload", "dropped-status"])
-def test_dataset_failures_say_what_happened(tmp_path, kaggle, cli_env, endpoint, how, words):
+def test_dataset_failures_say_what_happened(tmp_path, fresh, cli_env, endpoint, how, words):
+    kaggle = fresh
     out, run = dataset_folder(tmp_path), tmp_path / "run"
     run.mkdir()
     kaggle.failures[endpoint] = how

@@ -4,7 +4,8 @@ DIR holds `wheels/` (the kit's wheel and every wheel the Kaggle image lacks, kit
 `run/` (what predicting needs of the run: params, metrics, decision rule and the model, the
 transformer's export from kit.models.export or the TF-IDF pipeline), `params.yaml`,
 `kit_bootstrap.py` (the notebooks' first cell's installer) and `dataset-metadata.json`, checked
-by the kaggle CLI's own code. Unless it is a dry run it is then sent: `kaggle datasets create`
+by the kaggle CLI's own code; with `include_base`, a LoRA run's base model (`base_model/`,
+kit.kaggle.base_model). Unless it is a dry run it is then sent: `kaggle datasets create`
 the first time, `kaggle datasets version` on later calls (the run folder's `kaggle.json`
 remembers which). Folders go up zipped (`--dir-mode zip`); Kaggle unpacks them on its side.
 """
@@ -24,7 +25,7 @@ import yaml
 
 from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
-from kit.kaggle import metadata, wheels
+from kit.kaggle import base_model, metadata, wheels
 from kit.kaggle.commands import failure, run_kaggle
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,12 @@ def package_run(
     run_folder: str | Path, out: str | Path, *, dry_run: bool = True,
     image_packages: str | Path = wheels.IMAGE_PACKAGES, target: wheels.Target | None = None,
     project_root: Path | None = None, message: str = "", env: Mapping[str, str] | None = None,
+    include_base: bool = False,
 ) -> PackageResult:
     """Write the dataset folder for `run_folder` into `out`; send it unless `dry_run`.
 
     `project_root` is the checkout the kit's wheel is built from (default: this kit's own).
+    `include_base` copies a LoRA adapter run's base weights into the dataset.
     """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
@@ -183,6 +186,15 @@ def package_run(
     if copy_inference_run(run_folder, out / "run") is None:
         log.warning("%s has no trained model (neither a transformer export nor a TF-IDF "
                     "pipeline): the dataset carries wheels and params only.", run_folder)
+    included = False
+    if include_base:
+        exports = base_model.adapter_exports(run_folder, model_parts(run_folder))
+        if exports:
+            base_model.copy_base_model(exports, out / "run", run_folder, out, ref.split("/")[1])
+            included = True
+        else:
+            log.warning("--include-base: %s has no LoRA adapter export (its model is whole); "
+                        "no base model added.", run_folder)
     shutil.copy2(run_folder / "params.yaml", out / "params.yaml")  # the notebook's params_path
     shutil.copy2(BOOTSTRAP, out / "kit_bootstrap.py")
     metadata.write_metadata(out, metadata.DATASET_FILE, metadata.dataset_metadata(
@@ -196,6 +208,10 @@ def package_run(
     send = send_dataset(out, ref, run_folder, private=params.kaggle.private,
                         message=message or f"compkit run {params.name}", dry_run=dry_run, env=env)
     result.commands, result.answer = send
+    if not dry_run:  # kit push checks it: an adapter run needs its base on Kaggle
+        state = load_state(run_folder)
+        state["dataset"]["base_model"] = included
+        save_state(run_folder, state)
     return result
 
 

@@ -1,11 +1,17 @@
 """`python -m kit push RUN --out DIR`: bake a notebook, push it, follow it, fetch its output.
 
 The notebook gets the run's params baked in (papermill's prepare-only mode: the parameters cell
-is injected, nothing is executed) and `kernel-metadata.json` beside it, checked by the kaggle
-CLI's own code. Then `kaggle kernels push`, `kaggle kernels status` every `poll_seconds` with a
-progress line, and on completion `kaggle kernels output` into the run folder; a failed kernel is
-a KitError carrying the tail of its log. For a code competition with `--submit`, the finished
-version is submitted with `kaggle competitions submit -k owner/notebook -v N`.
+is injected, nothing is executed) and `kernel-metadata.json` beside it (the run's dataset, the
+competition, `kaggle.model_sources`), checked by the kaggle CLI's own code; a LoRA adapter run
+must say where its base model comes from (kit.kaggle.base_model). Before `kaggle kernels push`
+the dataset must be processed: `kaggle datasets status` every `poll_seconds` until it says
+ready, with a progress line and a time limit (kit.kaggle.dataset_wait). A push whose sources
+Kaggle could not attach is an error although the CLI exits 0 (kit.kaggle.commands). Then
+`kaggle kernels status` every `poll_seconds` with a progress line, and on completion `kaggle
+kernels output` into the run folder; a failed kernel is a KitError carrying the tail of its log.
+The run folder's `kaggle.json` lists each notebook version with the dataset version it used.
+For a code competition with `--submit`, the finished version is submitted with
+`kaggle competitions submit -k owner/notebook -v N`.
 """
 
 from __future__ import annotations
@@ -20,14 +26,24 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
 from kit.kaggle import metadata
-from kit.kaggle.commands import run_kaggle
+from kit.kaggle.base_model import BASE_FOLDER, base_model_plan
+from kit.kaggle.commands import failure, run_kaggle
 from kit.kaggle.credentials import redact, require_credentials
-from kit.kaggle.package import dataset_slug, kaggle_owner, load_state, run_params, save_state
+from kit.kaggle.dataset_wait import status_command, wait_for_dataset
+from kit.kaggle.package import (
+    dataset_slug,
+    kaggle_owner,
+    load_state,
+    model_parts,
+    run_params,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +65,9 @@ class PushResult:
     output_dir: Path | None = None
     files: list[str] = field(default_factory=list)
     submission: str = ""  # what Kaggle answered to the code-competition submission
+    dataset: str = ""  # owner/slug of the attached dataset
+    dataset_version: int | None = None  # the version this notebook version was pushed with
+    base_model: str = ""  # where a LoRA run's base comes from on Kaggle ("" for other runs)
 
 
 def bake_notebook(notebook: Path, out: Path, parameters: dict) -> Path:
@@ -73,8 +92,13 @@ def kaggle_parameters(params_path: str, run_name: str) -> dict:
 
 
 def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
-                 dry_run: bool = True, env: Mapping[str, str] | None = None) -> PushResult:
-    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated."""
+                 dry_run: bool = True, env: Mapping[str, str] | None = None,
+                 dataset_folder: str | Path | None = None) -> PushResult:
+    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated.
+
+    `dataset_folder`: the dataset just packaged for this push (else the run folder's kaggle.json
+    says what was sent); it decides whether a LoRA run's base model travels in it.
+    """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
     params = run_params(run_folder)
@@ -88,10 +112,18 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
     owner = kaggle_owner(params, env, dry_run)
     slug = kag.kernel or metadata.slugify(f"{params.name}-{name}")
     dataset = f"{owner}/{dataset_slug(params)}"
+    in_dataset = ((Path(dataset_folder) / BASE_FOLDER / "config.json").is_file()
+                  if dataset_folder is not None
+                  else bool(load_state(run_folder).get("dataset", {}).get("base_model")))
+    plan = base_model_plan(run_folder, model_parts(run_folder), in_dataset=in_dataset,
+                           model_sources=list(kag.model_sources))
+    if plan:
+        log.info("%s", plan)
     meta = metadata.kernel_metadata(
         owner, slug, f"{name}.ipynb", private=kag.private, accelerator=kag.accelerator,
         internet=kag.internet, code_competition=kag.code_competition,
-        dataset_sources=[dataset], competition_sources=[params.competition.slug])
+        dataset_sources=[dataset], competition_sources=[params.competition.slug],
+        model_sources=list(kag.model_sources))
     if out.exists():
         if not (out / metadata.KERNEL_FILE).is_file() and any(out.iterdir()):
             raise KitError(f"{out} exists and was not written by `kit push`; it is left alone. "
@@ -104,20 +136,23 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
     metadata.validate(out, "kernel")
     ref = f"{owner}/{slug}"
     output = run_folder / "kaggle_output"
-    commands = [shlex.join(c) for c in (["kaggle", "kernels", "push", "-p", str(out)],
+    commands = [shlex.join(c) for c in (["kaggle", *status_command(dataset)],
+                                        ["kaggle", "kernels", "push", "-p", str(out)],
                                         ["kaggle", "kernels", "status", ref],
                                         ["kaggle", "kernels", "output", ref, "-p", str(output),
                                          "-o"])]
-    return PushResult(out, ref, commands, output_dir=output)
+    return PushResult(out, ref, commands, output_dir=output, dataset=dataset, base_model=plan)
 
 
 def push_run(
     run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
     dry_run: bool = True, submit: bool = False, env: Mapping[str, str] | None = None,
     poll_seconds: float = 30.0, max_hours: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, dataset_folder: str | Path | None = None,
+    dataset_wait_minutes: float = 30.0,
 ) -> PushResult:
-    """Prepare, then (unless `dry_run`) push, follow to the end, fetch the output, maybe submit."""
+    """Prepare, then (unless `dry_run`) wait for the dataset, push, follow to the end, fetch the
+    output, maybe submit. `dataset_wait_minutes` bounds the wait for the dataset."""
     run_folder = Path(run_folder).resolve()
     params = run_params(run_folder)
     slug = params.competition.slug
@@ -125,21 +160,33 @@ def push_run(
         raise KitError("--submit sends a notebook's output to a code competition, and "
                        "kaggle.code_competition is false. Fix: set it to true, or submit the "
                        "file with 04_submit.")
-    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env)
+    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env,
+                          dataset_folder=dataset_folder)
     if submit:
         result.commands.append(kaggle_cli.format_command(
             slug, "submission.csv", params.submit.message or params.name, result.ref, 1
         ).replace(" -v 1 ", " -v <version> "))
     if dry_run:
         return result
+    result.dataset_version = wait_for_dataset(result.dataset, env, poll_seconds,
+                                              dataset_wait_minutes * 60, sleep)
     page = f"https://www.kaggle.com/code/{result.ref}"
     run = run_kaggle(["kernels", "push", "-p", str(result.folder)], f"push of {result.ref}",
-                     page, env=env)
+                     page, env=env, check=False)
     found = _VERSION.search(run.output)
     result.version = int(found.group(1)) if found else None
-    state = load_state(run_folder)
-    state["kernel"] = {"ref": result.ref, "version": result.version}
-    save_state(run_folder, state)
+    if result.version is not None:
+        state = load_state(run_folder)
+        state["kernel"] = {"ref": result.ref, "version": result.version}
+        state.setdefault("kernel_versions", []).append({
+            "kernel": result.ref, "version": result.version, "dataset": result.dataset,
+            "dataset_version": result.dataset_version,
+            "model_sources": list(params.kaggle.model_sources),
+            "pushed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        save_state(run_folder, state)
+    problem = failure(run, f"push of {result.ref}", page)
+    if problem:  # recorded first: a version may exist on Kaggle all the same
+        raise KitError(problem)
     limit = (max_hours or params.kaggle.time_limit_hours) * 3600 + 1800
     result.status = follow(result.ref, page, env, poll_seconds, limit, sleep)
     result.files = fetch_output(result.ref, result.output_dir, page, env)
