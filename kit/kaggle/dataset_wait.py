@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -40,7 +41,10 @@ def dataset_status(ref: str, env: Mapping[str, str] | None) -> tuple[str, int | 
     page = f"https://www.kaggle.com/datasets/{ref}"
     run = run_kaggle(status_command(ref), f"status check of dataset {ref}", page, env=env,
                      check=False)
-    if "404 Client Error" in run.output or "Not Found" in run.output:
+    # kagglesdk raises the server's JSON message as an HTTPError (kaggle_http_client.py,
+    # `_prepare_response`) and the CLI prints it and exits 1: "NotFound" (kaggle-cli #530),
+    # or "404 Client Error: Not Found" from requests when the body is not JSON.
+    if run.returncode and re.search(r"not ?found|\b404\b", run.output, re.IGNORECASE):
         raise KitError(
             f"Kaggle has no dataset {ref} (the notebook attaches it). Fix: send it first: "
             "`python -m kit package RUN --out DIR` (or `python -m kit push RUN --out NB "
