@@ -196,12 +196,32 @@ def push_run(
                        f"{result.status}. The end of its log:\n{tail}"
                        f"\nFix: read the whole log at {page}/log, fix the cause, push again.")
     if submit:
-        answer = kaggle_cli.submit(slug, "submission.csv", params.submit.message or params.name,
-                                   dry_run=False, kernel=result.ref, version=result.version,
-                                   env=env)
+        message = params.submit.message or params.name
+        try:
+            answer = kaggle_cli.submit(slug, "submission.csv", message, dry_run=False,
+                                       kernel=result.ref, version=result.version, env=env)
+        except kaggle_cli.SubmitError as err:
+            _log_submission(run_folder, result, message, err.result.answer, ok=False)
+            raise
+        _log_submission(run_folder, result, message, answer.answer, ok=True)
         result.submission = answer.answer
         result.commands.append(answer.command)
     return result
+
+
+def _log_submission(run_folder: Path, result: PushResult, message: str, answer: str,
+                    ok: bool) -> None:
+    """The code-competition submission in outputs/submissions.csv, as 04_submit logs its own:
+    the notebook's submission.csv (its sha256) and the message `kit leaderboard --kaggle`
+    joins Kaggle's score by."""
+    from kit.submission.store import log_submission
+
+    assert result.output_dir is not None
+    log_submission(run_folder.parent / "submissions.csv", run=run_folder.name,
+                   file=result.output_dir / "submission.csv", message=message,
+                   model=f"notebook {result.ref} v{result.version}", local_public=None,
+                   local_private=None, validation=None, kaggle_answer=answer, ok=ok,
+                   dry_run=False)
 
 
 def follow(ref: str, page: str, env: Mapping[str, str] | None, poll_seconds: float,
