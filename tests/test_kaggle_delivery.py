@@ -21,6 +21,7 @@ from kit.errors import KitError
 from kit.kaggle import metadata
 from kit.kaggle.package import send_dataset
 from kit.kaggle.push import push_run
+from kit.submission.store import read_log, sha256_of
 
 TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
 SAVE = "kernels.KernelsApiService/SaveKernel"
@@ -152,6 +153,9 @@ def test_push_follows_the_kernel_fetches_its_output_and_submits(project, tmp_pat
     assert code["competitionName"] == "topics" and code["fileName"] == "submission.csv"
     state = json.loads((run / "kaggle.json").read_text())
     assert state["kernel"] == {"ref": ref, "version": 1}
+    logged = read_log(project / "outputs" / "submissions.csv").iloc[-1]
+    assert logged["run"] == "topics" and logged["message"] == "topics" and logged["ok"]
+    assert logged["sha256"] == sha256_of(run / "kaggle_output" / "submission.csv")
     assert "RUNNING (1 min)" in caplog.text
     no_token_under(run, tmp_path / "nb")
     assert TOKEN not in caplog.text

@@ -127,3 +127,8 @@ def test_leaderboard_kaggle_joins_kaggles_scores_to_the_runs(project, runs, stan
     assert joined.loc["topics-a rerun on Kaggle", "joined_by"] == "message"
     assert "kaggle_public" in printed and "topics (metric f1_micro, 2 runs):" in printed
     assert TOKEN not in printed
+
+
+def test_the_notebook_leaderboard_before_any_run_has_scores(project):
+    board = leaderboard(open_run("params/topics.yaml", "fresh"))
+    assert board.table.empty and board.plot is None

@@ -147,7 +147,9 @@ def by_competition(table: pd.DataFrame,
         known = ", ".join(sorted(map(str, table.get("competition", pd.Series()).unique())))
         raise KitError(f"No run of competition {competition!r} on the leaderboard. Fix: pass "
                        f"one of: {known or '(no runs yet)'}.")
-    parts = {}
+    parts: dict[tuple[str, str], pd.DataFrame] = {}
+    if table.empty:
+        return parts
     for (slug, metric), part in table.groupby(["competition", "metric"], sort=True):
         if competition is None or slug == competition:
             # Params that differ only in another competition's runs are empty here.
