@@ -94,16 +94,16 @@ def test_smollm2_alias_converts_gguf_once(tmp_path, monkeypatch):
 
 def test_a_kaggle_model_is_found_at_its_real_mount_depth(tmp_path, monkeypatch):
     """model_sources mount at /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<v>."""
-    from kit.models.source import kaggle_model_mount
-
     monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "input"))
-    handle = "huggingfacetb/smollm2-135m/transformers/default/1"
-    mounted = kaggle_model_mount(handle)
-    assert mounted == tmp_path / "input" / "models" / "huggingfacetb" / "smollm2-135m" / \
+    mounted = tmp_path / "input" / "models" / "huggingfacetb" / "smollm2-135m" / \
         "transformers" / "default" / "1"
     mounted.mkdir(parents=True)
     (mounted / "config.json").write_text("{}")
     assert resolve_model("HuggingFaceTB/SmolLM2-135M") == str(mounted)
+
+    from kit.models.source import kaggle_model_mount
+
+    assert kaggle_model_mount("huggingfacetb/smollm2-135m/transformers/default/1") == mounted
     gemma = kaggle_model_mount("google/gemma/transformers/2b/1")  # <model>-<variation>
     gemma.mkdir(parents=True)
     (gemma / "config.json").write_text("{}")
