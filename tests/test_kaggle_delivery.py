@@ -391,6 +391,20 @@ def test_model_sources_reach_kernel_metadata_and_kaggle(project, tmp_path, kaggl
     assert versions[-1]["model_sources"] == [handle]
 
 
+def test_a_model_kaggle_did_not_attach_is_an_error_the_cli_does_not_print(project, tmp_path,
+                                                                           kaggle, cli_env):
+    handle = "alice/no-such-model/transformers/default/1"
+    run = adapter_run(project, model_sources=[handle])
+    with pytest.raises(KitError) as err:
+        push_run(run, tmp_path / "nb", notebook="04_submit", dry_run=False, env=cli_env,
+                 sleep=lambda s: None)
+    said = str(err.value)
+    assert f"did not attach the model sources ['{handle}']" in said
+    assert "owner/model/framework/variation/version" in said
+    assert "kernels.KernelsApiService/GetKernel" in kaggle.endpoints()
+    assert STATUS not in kaggle.endpoints()
+
+
 def test_a_model_handle_without_its_version_is_refused_at_params_time(project):
     with pytest.raises(KitError, match=r"owner/model/framework/variation/version"):
         make_run(project, model_sources=["google/gemma/transformers/2b"])

@@ -64,7 +64,7 @@ def failure(run: CliRun, what: str, page: str) -> str | None:
 
 
 # What to do when `kaggle kernels push` says a source could not be attached, by kind.
-_SOURCE_FIX = {
+SOURCE_FIX = {
     "dataset": ("Kaggle is still processing a new version of it, or it does not exist, or your "
                 "token's account cannot see it. Fix: wait until `kaggle datasets status <ref>` "
                 "says ready (`kit push` waits by itself), check the ref at "
@@ -89,7 +89,7 @@ def invalid_sources(output: str) -> str | None:
     if not found:
         return None
     said = "; ".join(f"{kind} sources {refs.strip()}" for kind, refs in found)
-    fixes = " ".join(f"For the {kind} sources: {_SOURCE_FIX[kind]}" for kind in
+    fixes = " ".join(f"For the {kind} sources: {SOURCE_FIX[kind]}" for kind in
                      dict.fromkeys(kind for kind, _ in found))
     return (f"Kaggle could not attach {said} to the notebook, so the version it made runs "
             f"without them (missing wheels, a model or data). {fixes}")

@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
 from kit.kaggle import metadata
 from kit.kaggle.base_model import BASE_FOLDER, base_model_plan
-from kit.kaggle.commands import failure, run_kaggle
+from kit.kaggle.commands import SOURCE_FIX, failure, run_kaggle
 from kit.kaggle.credentials import redact, require_credentials
 from kit.kaggle.dataset_wait import status_command, wait_for_dataset
 from kit.kaggle.package import (
@@ -187,6 +188,8 @@ def push_run(
     problem = failure(run, f"push of {result.ref}", page)
     if problem:  # recorded first: a version may exist on Kaggle all the same
         raise KitError(problem)
+    if params.kaggle.model_sources and result.version is not None:
+        check_models_attached(result.ref, result.version, params.kaggle.model_sources, env)
     limit = (max_hours or params.kaggle.time_limit_hours) * 3600 + 1800
     result.status = follow(result.ref, page, env, poll_seconds, limit, sleep)
     result.files = fetch_output(result.ref, result.output_dir, page, env)
@@ -222,6 +225,27 @@ def _log_submission(run_folder: Path, result: PushResult, message: str, answer: 
                    model=f"notebook {result.ref} v{result.version}", local_public=None,
                    local_private=None, validation=None, kaggle_answer=answer, ok=ok,
                    dry_run=False)
+
+
+def check_models_attached(ref: str, version: int, wanted: list[str],
+                          env: Mapping[str, str] | None) -> None:
+    """KitError (with the fix) when version `version` of `ref` lacks a model of `wanted`.
+
+    `kernels push` does not print the model sources Kaggle refused (kaggle 2.2.4's
+    kernels_push_cli prints invalidTags/Dataset/Competition/KernelSources only, although
+    ApiSaveKernelResponse has invalid_model_sources), so the version's metadata is read back
+    with `kaggle kernels pull owner/slug/N -m` (its `model_sources` are what Kaggle attached).
+    """
+    page = f"https://www.kaggle.com/code/{ref}"
+    with tempfile.TemporaryDirectory() as folder:
+        run_kaggle(["kernels", "pull", f"{ref}/{version}", "-p", folder, "-m"],
+                   f"metadata check of {ref} version {version}", page, env=env)
+        attached = json.loads((Path(folder) / metadata.KERNEL_FILE).read_text())
+    missing = [m for m in wanted if m not in (attached.get("model_sources") or [])]
+    if missing:
+        raise KitError(
+            f"Kaggle did not attach the model sources {missing} to {ref} version {version}, so "
+            f"it runs without them. For the model sources: {SOURCE_FIX['model']}")
 
 
 def follow(ref: str, page: str, env: Mapping[str, str] | None, poll_seconds: float,

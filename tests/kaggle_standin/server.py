@@ -44,7 +44,11 @@ CLI prints {"status": ..., "current_version_number": ...}. A new version is proc
 `invalidDatasetSources` and the CLI prints "The following are not valid dataset sources and could
 not be added to the kernel: [...]" and exits 0 (kaggle_api_extended.py, `kernels_push_cli`).
 Kernel and model sources Kaggle does not know come back in `invalidKernelSources` and
-`invalidModelSources` (ApiSaveKernelResponse in kagglesdk/kernels/types/kernels_api_service.py).
+`invalidModelSources` (ApiSaveKernelResponse in kagglesdk/kernels/types/kernels_api_service.py);
+the CLI prints the first but not the second. `kaggle kernels pull owner/slug/N -m` is `GetKernel`
+{"userName", "kernelSlug": "slug/N"} -> {"metadata": ApiKernelMetadata (what the version has
+attached: "datasetDataSources", "modelDataSources", ...), "blob": {"source", "language",
+"kernelType", "slug"}}, written by the CLI as kernel-metadata.json.
 
 Submissions (`kaggle competitions submissions <slug> --csv`) are `ListSubmissions`
 {"competitionName", ...} -> {"submissions": [ApiSubmission: "ref", "fileName", "date",
@@ -115,6 +119,7 @@ class StandinState:
     models: set[str] = field(default_factory=set)  # model handles Kaggle knows
     # owner/kernel -> {version: {dataset ref: the dataset version attached}}
     kernel_sources: dict[str, dict[int, dict[str, int]]] = field(default_factory=dict)
+    kernel_models: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # attached
     submissions: dict[str, list[dict]] = field(default_factory=dict)  # competition -> newest first
     public_scores: dict[str, list[str]] = field(default_factory=dict)  # competition -> scores
     upload_names: dict[str, str] = field(default_factory=dict)  # submission blob -> file name
@@ -257,6 +262,8 @@ def _delivery_answer(state: StandinState, ep: str, body: dict) -> tuple[int, dic
                      "error": ""}
     if method == "SaveKernel":
         return _save_kernel(state, body)
+    if method == "GetKernel":
+        return _get_kernel(state, body)
     if method == "GetKernelSessionStatus":
         ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
         statuses = state.kernel_statuses.setdefault(ref, ["COMPLETE"])
@@ -296,9 +303,28 @@ def _save_kernel(state: StandinState, body: dict) -> tuple[int, dict]:
     version = state.kernel_versions[ref]
     state.kernel_sources.setdefault(ref, {})[version] = {
         d: state.datasets[d] for d in datasets if d not in invalid["invalidDatasetSources"]}
+    state.kernel_models.setdefault(ref, {})[version] = [
+        m for m in body.get("modelDataSources") or [] if m not in invalid["invalidModelSources"]]
     return 200, {"ref": f"/code/{ref}", "url": f"http://localhost/code/{ref}",
                  "versionNumber": version, "error": "",
                  **{k: v for k, v in invalid.items() if v}}
+
+
+def _get_kernel(state: StandinState, body: dict) -> tuple[int, dict]:
+    """A kernel version's metadata as Kaggle keeps it: the sources it really has attached."""
+    slug, _, asked = str(body.get("kernelSlug", "")).partition("/")
+    ref = f"{body.get('userName')}/{slug}"
+    if ref not in state.kernel_versions:
+        return 404, {"code": 404, "message": "NotFound"}
+    version = int(asked or state.kernel_versions[ref])
+    datasets = state.kernel_sources.get(ref, {}).get(version, {})
+    return 200, {
+        "metadata": {"ref": ref, "id": 1, "title": slug, "language": "python",
+                     "kernelType": "notebook", "isPrivate": True, "enableGpu": False,
+                     "enableInternet": False, "datasetDataSources": list(datasets),
+                     "modelDataSources": state.kernel_models.get(ref, {}).get(version, []),
+                     "currentVersionNumber": version},
+        "blob": {"source": "{}", "language": "python", "kernelType": "notebook", "slug": slug}}
 
 
 def _record_submission(state: StandinState, body: dict, file_name: str) -> None:
