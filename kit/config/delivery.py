@@ -52,8 +52,7 @@ class KaggleParams(Section):
         "help": "The platform's run-time limit; 05_infer stops with advice before it.",
         "within": "(0, inf)"})
     model_sources: list[str] = field(default_factory=list, metadata={
-        "help": "Kaggle Models attached to the pushed notebook: "
-                "owner/model/framework/variation/version (e.g. a LoRA run's base)."})
+        "help": "Kaggle Models to attach: owner/model/framework/variation/version (a LoRA base)."})
 
     def check(self) -> None:
         if self.code_competition and self.internet:
