@@ -451,3 +451,25 @@ def test_include_base_puts_a_lora_runs_base_in_the_dataset(project, tmp_path, ca
                                            device="cpu")
     assert labels == LABEL_NAMES
     torch.testing.assert_close(logits_of(reloaded, tok2), expected, atol=1e-6, rtol=0)
+
+
+def test_a_cli_without_status_format_still_waits(monkeypatch):
+    """kaggle < 2.2 has no `datasets status --format`: argparse refuses it (exit 2), and the
+    bare `datasets status` prints the status alone (kaggle-api's dataset_status_cli)."""
+    from kit.kaggle import dataset_wait
+    from kit.kaggle.commands import CliRun
+
+    calls: list[list[str]] = []
+    answers = iter(["blobs_received", "ready"])
+
+    def old_cli(args, what, page, *, env=None, check=True):
+        calls.append(args)
+        if "--format" in args:
+            return CliRun("kaggle " + " ".join(args), 2, "usage: kaggle [-h] ...\nkaggle: error: "
+                          "unrecognized arguments: --format json")
+        return CliRun("kaggle " + " ".join(args), 0, next(answers))
+
+    monkeypatch.setattr(dataset_wait, "run_kaggle", old_cli)
+    sleeps: list[float] = []
+    assert dataset_wait.wait_for_dataset(DATASET, None, 30, 600, sleeps.append) is None
+    assert sleeps == [30] and calls[-1] == ["datasets", "status", DATASET]

@@ -50,6 +50,12 @@ def dataset_status(ref: str, env: Mapping[str, str] | None) -> tuple[str, int | 
             "`python -m kit package RUN --out DIR` (or `python -m kit push RUN --out NB "
             "--dataset DIR`, which packages and pushes in one command); check kaggle.owner and "
             "kaggle.dataset if it exists under another name.")
+    if run.returncode == 2 and "unrecognized arguments: --format" in run.output:
+        # A CLI older than --format (kaggle-api at 1744cda: `dataset_status_cli(dataset,
+        # dataset_opt)`) prints the bare status; the version number is then unknown.
+        plain = run_kaggle(["datasets", "status", ref], f"status check of dataset {ref}", page,
+                           env=env)
+        return (plain.lines or ["(no answer)"])[-1].strip().lower(), None
     problem = failure(run, f"status check of dataset {ref}", page)
     if problem:
         raise KitError(problem)
