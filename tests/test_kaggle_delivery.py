@@ -56,9 +56,9 @@ def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
             "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_API_TOKEN": TOKEN}
 
 
-def make_run(project: Path, **kaggle) -> Path:
+def make_run(project: Path, name: str = "", **kaggle) -> Path:
     overrides = {"kaggle.owner": OWNER, **{f"kaggle.{k}": v for k, v in kaggle.items()}}
-    return open_run("params/topics.yaml", overrides=overrides).path
+    return open_run("params/topics.yaml", name, overrides=overrides).path
 
 
 def no_token_under(*folders: Path) -> None:
@@ -355,9 +355,9 @@ def test_every_invalid_source_answer_of_the_cli_is_an_error_with_its_fix():
 # ----------------------------------------------------------------------------- models travel
 
 
-def adapter_run(project: Path, **kaggle) -> Path:
+def adapter_run(project: Path, name: str = "", **kaggle) -> Path:
     """A run whose transformer export is a LoRA adapter (what kit.models.export writes)."""
-    run = make_run(project, **kaggle)
+    run = make_run(project, name, **kaggle)
     export = run / "models" / "transformer" / "model"
     export.mkdir(parents=True)
     (export / "kit_export.json").write_text(json.dumps({
@@ -375,6 +375,10 @@ def test_an_adapter_run_without_its_base_is_refused_naming_both_fixes(project, t
     assert "LoRA adapter run" in said and "HuggingFaceTB/SmolLM2-135M" in said
     assert "--include-base" in said and "kaggle.model_sources" in said
     assert not (tmp_path / "nb").exists()
+    elsewhere = adapter_run(project, "other-base",
+                            model_sources=["alice/tinyllama/transformers/v1/1"])
+    result = push_run(elsewhere, tmp_path / "nb", notebook="04_submit")  # a dry run
+    assert "Warning: none of them is named like HuggingFaceTB/SmolLM2-135M" in result.base_model
 
 
 def test_model_sources_reach_kernel_metadata_and_kaggle(project, tmp_path, kaggle, cli_env):

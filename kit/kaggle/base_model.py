@@ -92,6 +92,14 @@ def copy_base_model(exports: list[Path], run_copy: Path, run_folder: Path, out: 
     return dest
 
 
+def _names_match(name: str, handle: str) -> bool:
+    """kit.models.source's rule for a Kaggle Model mount: a part of the handle is the model's
+    name, or its <model>-<variation> is."""
+    want = name.rstrip("/").split("/")[-1].lower()
+    parts = handle.lower().split("/")
+    return want in parts or (len(parts) == 5 and f"{parts[1]}-{parts[3]}" == want)
+
+
 def base_model_plan(run_folder: Path, parts: list[str], *, in_dataset: bool,
                     model_sources: list[str]) -> str:
     """Where a LoRA run's base comes from on Kaggle, said for a person; "" for other runs.
@@ -108,9 +116,14 @@ def base_model_plan(run_folder: Path, parts: list[str], *, in_dataset: bool,
                 "dataset (packaged with --include-base).")
     if model_sources:
         mounts = ", ".join(f"/kaggle/input/models/{h}" for h in model_sources)
-        return (f"{run_folder.name} is a LoRA adapter run: its base model {name} comes from the "
-                f"attached Kaggle Model(s) {', '.join(model_sources)} (mounted at {mounts}); "
-                "kit.models.source finds it when a folder name there matches the model's name.")
+        plan = (f"{run_folder.name} is a LoRA adapter run: its base model {name} comes from the "
+                f"attached Kaggle Model(s) {', '.join(model_sources)} (mounted at {mounts}).")
+        if not any(_names_match(name, handle) for handle in model_sources):
+            log.warning("No attached Kaggle Model is named like %s, so kit.models.source will "
+                        "not find it there. Fix: attach the base's own Kaggle Model, or copy the "
+                        "base into the dataset with --include-base.", name)
+            plan += f" Warning: none of them is named like {name}."
+        return plan
     raise KitError(
         f"{run_folder} is a LoRA adapter run (transformer.merge_on_export: false): offline on "
         f"Kaggle its notebook needs the base model {name}, and neither does its dataset carry "
