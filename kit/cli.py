@@ -104,6 +104,8 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
     package.add_argument("--message", default="", help="version notes for a new version")
     package.add_argument("--image-packages", default=None,
                          help="the target image file (default: kit/kaggle/kaggle_image.txt)")
+    package.add_argument("--include-base", action="store_true",
+                         help="a LoRA adapter run: copy its base model's weights into the dataset")
     package.add_argument("--build-on-kaggle", action="store_true",
                          help="ship only the kit's wheel; an internet-on builder notebook "
                          "downloads the rest inside the real image, attached to `kit push`'s "
@@ -131,6 +133,8 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
                       help="first package the run into DIR (as `kit package`): both folders")
     push.add_argument("--image-packages", default=None,
                       help="with --dataset: the image's package list (as `kit package`)")
+    push.add_argument("--include-base", action="store_true",
+                      help="with --dataset: copy a LoRA run's base model into the dataset")
     push.add_argument("--submit", action="store_true",
                       help="code competitions: submit the finished version")
     push.add_argument("--poll-seconds", type=float, default=30.0)
@@ -140,6 +144,8 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
     pull = sub.add_parser("pull", help="bring a run trained on Kaggle (push --notebook 02_train) "
                           "back into its run folder")
     pull.add_argument("run", help="the run folder, e.g. outputs/demo")
+    push.add_argument("--dataset-wait-minutes", type=float, default=30.0,
+                      help="how long to wait for Kaggle to process the dataset before pushing")
 
 
 def _kaggle_command(args: argparse.Namespace) -> int:
@@ -161,12 +167,17 @@ def _kaggle_command(args: argparse.Namespace) -> int:
         from kit.kaggle.push import push_run
 
         result = push_run(args.run, args.out, notebook=args.notebook, dry_run=args.dry_run,
-                          submit=args.submit, poll_seconds=args.poll_seconds)
+                          submit=args.submit, poll_seconds=args.poll_seconds,
+                          dataset_folder=args.dataset,
+                          dataset_wait_minutes=args.dataset_wait_minutes)
         print(f"notebook {result.ref}: {result.folder}")
+        if result.base_model:
+            print(result.base_model)
         for path in sorted(result.folder.iterdir()):
             print(f"  {path.stat().st_size / 1e3:10.1f} kB  {path.name}")
         if result.version is not None:
-            print(f"version {result.version}: {result.status}; output in {result.output_dir}")
+            print(f"version {result.version} (dataset {result.dataset} version "
+                  f"{result.dataset_version}): {result.status}; output in {result.output_dir}")
         if result.submission:
             print(f"submission: {result.submission}")
         commands += result.commands
@@ -209,7 +220,8 @@ def _package(args: argparse.Namespace) -> list[str]:
                          message=getattr(args, "message", ""),
                          image_packages=getattr(args, "image_packages", None)
                          or wheels.IMAGE_PACKAGES,
-                         build_on_kaggle=getattr(args, "build_on_kaggle", False))
+                         build_on_kaggle=getattr(args, "build_on_kaggle", False),
+                         include_base=getattr(args, "include_base", False))
     print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
     for name, size in packed.files.items():
         print(f"  {size / 1e6:10.2f} MB  {name}")

@@ -1,7 +1,9 @@
-"""Shared fixtures: small competitions in Kaggle's layout, written to a temporary project."""
+"""Shared fixtures: small competitions in Kaggle's layout, written to a temporary project; the
+stand-in Kaggle API (tests/kaggle_standin) for tests that drive the real kaggle CLI."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -156,3 +158,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def standin():
+    """The stand-in Kaggle API on 127.0.0.1:80, one per test session.
+
+    The kaggle CLI's LOCALHOST environment only talks to port 80. Where it cannot be bound the
+    tests skip, except in CI (root on a machine of its own), where a skip would hide a failure.
+    """
+    from kaggle_standin.server import StandinKaggle
+
+    try:
+        server = StandinKaggle()
+    except OSError as exc:
+        why = (f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST environment only "
+               "talks to port 80, so the stand-in Kaggle API needs it")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with server:
+        yield server

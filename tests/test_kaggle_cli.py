@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
+from kaggle_standin.server import SUBMISSION_MESSAGE
 
 from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
@@ -40,20 +40,6 @@ START = "competitions.CompetitionApiService/StartSubmissionUpload"
 CREATE = "competitions.CompetitionApiService/CreateSubmission"
 INTROSPECT = "security.OAuthService/IntrospectToken"
 LIMITS = "competitions.CompetitionApiService/GetSubmissionLimits"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    try:
-        server = StandinKaggle()
-    except OSError as exc:
-        why = (f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST environment only "
-               "talks to port 80, so the stand-in Kaggle API needs it")
-        if os.environ.get("CI"):
-            pytest.fail(why)  # CI runs as root on a machine of its own: a skip would hide it
-        pytest.skip(why)
-    with server:
-        yield server
 
 
 @pytest.fixture

@@ -51,6 +51,8 @@ class KaggleParams(Section):
     time_limit_hours: float = field(default=9.0, metadata={
         "help": "Session limit: 05_infer stops with advice before it; 02_train's time budget.",
         "within": "(0, inf)"})
+    model_sources: list[str] = field(default_factory=list, metadata={
+        "help": "Kaggle Models to attach: owner/model/framework/variation/version (a LoRA base)."})
 
     def check(self) -> None:
         if self.code_competition and self.internet:
@@ -58,6 +60,15 @@ class KaggleParams(Section):
                 "`kaggle.internet` is true for a code competition (`kaggle.code_competition`), "
                 "whose notebooks must run with the internet off. Set kaggle.internet: false and "
                 "attach what the notebook needs (`python -m kit package` builds that dataset).")
+        for handle in self.model_sources:
+            # The kaggle CLI's own rule (validate_model_instance_version_string, kaggle 2.2.4).
+            parts = str(handle).split("/")
+            if len(parts) != 5 or not all(parts) or not parts[4].isdigit():
+                raise KitError(
+                    f"`kaggle.model_sources` holds {handle!r}; a Kaggle Models handle is "
+                    "owner/model/framework/variation/version, e.g. "
+                    "'google/gemma/transformers/2b/1' (copy it from the model's page, version "
+                    "number included).")
         for key in ("owner", "dataset", "kernel"):
             value = getattr(self, key)
             if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", value):

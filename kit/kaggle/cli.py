@@ -173,6 +173,14 @@ _FORBIDDEN = re.compile(
     re.IGNORECASE,
 )
 _SERVER = re.compile(r"\b(5\d\d) Server Error")
+# `kaggle kernels push` prints these and still exits 0: the version is made without those
+# sources (kaggle/api/kaggle_api_extended.py, `kernels_push_cli`, kaggle 2.2.4 and
+# Kaggle/kaggle-api at 1744cda: invalidDatasetSources, invalidCompetitionSources,
+# invalidKernelSources). kagglesdk's ApiSaveKernelResponse also has invalid_model_sources, which
+# neither CLI version prints; "model" is matched in case a later one does.
+INVALID_SOURCES = re.compile(
+    r"The following are not valid (dataset|competition|kernel|model) sources and could "
+    r"not be added to the kernel: (.*)")
 
 
 def _failure(output: str, code: int | None, slug: str, action: str) -> str | None:

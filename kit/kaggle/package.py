@@ -4,7 +4,8 @@ DIR holds `wheels/` (the kit's wheel and every wheel the Kaggle image lacks, kit
 `run/` (what predicting needs of the run: params, metrics, decision rule and the model, the
 transformer's export from kit.models.export or the TF-IDF pipeline), `params.yaml`,
 `kit_bootstrap.py` (the notebooks' first cell's installer) and `dataset-metadata.json`, checked
-by the kaggle CLI's own code. Unless it is a dry run it is then sent: `kaggle datasets create`
+by the kaggle CLI's own code; with `include_base`, a LoRA run's base model (`base_model/`,
+kit.kaggle.base_model). Unless it is a dry run it is then sent: `kaggle datasets create`
 the first time, `kaggle datasets version` on later calls (the run folder's `kaggle.json`
 remembers which). Folders go up zipped (`--dir-mode zip`); Kaggle unpacks them on its side.
 """
@@ -25,7 +26,7 @@ import yaml
 from kit.config.params import Params, params_from_dict
 from kit.core.envinfo import LOCK_FILE
 from kit.errors import KitError
-from kit.kaggle import builder, metadata, wheels
+from kit.kaggle import base_model, builder, metadata, wheels
 from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
 
@@ -164,13 +165,15 @@ def package_run(
     image_packages: str | Path = wheels.IMAGE_PACKAGES, target: wheels.Target | None = None,
     project_root: Path | None = None, message: str = "", env: Mapping[str, str] | None = None,
     build_on_kaggle: bool = False,
+    include_base: bool = False,
 ) -> PackageResult:
     """Write the dataset folder for `run_folder` into `out`; send it unless `dry_run`.
 
     `project_root` is the checkout the kit's wheel is built from (default: this kit's own).
     `build_on_kaggle`: ship only the kit's wheel and write `<out>-builder`, a notebook that
     downloads the other wheels inside the real image (kit.kaggle.builder); pushed and followed
-    after the dataset unless `dry_run`.
+    after the dataset unless `dry_run`. `include_base` copies a LoRA adapter run's base weights
+    into the dataset.
     """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
@@ -193,6 +196,15 @@ def package_run(
     if copy_inference_run(run_folder, out / "run") is None:
         log.warning("%s has no trained model (neither a transformer export nor a TF-IDF "
                     "pipeline): the dataset carries wheels and params only.", run_folder)
+    included = False
+    if include_base:
+        exports = base_model.adapter_exports(run_folder, model_parts(run_folder))
+        if exports:
+            base_model.copy_base_model(exports, out / "run", run_folder, out, ref.split("/")[1])
+            included = True
+        else:
+            log.warning("--include-base: %s has no LoRA adapter export (its model is whole); "
+                        "no base model added.", run_folder)
     shutil.copy2(run_folder / "params.yaml", out / "params.yaml")  # the notebook's params_path
     shutil.copy2(BOOTSTRAP, out / "kit_bootstrap.py")
     metadata.write_metadata(out, metadata.DATASET_FILE, metadata.dataset_metadata(
@@ -213,6 +225,10 @@ def package_run(
         result.commands += result.builder.commands
         if not dry_run:
             push_builder(result.builder, run_folder, env)
+    if not dry_run:  # kit push checks it: an adapter run needs its base on Kaggle
+        state = load_state(run_folder)
+        state["dataset"]["base_model"] = included
+        save_state(run_folder, state)
     return result
 
 
