@@ -32,6 +32,7 @@ FINGERPRINT_FILE = "kit_fingerprint.json"
 NOT_FINGERPRINTED = {
     "time_budget_minutes", "checkpoint_dir", "disk_budget_gb", "save_total_limit",
     "eval_batch_size", "memory_budget_gb", "checkpoint_fsync", "distributed",
+    "keep_checkpoints",
 }
 
 
