@@ -66,18 +66,19 @@ def assert_same_result(result, ref) -> None:
     np.testing.assert_array_equal(result.test_probs, ref.test_probs)
 
 
+class StoppedError(Exception):
+    """Raised by StopAt."""
+
+
 class StopAt(TrainerCallback):
     """Ends the process's training at a step, as a kill would (after the checkpoints before it)."""
-
-    class Stopped(Exception):
-        pass
 
     def __init__(self, step: int):
         self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            raise StopAt.Stopped(f"stopped at step {self.step}")
+            raise StoppedError(f"stopped at step {self.step}")
 
 
 # -- a full disk ------------------------------------------------------------------------------
@@ -126,13 +127,9 @@ def test_torchs_and_safetensors_disk_full_errors_are_recognised(tmp_path, monkey
         "Error while serializing: I/O error: No space left on device (os error 28)")
     assert is_disk_full(safetensors_error, tmp_path)
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path)
-    try:  # torch.save names no errno; its context says only "iostream error"
-        try:
-            raise RuntimeError("basic_ios::clear: iostream error")
-        except RuntimeError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
-    except RuntimeError as exc:
-        torch_error = exc
+    # torch.save names no errno; the error's context says only "iostream error".
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576")
+    torch_error.__context__ = RuntimeError("basic_ios::clear: iostream error")
     assert not is_disk_full(torch_error, tmp_path)  # this disk has room: another failure
     monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: 1024)
     assert is_disk_full(torch_error, tmp_path)  # no room left: the disk filled
@@ -142,7 +139,7 @@ def test_torchs_and_safetensors_disk_full_errors_are_recognised(tmp_path, monkey
 # -- damaged checkpoints ----------------------------------------------------------------------
 def stopped_run(model: Path, work: Path) -> Path:
     """A run stopped at step 13: complete checkpoints 6 and 12."""
-    with pytest.raises(StopAt.Stopped):
+    with pytest.raises(StoppedError):
         train(make_cfg(model), work, callbacks=[StopAt(13)])
     ckpts = work / "checkpoints"
     assert [p.name for p in complete_checkpoints(ckpts)] == ["checkpoint-6", "checkpoint-12"]
@@ -287,3 +284,28 @@ def test_kfold_holds_one_folds_checkpoints_at_a_time_and_none_when_finished(
     train_models(kept, load_competition(kept.params, kept.root))
     for fold in folds:
         assert complete_checkpoints(persistent / "keep" / "transformer" / fold)
+
+
+def test_released_run_predicts_new_test_texts_with_its_export(tiny_model, tmp_path, monkeypatch,
+                                                              capsys):
+    """A finished run whose checkpoints were released, called again with other test texts:
+    the export predicts them (no retraining), and the new predictions are saved."""
+    from transformers import Trainer
+
+    cfg = make_cfg(tiny_model, epochs=1.0)
+    done = train(cfg, tmp_path / "run")
+    assert release_checkpoints(done.checkpoint_dir) > 0 and not done.checkpoint_dir.exists()
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("retrained"))
+    flipped = rw.toy_task()["test"][0][::-1]
+    splits = rw.toy_task()
+    (tx, ty), (vx, vy) = splits["train"], splits["val"]
+    again = train_transformer(tx, ty, vx, vy, flipped, task="multiclass", label_names=NAMES,
+                              cfg=cfg, seed=7, work_dir=tmp_path / "run")
+    assert "test texts differ" in capsys.readouterr().out
+    np.testing.assert_array_equal(again.val_probs, done.val_probs)
+    np.testing.assert_allclose(again.test_probs, done.test_probs[::-1], rtol=0, atol=1e-5)
+    assert again.global_step == done.global_step and again.model_dir == done.model_dir
+    third = train_transformer(tx, ty, vx, vy, flipped, task="multiclass", label_names=NAMES,
+                              cfg=cfg, seed=7, work_dir=tmp_path / "run")
+    assert "already trained" in capsys.readouterr().out  # saved: the same texts load again
+    np.testing.assert_array_equal(third.test_probs, again.test_probs)
