@@ -163,6 +163,8 @@ def load_finished(
         if test_texts is None or not released or not (export / EXPORT_INFO).is_file():
             return None  # the caller reloads the finished checkpoint
         test_probs = _predict_with_export(export, test_texts, eval_batch_size)
+        # No matching hash while the predictions change: a kill in between re-predicts.
+        write_json(marker, {**saved, "test_hash": None})
         save_npz(work_dir / PREDICTIONS_FILE, val_probs=val_probs, test_probs=test_probs)
         write_json(marker, {**saved, "test_hash": test_hash})
     else:
