@@ -272,20 +272,24 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def _size(n: float) -> str:
+    return f"{n / 1024**3:.2f} GB" if n >= 1024**3 else f"{n / 1024**2:.1f} MB"
+
+
 def disk_full_message(root: Path, step: int, keep_last: int) -> str:
     """What happened, where, how much is free, and what to do, after a full disk cut a save."""
     previous = marked_checkpoints(root)
-    free = free_bytes(root) / 1024**3
+    free = _size(free_bytes(root))
     if previous:
-        need = folder_bytes(previous[-1]) / 1024**3
+        need = _size(folder_bytes(previous[-1]))
         kept = (f"The previous checkpoint ({previous[-1]}) is intact; rerun the same command "
-                f"to resume from it. One checkpoint takes {need:.2f} GB")
+                f"to resume from it. One checkpoint takes {need}")
     else:
         kept = ("There is no earlier checkpoint, so a rerun starts from step 0. One checkpoint "
                 "takes about the model's size plus twice that for the optimizer")
     return (
-        f"The disk is full: saving checkpoint-{step} into {root} failed ({free:.2f} GB free "
-        f"there now, after removing the half-written checkpoint). {kept}, and up to "
+        f"The disk is full: saving checkpoint-{step} into {root} failed ({free} free there "
+        f"now, after removing the half-written checkpoint). {kept}, and up to "
         f"transformer.save_total_limit ({keep_last}) + 1 (the best) + 1 (the one being written) "
         "of them are on disk at once. Fix: free space on that disk, lower "
         "transformer.save_total_limit (1 keeps only the latest and the best), or point "
