@@ -301,6 +301,8 @@ class TransformerParams(Section):
         "help": "Recompute activations: less memory, about 30 % slower."})
     checkpoint_dir: str | None = field(default=None, metadata={
         "help": "Persistent checkpoint folder (e.g. Google Drive); null: the run folder."})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "Keep a finished model's (fold's) checkpoints; false: deleted, its export kept."})
     distributed: Literal["auto", "off", "ddp"] = field(default="auto", metadata={
         "help": "auto: DDP, one process per GPU, when 2+ GPUs are visible; off; ddp: insist."})
     checkpoint_fsync: bool = field(default=True, metadata={

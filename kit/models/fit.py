@@ -70,6 +70,7 @@ def _fit_tfidf(run: RunDir, comp: Competition,
 
 def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
                      callbacks: list) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from kit.models.hf.checkpoints import release_checkpoints
     from kit.models.hf.train import train_transformer  # torch/transformers only when needed
 
     params = run.params
@@ -109,6 +110,9 @@ def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracke
             f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
             "and run name) to continue from it."
         )
+    # Predictions and export are saved (train_transformer's result file): the checkpoints go,
+    # here or in the persistent folder, so k-fold holds one fold's checkpoints at a time.
+    release_checkpoints(result.checkpoint_dir, keep=cfg.keep_checkpoints)
     write_json(run.path / "hardware.json", result.hardware)
     extra = {"global_step": result.global_step, "max_length": result.max_length,
              "resumed_from_step": result.resumed_from_step,

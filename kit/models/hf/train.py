@@ -121,7 +121,7 @@ def train_transformer(
     fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
                                    val_texts, y_val, processes=processes)
     test_hash = hash_data(test_texts)
-    done = load_finished(work_dir, fingerprint, test_hash)
+    done = load_finished(work_dir, fingerprint, test_hash, test_texts, cfg.eval_batch_size)
     if done is not None:
         return done
     if processes > 1 and launched == 1:
