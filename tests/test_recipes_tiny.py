@@ -49,7 +49,8 @@ N_ROWS = 64  # training rows of a demo competition; synthetic ones are written w
 # What the tiny runs change; everything else must equal the shipped params.
 CHANGED_KEYS = {"transformer.model", "transformer.max_steps", "transformer.eval_steps",
                 "transformer.save_steps", "transformer.batch_size", "transformer.max_length",
-                "competition.max_rows", "competition.data_dir"}
+                "competition.max_rows", "competition.data_dir",
+                "transformer.keep_checkpoints"}  # kept to read what Trainer really ran
 
 # A shipped recipe the kit refuses today, with the refusal: the parametrization fails strictly,
 # so it must be removed here once the recipe runs.
@@ -136,6 +137,7 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
         assert AutoConfig.from_pretrained(model_dir).model_type == family.model_type
         overrides["transformer.model"] = str(model_dir)
         overrides.update(shrunk_steps(shipped))
+        overrides["transformer.keep_checkpoints"] = True  # training_args.bin is read below
 
     run = open_run(f"params/{name}.yaml", overrides=overrides)
     changed = {line.split(":")[0] for line in diff_params(shipped.to_dict(),
