@@ -500,6 +500,6 @@ def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
 
 def test_a_folder_without_config_is_refused_with_the_fix(tmp_path):
     with pytest.raises(KitError, match=r"no config\.json"):
-        load(tmp_path)  # kit.models.source refuses it first
+        load(tmp_path)  # kit.core.model_source refuses it first
     with pytest.raises(KitError, match=r"no config\.json there\)\. Fix"):
         llm.read_config(str(tmp_path))

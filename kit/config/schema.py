@@ -17,6 +17,9 @@ from typing import Any, ClassVar, Literal
 
 from kit.config.compete import CvParams, EnsembleParams, SearchParams
 from kit.config.delivery import KaggleParams, PlatformParams
+from kit.config.kaggle_names import check_submission
+from kit.config.label_text import label_str
+from kit.config.metric_names import METRIC_NAMES, metric_name
 from kit.config.section import (
     Label,
     ModelKind,
@@ -26,7 +29,6 @@ from kit.config.section import (
     check_template,
 )
 from kit.errors import KitError
-from kit.kaggle import cli as kaggle_cli
 
 __all__ = [  # the sections defined elsewhere, re-exported: this module is the whole schema
     "CvParams",
@@ -90,21 +92,18 @@ class CompetitionParams(Section):
         "help": "File encoding; null: UTF-8 (with or without BOM), else detected and said."})
 
     def check(self) -> None:
-        from kit.data.competition import _label_str  # it imports this module: not at the top
-        from kit.evaluation.metrics import METRICS, get_metric  # the registry (imports sklearn)
-
         if self.labels is not None:
-            self.labels = [_label_str(label) for label in self.labels]
+            self.labels = [label_str(label) for label in self.labels]
         if self.positive_label is not None:
-            self.positive_label = _label_str(self.positive_label)
+            self.positive_label = label_str(self.positive_label)
         if self.label_map is not None:
-            self.label_map = {_label_str(k): _label_str(v) for k, v in self.label_map.items()}
+            self.label_map = {label_str(k): label_str(v) for k, v in self.label_map.items()}
         if not self.text_columns:
             raise KitError("`competition.text_columns` is empty; name at least one column.")
         check_template(self.text_template, self.text_columns, "competition.text_template")
-        metric = get_metric(self.metric)
+        metric = metric_name(self.metric)
         if self.task not in metric.tasks:
-            fits = [name for name, m in METRICS.items() if self.task in m.tasks]
+            fits = [name for name, m in METRIC_NAMES.items() if self.task in m.tasks]
             raise KitError(
                 f"`competition.metric` {self.metric!r} is not defined for a {self.task} task "
                 f"(only {', '.join(metric.tasks)}); use one of {', '.join(fits)}."
@@ -454,8 +453,6 @@ class Params(Section):
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        from kit.evaluation.metrics import get_metric  # the metric registry (imports sklearn)
-
         if not self.models and not self.ensemble.runs:
             raise KitError("`models` is empty; list at least one, e.g. [tfidf] (an ensemble "
                            "of other runs only: `ensemble.runs` with `ensemble.enabled: true`).")
@@ -474,7 +471,7 @@ class Params(Section):
             )
         comp = self.competition
         if (self.thresholds.enabled and self.thresholds.multiclass_bias
-                and comp.task == "multiclass" and get_metric(comp.metric).needs != "labels"):
+                and comp.task == "multiclass" and metric_name(comp.metric).needs != "labels"):
             raise KitError(
                 f"`thresholds.multiclass_bias` shifts decided labels, but `competition.metric` "
                 f"{comp.metric!r} scores probabilities. Set thresholds.multiclass_bias: false."
@@ -483,7 +480,7 @@ class Params(Section):
             check_template(self.transformer.prompt_template, comp.text_columns,
                            "transformer.prompt_template")
             check_optimizer(self.transformer.optimizer)
-        # 04_submit builds this kaggle command, even for a dry run; building it now refuses a bad
-        # slug, kernel or kernel version with the submit step's own message.
-        kaggle_cli.submit_command(comp.slug, "submission.csv", self.submit.message or self.name,
-                                  self.submit.kernel, self.submit.kernel_version)
+        # 04_submit builds this kaggle command, even for a dry run; checking its values now refuses
+        # a bad slug, kernel or kernel version with the submit step's own message.
+        check_submission(comp.slug, self.submit.message or self.name, self.submit.kernel,
+                         self.submit.kernel_version)

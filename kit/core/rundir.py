@@ -21,7 +21,7 @@ from kit.config.loading import deep_merge
 from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
 from kit.core import envinfo, platform
 from kit.core.atomic import save_npz, write_atomic, write_json
-from kit.data.competition import find_project_root
+from kit.core.project import find_project_root
 from kit.errors import KitError
 
 FINISHED = "FINISHED"

@@ -19,6 +19,7 @@ import yaml
 
 from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
+from kit.evaluation.rule_store import RULE_FILE
 from kit.evaluation.thresholds import DecisionRule
 
 Predict = Callable[[list[str]], np.ndarray]
@@ -62,14 +63,10 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
 def _load_one(folder: Path, params: Params, name: str, model_dir: Path,
               device: str | None, labels: list[str] | None) -> LoadedModel:
     if name == "tfidf":
-        from kit.serve.predictor import _load_tfidf
-
         labels = labels or rule_labels(folder, params)
         predict, labels, dev = _load_tfidf(params, model_dir, labels)
         return LoadedModel(predict, labels, dev, params.competition.task,
                            params.competition.text_template)
-    from kit.serve.predictor import _load_transformer
-
     predict, labels, dev, task = _load_transformer(folder, params, device, model_dir / "model")
     template = params.transformer.prompt_template or params.competition.text_template
     return LoadedModel(predict, labels, dev, task, template)
@@ -113,8 +110,6 @@ def _member(folder: Path, params: Params, name: str, device: str | None,
 
 def rule_labels(folder: Path, params: Params) -> list[str]:
     """Class names: the pipeline only knows class ids; the rule (or params) names them."""
-    from kit.steps.decide import RULE_FILE
-
     rule_file = folder / RULE_FILE
     labels: Any = (DecisionRule.from_json(rule_file).labels if rule_file.exists()
                    else params.competition.labels)
@@ -124,3 +119,56 @@ def rule_labels(folder: Path, params: Params) -> list[str]:
             "names. Run 03_thresholds for this run."
         )
     return list(labels)
+
+
+def _load_tfidf(params: Params, model_dir: Path,
+                labels: list[str]) -> tuple[Callable, list[str], str]:
+    from kit.models.tfidf import PIPELINE_FILE, load_pipeline, predict_tfidf
+
+    pipeline = load_pipeline(model_dir / PIPELINE_FILE)
+    task = params.competition.task
+
+    def predict(texts: list[str]) -> np.ndarray:
+        return predict_tfidf(pipeline, texts, task, len(labels))
+
+    return predict, list(labels), "cpu"
+
+
+def _load_transformer(folder: Path, params: Params, device: str | None, export: Path,
+                      ) -> tuple[Callable, list[str], str, str]:
+    from kit.models.export import EXPORT_INFO, load_exported
+
+    if not (export / EXPORT_INFO).is_file():
+        raise KitError(
+            f"No transformer export at {export} ({EXPORT_INFO} missing): the run did not finish "
+            "training. Finish 02_train, or serve with `submit.model: tfidf`."
+        )
+    info = json.loads((export / EXPORT_INFO).read_text())
+    model, tokenizer, labels = load_exported(export, device=device)
+    from kit.models.hf.data import set_truncation_side
+
+    set_truncation_side(tokenizer, info.get("truncation_side", "right"))
+    head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
+    task = info.get("task", params.competition.task)
+    max_length = int(info.get("max_length") or params.transformer.max_length or 512)
+    dev = next(model.parameters()).device
+    amp = _autocast_dtype() if dev.type == "cuda" else None
+    batch_size = params.transformer.eval_batch_size
+
+    def predict(texts: list[str]) -> np.ndarray:
+        from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
+
+        return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
+                             progress=False, autocast_dtype=amp, head_tokens=head_tokens)
+
+    return predict, list(labels), str(dev), task
+
+
+def _autocast_dtype() -> Any:
+    """The precision training predicted with on this GPU (bf16 from sm_80, else fp16)."""
+    import torch
+
+    from kit.models.hardware import detect_hardware
+
+    profile = detect_hardware()
+    return torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None

@@ -110,10 +110,10 @@ def read_config(path: str, **overrides: Any) -> Any:
 
 
 def resolve_model_path(name: str) -> str:
-    """A local folder for `transformer.model` (aliases, Kaggle inputs: kit.models.source)."""
-    if importlib.util.find_spec("kit.models.source") is None:
+    """A local folder for `transformer.model` (aliases, Kaggle inputs: kit.core.model_source)."""
+    if importlib.util.find_spec("kit.core.model_source") is None:
         return name
-    from kit.models.source import resolve_model
+    from kit.core.model_source import resolve_model
 
     return str(resolve_model(name))
 
@@ -284,7 +284,7 @@ def load_lora_classifier(
 ) -> tuple[nn.Module, Any]:
     """A decoder LLM (or encoder) as a LoRA / QLoRA sequence classifier, and its tokenizer.
 
-    `cfg.model` is a local folder or an alias resolved by kit.models.source. `profile` is the
+    `cfg.model` is a local folder or an alias resolved by kit.core.model_source. `profile` is the
     kit.models.hardware profile (kind, device, capability). `report`, when given, receives the
     backend and why, target modules, head names, dtypes, parameter counts, memory estimate and peak.
     """
