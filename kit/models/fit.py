@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's."""
     base = run.models / kind
-    return base if fold.fold < 0 else base / fold.tag
+    return base if fold.is_holdout else base / fold.tag
 
 
 def persistent_checkpoint_dir(run: RunDir) -> str | None:
@@ -84,14 +84,14 @@ def _fit_transformer(run: RunDir, comp: Competition, fold: Fold, tracker: Tracke
     if checkpoints:
         # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
         # folder that survives the session; every fold keeps its own checkpoints there.
-        checkpoints = checkpoints if fold.fold < 0 else str(Path(checkpoints) / fold.tag)
+        checkpoints = checkpoints if fold.is_holdout else str(Path(checkpoints) / fold.tag)
         cfg = dataclasses.replace(cfg, checkpoint_dir=checkpoints)
         log.info(f"Checkpoints go to {checkpoints}")
     texts, test_texts = comp.train_texts, comp.test_texts
     if cfg.prompt_template:
         texts = render_texts(comp.train, params.competition, "train", cfg.prompt_template)
         test_texts = render_texts(comp.test, params.competition, "test", cfg.prompt_template)
-    prefix = "transformer" if fold.fold < 0 else f"transformer/{fold.tag}"
+    prefix = "transformer" if fold.is_holdout else f"transformer/{fold.tag}"
     result = train_transformer(
         [texts[i] for i in fold.train_rows], comp.y[fold.train_rows],
         [texts[i] for i in fold.val_rows], comp.y[fold.val_rows], test_texts,
