@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from kit.config.params import Params
 from kit.core.rundir import RunDir
 from kit.errors import KitError
 from kit.evaluation.thresholds import DecisionRule
 
-__all__ = ["RULE_FILE", "chosen_model", "load_rule"]
+__all__ = ["RULE_FILE", "chosen_model", "load_rule", "rule_labels"]
 
 RULE_FILE = "decision_rule.json"
 
@@ -36,3 +40,16 @@ def load_rule(run: RunDir, task: str, labels: list[str]) -> DecisionRule:
     if run.params.thresholds.enabled:
         raise KitError(f"No {RULE_FILE} in {run.path}: run 03_thresholds before 04_submit.")
     return DecisionRule.default(task, labels)
+
+
+def rule_labels(folder: Path, params: Params) -> list[str]:
+    """Class names: the pipeline only knows class ids; the rule (or params) names them."""
+    rule_file = folder / RULE_FILE
+    labels: Any = (DecisionRule.from_json(rule_file).labels if rule_file.exists()
+                   else params.competition.labels)
+    if not labels:
+        raise KitError(
+            f"{folder}: no {RULE_FILE} and no `competition.labels`, so the classes have no "
+            "names. Run 03_thresholds for this run."
+        )
+    return list(labels)

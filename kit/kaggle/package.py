@@ -26,6 +26,7 @@ from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
 from kit.kaggle import metadata, wheels
 from kit.kaggle.commands import failure, run_kaggle
+from kit.models.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def dataset_slug(params: Params) -> str:
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
 # final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
 RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json", "ensemble.json")
-FINAL_FILES = {"transformer": "model", "tfidf": "pipeline.joblib"}
+FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.models.kinds
 
 
 def model_parts(run_folder: Path) -> list[str]:
