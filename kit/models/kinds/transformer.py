@@ -42,9 +42,12 @@ class TransformerKind:
 
         params = run.params
         cfg = params.transformer
+        resolved = run.state().resolved.get("transformer.max_length")
+        if resolved is not None and cfg.max_length == resolved.value:
+            log.info(f"max_length {cfg.max_length}: {resolved.source}")
         eda = run.read_metrics().get("eda", {})
         if cfg.max_length is None and eda.get("token_unit") == cfg.model:
-            # The EDA percentile was measured with this model's tokenizer: use it.
+            # A run folder from before run_state.json: its EDA entry still sets the length.
             cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
             log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
                      "training texts' token lengths (01_eda)")
