@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kit import cli_compete
 from kit.core.logs import show_logs
+from kit.core.project import find_project_root
 from kit.core.rundir import FINISHED, resolve_params, run_path
-from kit.data.competition import find_project_root
 from kit.errors import KitError
 
 

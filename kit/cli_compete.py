@@ -103,7 +103,7 @@ def _leaderboard(outputs: Path, competition: str | None, kaggle: bool) -> int:
     if table.empty:
         raise KitError(f"No run in {outputs} has trained a model yet.")
     if kaggle:
-        from kit.tracking.kaggle_scores import SUBMISSIONS_FILE, kaggle_scores
+        from kit.kaggle.scores import SUBMISSIONS_FILE, kaggle_scores
 
         slugs = [competition] if competition else sorted(table["competition"].dropna().unique())
         table = build_leaderboard(outputs, kaggle_scores(outputs, slugs, list(table["run"])))

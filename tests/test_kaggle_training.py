@@ -21,18 +21,15 @@ from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
 
 from kit.cli import main as kit_main
 from kit.core import platform
+from kit.core.carry_over import carry_over_session
 from kit.core.rundir import open_run, run_path
 from kit.errors import KitError
 from kit.kaggle import metadata
 from kit.kaggle.commands import run_kaggle
+from kit.kaggle.kernels import fetch_output, follow
 from kit.kaggle.package import copy_inference_run, dataset_slug, run_params, send_dataset
-from kit.kaggle.push import fetch_output, follow, push_run
-from kit.kaggle.remote_train import (
-    budget_minutes,
-    carry_over_session,
-    pull_run,
-    push_training,
-)
+from kit.kaggle.push import push_run
+from kit.kaggle.remote_train import budget_minutes, pull_run, push_training
 
 TOKEN = "tok-5e4d3c2b1a0f9e8d7c6b"
 OWNER = "standin-user"

@@ -17,9 +17,9 @@ from kit.cli import main as kit_main
 from kit.core.rundir import open_run
 from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
+from kit.kaggle.scores import read_submissions_csv
 from kit.steps.leaderboard import leaderboard
 from kit.submission.store import log_submission, sha256_of
-from kit.tracking.kaggle_scores import read_submissions_csv
 
 TOKEN = "tok-5e4d3c2b1a0f9e8d7c6b"
 

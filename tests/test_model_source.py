@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kit.core import model_source
+from kit.core.model_source import resolve_model
 from kit.errors import KitError
-from kit.models import source as model_source
-from kit.models.source import resolve_model
 
 
 def test_minilm_alias_is_the_packaged_folder():

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoConfig
 
 from kit.config.params import Params, diff_params, load_params
+from kit.core.model_source import cache_dir, resolve_model
 from kit.core.rundir import FINISHED, RunDir, open_run
 from kit.data.competition import Competition, load_competition, render_texts
 from kit.data.demos import DEMOS
@@ -30,7 +31,6 @@ from kit.models.export import EXPORT_INFO, load_exported
 from kit.models.hardware import detect_hardware
 from kit.models.hf.data import predict_probs
 from kit.models.llm.lora import resolve_optimizer
-from kit.models.source import cache_dir, resolve_model
 from kit.steps.decide import RULE_FILE, fit_decision_rule
 from kit.steps.submit import make_submission
 from kit.steps.train import train_models

@@ -173,8 +173,8 @@ def probe(folder: str | Path, *, owner: str = "", target: str | Path = IMAGE_FIL
     """Write the probe notebook into `folder`, push it, wait, fetch, rewrite `target`."""
     from kit.kaggle import metadata
     from kit.kaggle.commands import run_kaggle
-    from kit.kaggle.package import PLACEHOLDER_OWNER
-    from kit.kaggle.push import _VERSION, DONE, fetch_output, follow, log_tail
+    from kit.kaggle.kernels import DONE, VERSION_LINE, fetch_output, follow, log_tail
+    from kit.kaggle.metadata import PLACEHOLDER_OWNER
 
     env = os.environ if env is None else env
     owner = owner or env.get("KAGGLE_USERNAME", "").strip()
@@ -198,7 +198,7 @@ def probe(folder: str | Path, *, owner: str = "", target: str | Path = IMAGE_FIL
         return result
     page = f"https://www.kaggle.com/code/{ref}"
     pushed = run_kaggle(["kernels", "push", "-p", str(folder)], f"push of {ref}", page, env=env)
-    found = _VERSION.search(pushed.output)
+    found = VERSION_LINE.search(pushed.output)
     version = int(found.group(1)) if found else None
     status = follow(ref, page, env, poll_seconds, limit_seconds, sleep)
     fetch_output(ref, output, page, env)

@@ -28,6 +28,8 @@ KERNEL_FILE = "kernel-metadata.json"
 ACCELERATORS = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "none": None}
 
 
+PLACEHOLDER_OWNER = "your-kaggle-username"  # dry runs without a Kaggle username
+
 def slugify(text: str) -> str:
     """A Kaggle-style slug: lower case, dashes between words."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

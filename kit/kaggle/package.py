@@ -29,12 +29,13 @@ from kit.errors import KitError
 from kit.kaggle import base_model, builder, metadata, wheels
 from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
+from kit.kaggle.metadata import PLACEHOLDER_OWNER
+from kit.models.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "kaggle.json"  # in the run folder: what was sent to Kaggle (refs, versions)
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
-PLACEHOLDER_OWNER = "your-kaggle-username"
 
 
 @dataclass
@@ -93,7 +94,7 @@ def dataset_slug(params: Params) -> str:
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
 # final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
 RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json", "ensemble.json")
-FINAL_FILES = {"transformer": "model", "tfidf": "pipeline.joblib"}
+FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.models.kinds
 
 
 def model_parts(run_folder: Path) -> list[str]:
@@ -234,12 +235,12 @@ def package_run(
 
 def push_builder(built: builder.Builder, run_folder: Path, env: Mapping[str, str]) -> None:
     """Push the wheel builder, follow it to the end, remember it for `kit push`."""
-    from kit.kaggle.push import _VERSION, DONE, follow
+    from kit.kaggle.kernels import DONE, VERSION_LINE, follow
 
     page = f"https://www.kaggle.com/code/{built.ref}"
     pushed = run_kaggle(["kernels", "push", "-p", str(built.folder)], f"push of {built.ref}",
                         page, env=env)
-    found = _VERSION.search(pushed.output)
+    found = VERSION_LINE.search(pushed.output)
     status = follow(built.ref, page, env, 30.0, 3 * 3600)
     if status != DONE:
         raise KitError(f"The wheel builder {built.ref} ended {status}. Fix: read its log at "

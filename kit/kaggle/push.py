@@ -16,11 +16,9 @@ For a code competition with `--submit`, the finished version is submitted with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -36,8 +34,8 @@ from kit.kaggle import metadata
 from kit.kaggle.base_model import BASE_FOLDER, base_model_plan
 from kit.kaggle.builder import builder_sources
 from kit.kaggle.commands import SOURCE_FIX, failure, run_kaggle
-from kit.kaggle.credentials import redact, require_credentials
 from kit.kaggle.dataset_wait import status_command, wait_for_dataset
+from kit.kaggle.kernels import DONE, VERSION_LINE, fetch_output, follow, log_tail
 from kit.kaggle.package import (
     dataset_slug,
     kaggle_owner,
@@ -53,9 +51,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # Notebooks that train: Kaggle lets them use the internet (only a code competition's scoring
 # notebook must run offline), and `kit push` bakes a time budget into them (remote_train.py).
 TRAINING_NOTEBOOKS = frozenset({"02_train"})
-DONE, FAILED = "COMPLETE", ("ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
-_STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?(\w+)"')
-_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
 
 
 @dataclass
@@ -197,7 +192,7 @@ def push_run(
     page = f"https://www.kaggle.com/code/{result.ref}"
     run = run_kaggle(["kernels", "push", "-p", str(result.folder)], f"push of {result.ref}",
                      page, env=env, check=False)
-    found = _VERSION.search(run.output)
+    found = VERSION_LINE.search(run.output)
     result.version = int(found.group(1)) if found else None
     if result.version is not None:
         state = load_state(run_folder)
@@ -269,53 +264,3 @@ def check_models_attached(ref: str, version: int, wanted: list[str],
         raise KitError(
             f"Kaggle did not attach the model sources {missing} to {ref} version {version}, so "
             f"it runs without them. For the model sources: {SOURCE_FIX['model']}")
-
-
-def follow(ref: str, page: str, env: Mapping[str, str] | None, poll_seconds: float,
-           limit_seconds: float, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll `kaggle kernels status` until the kernel ends; its final status."""
-    waited = 0.0
-    while True:
-        run = run_kaggle(["kernels", "status", ref], f"status check of {ref}", page, env=env)
-        found = _STATUS.search(run.output)
-        status = found.group(1).upper() if found else "UNKNOWN"
-        log.info("Kaggle notebook %s: %s (%.0f min)", ref, status, waited / 60)
-        if status == DONE or status in FAILED:
-            return status
-        if waited >= limit_seconds:
-            raise KitError(f"{ref} is still {status} after {waited / 3600:.1f} h. Fix: look at "
-                           f"{page}; fetch the output later with `kaggle kernels output {ref}`.")
-        sleep(poll_seconds)
-        waited += poll_seconds
-
-
-def fetch_output(ref: str, dest: Path | None, page: str,
-                 env: Mapping[str, str] | None) -> list[str]:
-    """`kaggle kernels output` into `dest`; the files there afterwards."""
-    assert dest is not None
-    dest.mkdir(parents=True, exist_ok=True)
-    run_kaggle(["kernels", "output", ref, "-p", str(dest), "-o"], f"output download of {ref}",
-               page, env=env)
-    files = sorted(p for p in dest.rglob("*") if p.is_file())
-    # A notebook that printed the token would bring it into the run folder: cut it out here.
-    secrets = require_credentials(dict(os.environ if env is None else env)).secrets
-    for path in files:
-        if path.stat().st_size > 50_000_000:
-            continue
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-        clean = redact(text, secrets, env)
-        if clean != text:
-            log.warning("%s held a Kaggle credential; it is replaced by %s.", path, "[hidden]")
-            path.write_bytes(clean.encode("utf-8", errors="surrogateescape"))
-    return [str(p.relative_to(dest)) for p in files]
-
-
-def log_tail(folder: Path | None, ref: str, lines: int = 20) -> str:
-    """The last lines of the kernel's log (Kaggle's JSON list of stream chunks, or plain text)."""
-    path = (folder or Path(".")) / f"{ref.split('/')[1]}.log"
-    if not path.is_file():
-        return "(no log was downloaded)"
-    text = path.read_text(errors="replace")
-    with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
-        text = "".join(chunk.get("data", "") for chunk in json.loads(text))
-    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from kit.config.params import Params
-from kit.core import platform
 from kit.errors import KitError
+from kit.kaggle.kernels import fetch_output, log_tail
 from kit.kaggle.package import load_state, run_params, save_state
-from kit.kaggle.push import PushResult, fetch_output, log_tail, push_run
+from kit.kaggle.push import PushResult, push_run
 
 log = logging.getLogger(__name__)
 
@@ -181,31 +180,3 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 def _resumable(run_dir: Path) -> bool:
     return run_dir.is_dir() and bool(checkpoint_steps(run_dir) or
                                      (run_dir / "metrics.json").is_file())
-
-
-def carry_over_session(run_path: Path, run_name: str,
-                       env: Mapping[str, str] | None = None) -> Path | None:
-    """On Kaggle, a new run folder starts as the previous session's (an attached notebook output).
-
-    Looks for `<input>/<kernel-slug>/outputs/<run_name>/params.yaml` (and one mount level deeper,
-    `<input>/notebooks/<owner>/<slug>/...`); copies that folder to `run_path` when `run_path`
-    does not exist yet. Returns the folder copied from, or None.
-    """
-    env = os.environ if env is None else env
-    if not platform.on_kaggle(env) or run_path.exists():
-        return None
-    root = platform.kaggle_input(env)
-    if not root.is_dir():
-        return None
-    found = sorted(root.glob(f"*/outputs/{run_name}/params.yaml")) + sorted(
-        root.glob(f"*/*/*/outputs/{run_name}/params.yaml"))
-    if not found:
-        return None
-    source = found[0].parent
-    if len(found) > 1:
-        log.warning("Several attached outputs hold run %r: %s; continuing from the first.",
-                    run_name, ", ".join(str(p.parent) for p in found))
-    shutil.copytree(source, run_path)
-    log.info("Continuing run %r from the previous session's output %s.", run_name, source)
-    return source
-

@@ -31,6 +31,7 @@ from kit.evaluation.plots import (
     plot_threshold_curve,
 )
 from kit.evaluation.rule_guard import RuleGuard, cross_fitted_gain
+from kit.evaluation.rule_store import RULE_FILE, chosen_model
 from kit.evaluation.thresholds import (
     DecisionRule,
     apply_class_bias,
@@ -39,8 +40,6 @@ from kit.evaluation.thresholds import (
     choose_per_class_thresholds,
     fit_class_bias,
 )
-
-RULE_FILE = "decision_rule.json"
 
 
 @dataclass
@@ -88,20 +87,6 @@ class Validation:
     model: str
     y: np.ndarray
     probs: np.ndarray
-
-
-def chosen_model(run: RunDir) -> str:
-    """`submit.model`, or the model with the best validation metric."""
-    wanted = run.params.submit.model
-    if wanted != "best":
-        choices = [*run.params.models, *(["ensemble"] if run.params.ensemble.enabled else [])]
-        if wanted not in choices:
-            raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
-        return wanted
-    best = run.read_metrics().get("best_model")
-    if best is None:
-        raise KitError("No trained model recorded in metrics.json; run 02_train first.")
-    return best
 
 
 def validation_of(run: RunDir, comp: Competition, model: str) -> Validation:

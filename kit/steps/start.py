@@ -7,11 +7,11 @@ import difflib
 import logging
 from typing import Any
 
+from kit.core.carry_over import carry_over_session
 from kit.core.logs import show_logs
 from kit.core.rundir import RunDir, open_run, resolve_params, run_path
 from kit.data.competition import Competition, load_competition
 from kit.errors import KitError, show_kit_errors_without_traceback
-from kit.kaggle.remote_train import carry_over_session
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each row: the params that differ between the runs (dotted keys), the chosen model, its CV score
 (OOF, or validation for a hold-out run) with the mean ± std over folds, the local public/private
 scores of the run's last submission, wall time and peak memory; with Kaggle's answer
-(kit.tracking.kaggle_scores) also Kaggle's public score and status. Runs are compared within
+(kit.kaggle.scores) also Kaggle's public score and status. Runs are compared within
 their competition, on its metric: `by_competition` splits the table, one part (and one plot)
 per competition with its metric named.
 """
@@ -111,7 +111,7 @@ def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def build_leaderboard(outputs: str | Path, kaggle: pd.DataFrame | None = None) -> pd.DataFrame:
     """All runs under `outputs`, grouped by competition, best first; saves
-    outputs/leaderboard.csv. `kaggle`: per-run Kaggle columns (kit.tracking.kaggle_scores)."""
+    outputs/leaderboard.csv. `kaggle`: per-run Kaggle columns (kit.kaggle.scores)."""
     outputs = Path(outputs)
     rows, params = [], []
     for run in sorted(p for p in outputs.iterdir() if (p / "params.yaml").is_file()):
