@@ -101,7 +101,7 @@ def test_a_kaggle_model_is_found_at_its_real_mount_depth(tmp_path, monkeypatch):
     (mounted / "config.json").write_text("{}")
     assert resolve_model("HuggingFaceTB/SmolLM2-135M") == str(mounted)
 
-    from kit.models.source import kaggle_model_mount
+    from kit.core.model_source import kaggle_model_mount
 
     assert kaggle_model_mount("huggingfacetb/smollm2-135m/transformers/default/1") == mounted
     gemma = kaggle_model_mount("google/gemma/transformers/2b/1")  # <model>-<variation>

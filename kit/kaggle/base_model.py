@@ -6,7 +6,7 @@ two places: the dataset itself (`kit package --include-base` copies it to `base_
 the copied exports' `kit_export.json` at its mount, `/kaggle/input/<dataset>/base_model`), or a
 Kaggle Model attached through `kaggle.model_sources`, mounted at
 `/kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>` and found there by
-kit.models.source. `base_model_plan` says which one a run uses before anything is pushed, and
+kit.core.model_source. `base_model_plan` says which one a run uses before anything is pushed, and
 refuses an adapter run with neither.
 """
 
@@ -50,7 +50,7 @@ def local_base(export: Path) -> Path:
     name = info.get("base_model_name")
     tried = [str(recorded)]
     if name:
-        from kit.models.source import resolve_model
+        from kit.core.model_source import resolve_model
 
         try:
             path = Path(resolve_model(name))
@@ -93,7 +93,7 @@ def copy_base_model(exports: list[Path], run_copy: Path, run_folder: Path, out: 
 
 
 def _names_match(name: str, handle: str) -> bool:
-    """kit.models.source's rule for a Kaggle Model mount: a part of the handle is the model's
+    """kit.core.model_source's rule for a Kaggle Model mount: a part of the handle is the model's
     name, or its <model>-<variation> is."""
     want = name.rstrip("/").split("/")[-1].lower()
     parts = handle.lower().split("/")
@@ -119,7 +119,7 @@ def base_model_plan(run_folder: Path, parts: list[str], *, in_dataset: bool,
         plan = (f"{run_folder.name} is a LoRA adapter run: its base model {name} comes from the "
                 f"attached Kaggle Model(s) {', '.join(model_sources)} (mounted at {mounts}).")
         if not any(_names_match(name, handle) for handle in model_sources):
-            log.warning("No attached Kaggle Model is named like %s, so kit.models.source will "
+            log.warning("No attached Kaggle Model is named like %s, so kit.core.model_source will "
                         "not find it there. Fix: attach the base's own Kaggle Model, or copy the "
                         "base into the dataset with --include-base.", name)
             plan += f" Warning: none of them is named like {name}."
