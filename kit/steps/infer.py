@@ -2,7 +2,8 @@
 
 For code competitions: the notebook runs on Kaggle with the internet off, the offline dataset
 (`python -m kit package`) attached. It finds the packaged run there (`<input>/**/run/`), loads
-its chosen model and decision rule exactly as `kit serve` does (kit.serve.Predictor), times a
+its chosen model and decision rule exactly as `kit serve` does (kit.serve.Predictor; on a CPU
+the export's ONNX files when `kit export --onnx` wrote them), times a
 sample of the test texts spread over their lengths, and stops with advice when the whole test
 set would not fit in `kaggle.time_limit_hours`; otherwise it predicts all of test in
 length-sorted batches and writes `submission.csv` (also into the platform's working dir, where
@@ -43,6 +44,7 @@ class InferResult:
     seconds_per_text: float
     estimated_hours: float
     limit_hours: float
+    backend: str = "torch"  # what ran the model: sklearn, torch, onnx, onnx-int8
 
 
 def find_model_run(run: RunDir, where: str | Path | None = None) -> Path:
@@ -78,14 +80,18 @@ def advice(estimated: float, limit: float, n: int, model: str) -> str:
 
 
 def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = None,
-                 sample_size: int = 64) -> InferResult:
-    """Predict `comp`'s test set with the packaged run; stop early when it would not fit."""
+                 sample_size: int = 64, backend: str = "auto") -> InferResult:
+    """Predict `comp`'s test set with the packaged run; stop early when it would not fit.
+
+    `backend`: as `kit predict --backend`; auto takes the export's ONNX files (int8 first) on a
+    CPU when `kit export --onnx` wrote them, PyTorch otherwise.
+    """
     from kit.serve.predictor import Predictor  # loads torch only when a transformer is used
 
     started = time.monotonic()
     folder = find_model_run(run, model_run)
     log.info("Loading the model of %s", folder)
-    predictor = Predictor.load(folder)
+    predictor = Predictor.load(folder, backend=backend)
     texts = predictor.render(comp.test, run.params.competition.test_file)
     limit = run.params.kaggle.time_limit_hours
     sample = sample_indices([len(t) for t in texts], sample_size)
@@ -109,4 +115,5 @@ def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = 
     if where.platform == "kaggle":  # Kaggle scores /kaggle/working/submission.csv
         where.working_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run.path / "submission.csv", where.working_dir / "submission.csv")
-    return InferResult(sub, path, folder, predictor.model_name, per_text, estimated, limit)
+    return InferResult(sub, path, folder, predictor.model_name, per_text, estimated, limit,
+                       predictor.backend)
