@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,13 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
     fp32 = folder / ONNX_FILE
     tmp = folder / f".{ONNX_FILE}.tmp"
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Expected and harmless here: the TorchScript exporter's deprecation notice, and tracer
+        # notes on Python conditions that are constant for an encoder (no causal mask, no
+        # key/value offset); outputs on other batch sizes and lengths are under test.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*(legacy TorchScript|aten::index).*")
         torch.onnx.export(wrapper, tuple(enc[n] for n in names), str(tmp), input_names=names,
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                           dynamo=False)
