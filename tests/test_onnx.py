@@ -205,6 +205,53 @@ def test_05_infer_uses_onnx_when_present(exported: BuiltRun, tmp_path: Path):
     assert (auto == torch_).mean() >= 0.95
 
 
+def infer_run(exported: BuiltRun, name: str, overrides: dict | None = None):
+    from kit.core.rundir import open_run
+    from kit.data.competition import load_competition
+
+    root = exported.path.parent.parent
+    run = open_run("params/topics.yaml", name, overrides, root=root)
+    return run, load_competition(run.params, root)
+
+
+def test_05_infer_plans_for_the_hidden_test_size(exported: BuiltRun, caplog):
+    from kit.steps.infer import predict_test
+
+    visible = len(exported.test)
+    run, comp = infer_run(exported, "infer-hidden", {"kaggle.test_rows": visible * 1000})
+    result = predict_test(run, comp, model_run=exported.path)
+    plan = result.plan
+    assert (plan.visible_rows, plan.hidden_rows) == (visible, visible * 1000)
+    assert plan.backend == "onnx-int8" and plan.batch_size == 16 and plan.devices == ["cpu"]
+    assert plan.projected_hours * 3600 >= visible * 1000 / plan.texts_per_second
+    assert f"hidden test: {visible * 1000} rows (kaggle.test_rows; {visible} visible here)" in (
+        caplog.text)
+    assert len(result.submission) == visible  # the rows here are all predicted
+    # The same run, 10^9 hidden rows: nothing fits, so it stops with advice and writes nothing.
+    run, comp = infer_run(exported, "infer-huge", {"kaggle.test_rows": 10**9})
+    with pytest.raises(KitError, match=f"Predicting {10**9} test texts"):
+        predict_test(run, comp, model_run=exported.path)
+    assert not (run.path / "submission.csv").exists()
+
+
+def test_05_infer_two_devices_equal_one(exported: BuiltRun, monkeypatch):
+    """Two GPUs faked as two CPU copies: each predicts its share in its own thread."""
+    from kit.steps import infer
+
+    texts = texts_of(exported)
+    one = Predictor.load(exported.path, device="cpu", backend="torch")
+    two = [one, Predictor.load(exported.path, device="cpu", backend="torch")]
+    np.testing.assert_allclose(infer.predict_on_devices(two, texts), one.raw_probs(texts),
+                               rtol=0, atol=1e-6)
+    run, comp = infer_run(exported, "infer-one")
+    single = infer.predict_test(run, comp, model_run=exported.path, backend="torch")
+    monkeypatch.setattr(infer, "visible_gpus", lambda: ["cpu", "cpu"])
+    run, comp = infer_run(exported, "infer-two")
+    double = infer.predict_test(run, comp, model_run=exported.path, backend="torch")
+    assert double.plan.devices == ["cpu", "cpu"] and single.plan.devices == ["cpu"]
+    pd.testing.assert_frame_equal(double.submission, single.submission)
+
+
 @pytest.mark.slow
 def test_kit_serve_backend_flag(exported: BuiltRun, tmp_path: Path):
     server = start_server(exported.path, tmp_path / "serve.log", "--backend", "onnx")

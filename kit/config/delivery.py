@@ -51,6 +51,10 @@ class KaggleParams(Section):
     time_limit_hours: float = field(default=9.0, metadata={
         "help": "The platform's run-time limit; 05_infer stops with advice before it.",
         "within": "(0, inf)"})
+    test_rows: int | None = field(default=None, metadata={
+        "help": "Rows of the hidden test set the notebook is scored on (the competition states "
+                "it); 05_infer plans its time for them. null: the visible test.csv's rows.",
+        "within": "[1, inf)"})
 
     def check(self) -> None:
         if self.code_competition and self.internet:
