@@ -226,6 +226,9 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        # ONNX Runtime suggests quant_pre_process first; on these graphs its symbolic shape
+        # inference stops ("Incomplete symbolic shape inference", seen on MiniLM), so the
+        # exported graph is quantized as it is (ORT's own graph optimizations run at load).
         tmp8 = folder / f".{ONNX_INT8_FILE}.tmp"
         quantize_dynamic(fp32, tmp8, weight_type=QuantType.QUInt8, per_channel=True,
                          reduce_range=False)
