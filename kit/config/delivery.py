@@ -52,8 +52,7 @@ class KaggleParams(Section):
         "help": "The platform's run-time limit; 05_infer stops with advice before it.",
         "within": "(0, inf)"})
     test_rows: int | None = field(default=None, metadata={
-        "help": "Rows of the hidden test set the notebook is scored on (the competition states "
-                "it); 05_infer plans its time for them. null: the visible test.csv's rows.",
+        "help": "Rows of the hidden test set 05_infer plans its time for; null: test.csv's.",
         "within": "[1, inf)"})
 
     def check(self) -> None:
