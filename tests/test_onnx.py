@@ -168,6 +168,19 @@ def test_export_refuses_an_adapter_and_a_folder_without_export(tmp_path: Path, c
     assert "--onnx (fp32) and/or --int8" in capsys.readouterr().err
 
 
+def test_export_refuses_an_unfaithful_trace(exported: BuiltRun, tmp_path: Path, monkeypatch):
+    from kit.models import onnx_export
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
+    monkeypatch.setattr(onnx_export, "MAX_FP32_DIFF", -1.0)  # any difference is too much
+    with pytest.raises(KitError, match="Predict with --backend torch"):
+        export_onnx(copy, int8=True)
+    assert not list(copy.glob("*.onnx")) and "onnx" not in json.loads(
+        (copy / EXPORT_INFO).read_text())
+    assert choose_backend(copy, "auto", "cpu") == "torch"
+
+
 def test_run_exports_finds_every_fold(tmp_path: Path):
     folds = [fake_export(tmp_path / "run" / "models" / "transformer" / f"r0_f{k}" / "model")
              for k in range(3)]

@@ -44,6 +44,7 @@ __all__ = ["BACKENDS", "ONNX_FILE", "ONNX_INT8_FILE", "OnnxClassifier", "choose_
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
 OPSET = 17
+MAX_FP32_DIFF = 1e-4  # fp32 ONNX vs PyTorch probabilities; more means the trace is not faithful
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 CHECK_TEXTS = [
@@ -193,6 +194,10 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
             f"{folder} is a {info.get('kind')!r} export (LoRA adapters over a base model); ONNX "
             "export needs the model saved whole. Fix: export with merge=True "
             "(export_for_kaggle(..., merge=True)), then `kit export RUN --onnx`.")
+    info.pop("onnx", None)  # an earlier record goes first: a failed export leaves none
+    write_json(info_path, info)
+    for old in (ONNX_FILE, ONNX_INT8_FILE):
+        (folder / old).unlink(missing_ok=True)
     model, tokenizer, _ = load_exported(folder, device="cpu")
     model.float().eval()
     # Short check texts within any model's positions; the axes stay dynamic.
@@ -214,15 +219,24 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                           dynamo=False)
     os.replace(tmp, fp32)
+    # Checked on the traced shape and on another batch size and length (the dynamic axes).
+    one = tokenizer(CHECK_TEXTS[1:2], truncation=True, return_tensors="pt",
+                    max_length=min(int(info.get("max_length") or 24), 24))
     with torch.no_grad():
-        reference = _probs(wrapper(*(enc[n] for n in names)).numpy(), info)
-    feed = {n: enc[n].numpy().astype(np.int64) for n in names}
+        checks = [({n: e[n].numpy().astype(np.int64) for n in names},
+                   _probs(wrapper(*(e[n] for n in names)).numpy(), info)) for e in (enc, one)]
     record: dict[str, Any] = {
         "fp32": ONNX_FILE, "int8": None, "inputs": names, "opset": opset,
         "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
         "onnxruntime": ort.__version__,
-        "max_abs_diff_fp32": _max_diff(_session(fp32, 1), feed, reference, info),
+        "max_abs_diff_fp32": _max_diff(_session(fp32, 1), checks, info),
     }
+    if record["max_abs_diff_fp32"] > MAX_FP32_DIFF:
+        fp32.unlink()
+        raise KitError(
+            f"The ONNX export of {folder} gives probabilities up to "
+            f"{record['max_abs_diff_fp32']:.2g} away from PyTorch's (allowed {MAX_FP32_DIFF:g}):"
+            " this architecture does not trace faithfully. Predict with --backend torch.")
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -234,10 +248,8 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
                          reduce_range=False)
         os.replace(tmp8, folder / ONNX_INT8_FILE)
         record.update(int8=ONNX_INT8_FILE, int8_weights="QUInt8 per-channel (dynamic)",
-                      max_abs_diff_int8=_max_diff(_session(folder / ONNX_INT8_FILE, 1), feed,
-                                                  reference, info))
-    elif (folder / ONNX_INT8_FILE).exists():  # an older int8 copy no longer matches model.onnx
-        (folder / ONNX_INT8_FILE).unlink()
+                      max_abs_diff_int8=_max_diff(_session(folder / ONNX_INT8_FILE, 1), checks,
+                                                  info))
     write_json(info_path, {**info, "onnx": record})
     log.info("ONNX export of %s: %s (largest probability difference to PyTorch %.2g)%s", folder,
              ONNX_FILE, record["max_abs_diff_fp32"],
@@ -252,9 +264,11 @@ def _probs(logits: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     return logits_to_probs(logits, "multilabel" if multilabel else "multiclass")
 
 
-def _max_diff(session: Any, feed: dict[str, np.ndarray], reference: np.ndarray,
+def _max_diff(session: Any, checks: list[tuple[dict[str, np.ndarray], np.ndarray]],
               info: dict[str, Any]) -> float:
-    return float(np.abs(_probs(session.run(["logits"], feed)[0], info) - reference).max())
+    """The largest difference of the session's probabilities to the reference ones."""
+    return max(float(np.abs(_probs(session.run(["logits"], feed)[0], info) - reference).max())
+               for feed, reference in checks)
 
 
 def _session(path: Path, threads: int | None) -> Any:
