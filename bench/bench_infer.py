@@ -12,6 +12,7 @@ probabilities into the submission, scored against the demo's answer key (public 
 the labels that differ from PyTorch's are counted. The last line is `onnx-int8 / torch = X`.
 
     .venv/bin/python bench/bench_infer.py [--run outputs/demo] [--rows N] [--repeats 3]
+                                          [--int8-weights u8|s8]
 
 Timings swing with the machine's load; run it on an otherwise idle machine for stable figures.
 """
@@ -33,16 +34,16 @@ sys.path.insert(0, str(REPO))
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def prepare(run: Path, workdir: Path) -> Path:
+def prepare(run: Path, workdir: Path, int8_weights: str) -> Path:
     """A copy of `run` whose transformer export(s) have model.onnx and model_int8.onnx."""
     from kit.models.onnx_export import export_onnx, onnx_files, run_exports
 
     copy = workdir / run.name
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "mlruns", "*.db"))
     for export in run_exports(copy):
-        if set(onnx_files(export)) != {"onnx", "onnx-int8"}:
+        if set(onnx_files(export)) != {"onnx", "onnx-int8"} or int8_weights != "u8":
             tic = time.monotonic()
-            export_onnx(export, int8=True)
+            export_onnx(export, int8=True, int8_weights=int8_weights)
             print(f"exported ONNX fp32 + int8 for {export.relative_to(workdir)} in "
                   f"{time.monotonic() - tic:.1f} s")
     return copy
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="the first N test rows (0: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="default: torch's default")
+    ap.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
+                    help="as `kit export --int8-weights` (re-exports the copy when s8)")
     args = ap.parse_args()
 
     import torch
@@ -104,7 +107,7 @@ def main() -> None:
         comp = cut_to_rows(comp, args.rows)
     test = comp.test
     with tempfile.TemporaryDirectory() as tmp:
-        copy = prepare(run, Path(tmp))
+        copy = prepare(run, Path(tmp), args.int8_weights)
         rows: dict[str, dict] = {}
         reference = None
         for backend in BACKENDS:

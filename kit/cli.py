@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
                         help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
+    export.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
+                        help="u8 (default; no saturation on CPUs without VNNI) or s8 (faster "
+                        "kernels on CPUs with AVX512-VNNI)")
     _add_kaggle_commands(sub)
     cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
@@ -176,7 +179,7 @@ def _export_command(args: argparse.Namespace) -> int:
     from kit.models.onnx_export import export_onnx, run_exports
 
     for folder in run_exports(args.run):
-        record = export_onnx(folder, int8=args.int8)
+        record = export_onnx(folder, int8=args.int8, int8_weights=args.int8_weights)
         files = [record["fp32"]] + ([record["int8"]] if record["int8"] else [])
         diffs = ", ".join(f"{k.removeprefix('max_abs_diff_')} {v:.2g}" for k, v in record.items()
                           if k.startswith("max_abs_diff_"))

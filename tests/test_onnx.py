@@ -66,7 +66,7 @@ def test_export_writes_and_records_fp32_and_int8(exported: BuiltRun, capsys):
     assert onnx["fp32"] == ONNX_FILE and onnx["int8"] == ONNX_INT8_FILE
     assert (export / ONNX_FILE).stat().st_size > 0 and (export / ONNX_INT8_FILE).is_file()
     assert onnx["inputs"][:2] == ["input_ids", "attention_mask"]
-    assert onnx["max_abs_diff_fp32"] < 1e-5
+    assert onnx["max_abs_diff_fp32"] < 1e-5 and onnx["int8_weights"].startswith("QUInt8")
     assert not list(export.glob(".*.tmp"))  # written under a temporary name, then renamed
 
 
@@ -113,6 +113,16 @@ def test_int8_changes_few_labels(exported: BuiltRun):
     changed = np.mean([a != b for a, b in zip(int8.predict(texts).labels,
                                               torch_p.predict(texts).labels, strict=True)])
     assert changed <= 0.05
+
+
+def test_signed_int8_weights_on_request(exported: BuiltRun, tmp_path: Path):
+    copy = tmp_path / "model"
+    shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
+    with pytest.raises(KitError, match="use u8 or s8"):
+        export_onnx(copy, int8=True, int8_weights="int4")
+    record = export_onnx(copy, int8=True, int8_weights="s8")
+    assert record["int8_weights"].startswith("QInt8") and record["max_abs_diff_int8"] < 0.05
+    assert json.loads((copy / EXPORT_INFO).read_text())["onnx"] == record
 
 
 def test_auto_picks_int8_on_cpu_and_the_submission_labels_hold(exported: BuiltRun):

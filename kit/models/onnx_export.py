@@ -15,9 +15,10 @@ exporter (`dynamo=False`) needs no extra package (the dynamo one needs onnxscrip
 ONNX Runtime outputs equal to PyTorch's within 1e-6 on BERT-family encoders.
 
 int8: `onnxruntime.quantization.quantize_dynamic` with optimum's `AutoQuantizationConfig.avx2`
-choices: per-channel unsigned 8-bit weights (U8U8). ONNX Runtime's docs warn that signed weights
-(U8S8) can saturate on AVX2/AVX512 CPUs without VNNI (docs: "Quantize ONNX models", the
-"saturation" note); U8U8 does not, and every x86 CPU runs it.
+choices by default: per-channel unsigned 8-bit weights (U8U8). ONNX Runtime's docs warn that
+signed weights (U8S8) can saturate on AVX2/AVX512 CPUs without VNNI (docs: "Quantize ONNX
+models", the "saturation" note); U8U8 does not. `int8_weights="s8"` takes optimum's
+`avx512_vnni` choice (signed weights) for CPUs with VNNI, where U8S8 kernels are the fast ones.
 """
 
 from __future__ import annotations
@@ -173,8 +174,12 @@ class _Logits(nn.Module):
         return self.model(**dict(zip(self.names, tensors, strict=True))).logits
 
 
-def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) -> dict[str, Any]:
+def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET,
+                int8_weights: str = "u8") -> dict[str, Any]:
     """Write model.onnx (and model_int8.onnx) into an export folder; record them; return the record.
+
+    `int8_weights`: "u8" (unsigned, optimum's AVX2 choice: no saturation without VNNI) or "s8"
+    (signed, optimum's AVX512-VNNI and ARM64 choice; ORT's fast U8S8 kernels where VNNI exists).
 
     Exports whose model is saved whole (`full`, `merged`) are supported; an adapter export is
     refused (re-export it with merge=True). Each file is written under a temporary name and
@@ -182,6 +187,9 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
     """
     ort = _require_onnxruntime()
     from kit.models.export import EXPORT_INFO, load_exported
+
+    if int8_weights not in ("u8", "s8"):
+        raise KitError(f"int8_weights is {int8_weights!r}; use u8 or s8.")
 
     folder = Path(export_dir)
     info_path = folder / EXPORT_INFO
@@ -244,10 +252,10 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET) 
         # inference stops ("Incomplete symbolic shape inference", seen on MiniLM), so the
         # exported graph is quantized as it is (ORT's own graph optimizations run at load).
         tmp8 = folder / f".{ONNX_INT8_FILE}.tmp"
-        quantize_dynamic(fp32, tmp8, weight_type=QuantType.QUInt8, per_channel=True,
-                         reduce_range=False)
+        weights = QuantType.QUInt8 if int8_weights == "u8" else QuantType.QInt8
+        quantize_dynamic(fp32, tmp8, weight_type=weights, per_channel=True, reduce_range=False)
         os.replace(tmp8, folder / ONNX_INT8_FILE)
-        record.update(int8=ONNX_INT8_FILE, int8_weights="QUInt8 per-channel (dynamic)",
+        record.update(int8=ONNX_INT8_FILE, int8_weights=f"{weights.name} per-channel (dynamic)",
                       max_abs_diff_int8=_max_diff(_session(folder / ONNX_INT8_FILE, 1), checks,
                                                   info))
     write_json(info_path, {**info, "onnx": record})
