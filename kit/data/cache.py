@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,13 @@ from typing import Any
 import pandas as pd
 
 from kit.core.atomic import write_json
+from kit.core.envinfo import CACHE_EVENTS as EVENTS  # hits and misses, for env.json
 from kit.data.stream import Sampler, StreamStats, iter_chunks
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 EDGE_BYTES = 1 << 20
-# Cache hits and misses in this process ("data hit", "tokens miss"...), for env.json.
-EVENTS: Counter[str] = Counter()
 
 
 def cache_root(cache_dir: str | None, output_dir: str, root: Path) -> Path:

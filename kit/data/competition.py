@@ -8,9 +8,7 @@ names the file, the column, the first offending rows, and the fix.
 
 from __future__ import annotations
 
-import ast
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,9 @@ import pandas as pd
 
 from kit.config.params import CompetitionParams, Params
 from kit.core.platform import kaggle_input
+from kit.core.project import find_project_root
 from kit.data.cache import load_test_rows, load_train_rows
-from kit.data.labelmap import code_counts, label_str, map_label
+from kit.data.labelmap import code_counts, label_str, map_label, split_labels
 from kit.data.readers import DELIMITERS, ids_as_written, read_table
 from kit.errors import KitError
 
@@ -56,20 +55,6 @@ class Competition:
     @property
     def test_ids(self) -> np.ndarray:
         return self.test[self.id_column].to_numpy()
-
-
-def find_project_root(start: Path | None = None) -> Path:
-    """The folder holding `params/` (the repo root), walking up from `start` (default: cwd).
-
-    `COMPKIT_ROOT` overrides; with no `params/` anywhere above, the start folder itself.
-    """
-    if os.environ.get("COMPKIT_ROOT"):
-        return Path(os.environ["COMPKIT_ROOT"]).resolve()
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "params").is_dir():
-            return folder
-    return start
 
 
 def locate_data(comp: CompetitionParams, root: Path) -> Path:
@@ -173,20 +158,6 @@ def warn_empty_test_texts(test: pd.DataFrame, comp: CompetitionParams, file: str
             f"{comp.text_columns} ({_first_ids(test, empty.tolist(), comp.id_column)}): kept, "
             "and predicted from empty text, since the submission needs every id."
         )
-
-
-def split_labels(value: object, delimiter: str | None) -> list[str]:
-    """One cell of a multilabel column as a list: a list, a list literal, or delimited text."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v) for v in value]
-    text = str(value).strip()
-    if text.startswith("[") and text.endswith("]"):
-        try:
-            return [str(v) for v in ast.literal_eval(text)]
-        except (ValueError, SyntaxError):
-            pass
-    parts = text.split(delimiter) if delimiter is not None else text.split()
-    return [p.strip() for p in parts if p.strip()]
 
 
 def encode_labels(df: pd.DataFrame, comp: CompetitionParams, file: str,
