@@ -14,6 +14,10 @@ from kit.core.project import find_project_root
 from kit.core.rundir import FINISHED, resolve_params, run_path
 from kit.errors import KitError
 
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # kit.models.onnx_export.BACKENDS (no torch here)
+BACKEND_HELP = ("what runs a transformer: auto (default: on a CPU the ONNX files `kit export` "
+                "wrote, int8 first, else PyTorch), torch, onnx (fp32) or onnx-int8")
+
 
 def next_run_name(params_path: str, name: str = "", root: Path | None = None) -> str:
     """The run name for a new invocation: the given or params name, continued if unfinished.
@@ -54,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     doc = sub.add_parser("params-doc", help="print the README's params table from the schema")
     doc.add_argument("readme", nargs="?", help="rewrite that file's table in place instead")
     _add_serving_commands(sub)
+    export = sub.add_parser("export", help="add ONNX copies (fp32, int8) to a run's transformer "
+                            "export(s); predict, serve and 05_infer then use them on a CPU")
+    export.add_argument("run", help="the run folder (outputs/<run>) or an export folder")
+    export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
+    export.add_argument("--int8", action="store_true",
+                        help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
+    export.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
+                        help="u8 (default; no saturation on CPUs without VNNI) or s8 (faster "
+                        "kernels on CPUs with AVX512-VNNI)")
     _add_kaggle_commands(sub)
     cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
@@ -80,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.readme}: params table {'updated' if changed else 'up to date'}")
             else:
                 print(params_table(), end="")
+        elif args.command == "export":
+            return _export_command(args)
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
         elif args.command in ("package", "push", "pull"):
@@ -187,6 +202,22 @@ def _kaggle_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_command(args: argparse.Namespace) -> int:
+    """`kit export RUN --onnx [--int8]`: ONNX files beside each PyTorch export of the run."""
+    if not (args.onnx or args.int8):
+        raise KitError("`kit export` adds ONNX files to the PyTorch export 02_train wrote; say "
+                       "which: --onnx (fp32) and/or --int8 (dynamic int8, implies --onnx).")
+    from kit.models.onnx_export import export_onnx, run_exports
+
+    for folder in run_exports(args.run):
+        record = export_onnx(folder, int8=args.int8, int8_weights=args.int8_weights)
+        files = [record["fp32"]] + ([record["int8"]] if record["int8"] else [])
+        diffs = ", ".join(f"{k.removeprefix('max_abs_diff_')} {v:.2g}" for k, v in record.items()
+                          if k.startswith("max_abs_diff_"))
+        print(f"{folder}: {' '.join(files)} (largest probability difference to PyTorch: {diffs})")
+    return 0
+
+
 def _image_command(args: argparse.Namespace) -> int:
     """`kit kaggle-image [--probe [--dry-run]]`: what the wheels are built for, or its refresh."""
     from kit.kaggle import image
@@ -262,6 +293,7 @@ def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--output", help="CSV to write (default: <input>.predictions.csv)")
     predict.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    predict.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     serve = sub.add_parser("serve", help="serve a run: REST API and a web page")
     serve.add_argument("run", help="the run folder, e.g. outputs/demo")
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
@@ -269,6 +301,7 @@ def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--token", default=None,
                        help="bearer token required on /predict and /health (or KIT_SERVE_TOKEN)")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    serve.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     serve.add_argument("--max-texts", type=int, default=limits.max_texts,
                        help="texts per request (more: 413)")
     serve.add_argument("--max-chars", type=int, default=limits.max_chars,
@@ -295,7 +328,7 @@ def _serving_command(args: argparse.Namespace) -> int:
         from kit.serve.predict_file import predict_file
         from kit.serve.predictor import Predictor
 
-        predictor = Predictor.load(args.run, device=args.device)
+        predictor = Predictor.load(args.run, device=args.device, backend=args.backend)
         result = predict_file(predictor, Path(args.input), args.output, args.chunk_rows)
         print(result.output)
         return 0
@@ -314,6 +347,7 @@ def _serving_command(args: argparse.Namespace) -> int:
         batching=BatchingConfig(not args.no_batching, args.batch_texts, args.batch_wait_ms,
                                 args.max_queue),
         device=args.device,
+        backend=args.backend,
     )
     serve(settings, args.host, args.port, access_log=args.access_log)
     return 0

@@ -51,6 +51,9 @@ class KaggleParams(Section):
     time_limit_hours: float = field(default=9.0, metadata={
         "help": "Session limit: 05_infer stops with advice before it; 02_train's time budget.",
         "within": "(0, inf)"})
+    test_rows: int | None = field(default=None, metadata={
+        "help": "Rows of the hidden test set 05_infer plans its time for; null: test.csv's.",
+        "within": "[1, inf)"})
     model_sources: list[str] = field(default_factory=list, metadata={
         "help": "Kaggle Models to attach: owner/model/framework/variation/version (a LoRA base)."})
 

@@ -93,7 +93,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            served.predictor = Predictor.load(settings.run_folder, device=settings.device)
+            served.predictor = Predictor.load(settings.run_folder, device=settings.device,
+                                              backend=settings.backend)
         except KitError as err:
             served.reason = str(err)
         except Exception as err:  # a broken run folder must not stop the server
@@ -166,7 +167,8 @@ def _health(served: _Served) -> dict[str, Any]:
         "batching": asdict(settings.batching),
     }
     if predictor is not None and served.batcher is not None:
-        out.update(model=predictor.model_name, device=predictor.device, task=predictor.task,
+        out.update(model=predictor.model_name, device=predictor.device,
+                   backend=predictor.backend, task=predictor.task,
                    labels=predictor.labels, text_columns=predictor.text_columns,
                    metric=predictor.metric, validation=predictor.validation,
                    rule=predictor.describe_rule(), served=asdict(served.batcher.stats))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -24,20 +25,23 @@ __all__ = ["LoadedModel", "load_model", "rule_labels"]
 
 
 def load_model(folder: Path, params: Params, name: str, device: str | None,
-               labels: list[str] | None = None) -> LoadedModel:
+               labels: list[str] | None = None, backend: str = "auto") -> LoadedModel:
     """`name` (a registered kind, or ensemble) of the run in `folder`.
+
+    `backend`: how transformers predict (kit.models.onnx_export.choose_backend).
 
     `labels`: the class names when the run itself has no rule naming them (an ensemble's member).
     """
     if name == "ensemble":
-        return _load_ensemble(folder, params, device)
+        return _load_ensemble(folder, params, device, backend)
     if name not in KINDS:
         raise KitError(f"{folder}: cannot serve model {name!r}; kit.serve knows "
                        f"{', '.join(KINDS)} and ensemble.")
     base = folder / "models" / name
     fold_dirs = sorted(p for p in base.glob("r*_f*") if p.is_dir())
     kind = KINDS[name]
-    parts = [kind.load(folder, params, d, device, labels) for d in (fold_dirs or [base])]
+    parts = [kind.load(folder, params, d, device, labels, backend)
+             for d in (fold_dirs or [base])]
     if len(parts) == 1:
         return parts[0]
 
@@ -45,10 +49,17 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
         return np.mean([p.predict(texts) for p in parts], axis=0)
 
     first = parts[0]
-    return LoadedModel(mean, first.labels, first.device, first.task, first.template)
+    return LoadedModel(mean, first.labels, first.device, first.task, first.template,
+                       _joined(p.backend for p in parts))
 
 
-def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedModel:
+def _joined(backends: Any) -> str:
+    """One name for the backends of several models ("onnx-int8", or "onnx+torch" if mixed)."""
+    return "+".join(sorted(set(backends)))
+
+
+def _load_ensemble(folder: Path, params: Params, device: str | None,
+                   backend: str = "auto") -> LoadedModel:
     from kit.ensemble.fit import ENSEMBLE_FILE
 
     info = json.loads((folder / ENSEMBLE_FILE).read_text())
@@ -58,7 +69,8 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
                        "the ensemble with ensemble.rank: false.")
     members = [(name, w) for name, w in info["weights"].items() if w > 0]
     labels = rule_labels(folder, params)
-    loaded = [(_member(folder, params, name, device, labels), w) for name, w in members]
+    loaded = [(_member(folder, params, name, device, labels, backend), w)
+              for name, w in members]
     templates = {m.template for m, _ in loaded}
     if len(templates) > 1:
         raise KitError(f"{folder}: the ensemble's members render texts differently "
@@ -76,15 +88,16 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
         out = sum(w * m.predict(texts) for m, w in loaded) / sum(w for _, w in loaded)
         return out / out.sum(axis=1, keepdims=True) if normalize else out
 
-    return LoadedModel(blend, first.labels, first.device, first.task, first.template)
+    return LoadedModel(blend, first.labels, first.device, first.task, first.template,
+                       _joined(m.backend for m, _ in loaded))
 
 
 def _member(folder: Path, params: Params, name: str, device: str | None,
-            labels: list[str]) -> LoadedModel:
+            labels: list[str], backend: str = "auto") -> LoadedModel:
     run_name, _, kind = name.rpartition("/")
     if not run_name:
-        return load_model(folder, params, kind, device, labels)
+        return load_model(folder, params, kind, device, labels, backend)
     other = folder.parent / run_name
     other_params = params_from_dict(yaml.safe_load((other / "params.yaml").read_text()),
                                     source=str(other / "params.yaml"))
-    return load_model(other, other_params, kind, device, labels)
+    return load_model(other, other_params, kind, device, labels, backend)

@@ -59,14 +59,20 @@ class Predictor:
     template: str | None  # how text columns become one text for this model
     _predict: Callable[[list[str]], np.ndarray] = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    backend: str = "torch"  # what runs the model: sklearn, torch, onnx, onnx-int8 ("+": mixed)
 
     @property
     def text_columns(self) -> list[str]:
         return list(self.params.competition.text_columns)
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | None = None) -> Predictor:
-        """Read the run folder and load its chosen model; a KitError says what is missing."""
+    def load(cls, folder: str | Path, device: str | None = None,
+             backend: str = "auto") -> Predictor:
+        """Read the run folder and load its chosen model; a KitError says what is missing.
+
+        `backend`: auto, torch, onnx or onnx-int8 (kit.models.onnx_export.choose_backend; auto
+        takes the export's ONNX files on a CPU when `kit export --onnx` wrote them).
+        """
         folder = Path(folder).resolve()
         params_file = folder / "params.yaml"
         if not params_file.is_file():
@@ -78,7 +84,7 @@ class Predictor:
         run = RunDir(path=folder, params=params, root=folder.parent)
         model_name = chosen_model(run)
         metrics = run.read_metrics()
-        model = load_model(folder, params, model_name, device)
+        model = load_model(folder, params, model_name, device, backend=backend)
         predict, labels, dev, task, template = (model.predict, model.labels, model.device,
                                                 model.task, model.template)
         rule = load_rule(run, task, labels)
@@ -88,10 +94,12 @@ class Predictor:
                 f"{labels}; decision_rule.json belongs to another model. Re-run 03_thresholds."
             )
         validation = metrics.get("models", {}).get(model_name, {}).get(metrics.get("metric"))
-        log.info(f"Loaded run {params.name!r}: {model_name} on {dev}, rule {rule.kind}"
+        log.info(f"Loaded run {params.name!r}: {model_name} on {dev} ({model.backend}), "
+                 f"rule {rule.kind}"
                  + (f" (temperature {rule.temperature:.3g})" if rule.temperature else ""))
         return cls(params.name, folder, model_name, task, list(labels), rule, params,
-                   metrics.get("metric"), validation, dev, template, predict)
+                   metrics.get("metric"), validation, dev, template, predict,
+                   backend=model.backend)
 
     def render(self, df: pd.DataFrame, source: str) -> list[str]:
         """Texts from rows holding the run's text columns, as training rendered them.

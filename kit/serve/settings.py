@@ -34,3 +34,4 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     device: str | None = None  # None: CUDA when present (transformer only)
+    backend: str = "auto"  # auto, torch, onnx, onnx-int8 (kit.models.onnx_export.choose_backend)

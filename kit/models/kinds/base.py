@@ -39,6 +39,7 @@ class LoadedModel:
     device: str
     task: str
     template: str | None
+    backend: str = "torch"  # what runs it: sklearn (tfidf), torch, onnx or onnx-int8
 
 
 class ModelKind(Protocol):
@@ -54,8 +55,9 @@ class ModelKind(Protocol):
         ...
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
-             labels: list[str] | None) -> LoadedModel:
-        """The fit saved in `model_dir`, ready to predict (labels: names when not recorded)."""
+             labels: list[str] | None, backend: str = "auto") -> LoadedModel:
+        """The fit saved in `model_dir`, ready to predict (labels: names when not recorded;
+        backend: what runs it, where the kind has a choice)."""
         ...
 
 

@@ -38,7 +38,7 @@ class TfidfKind:
         return val, test, {}
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
-             labels: list[str] | None) -> LoadedModel:
+             labels: list[str] | None, backend: str = "auto") -> LoadedModel:
         labels = list(labels or rule_labels(folder, params))
         pipeline = load_pipeline(model_dir / self.artifact)
         task = params.competition.task
@@ -46,7 +46,8 @@ class TfidfKind:
         def predict(texts: list[str]) -> np.ndarray:
             return predict_tfidf(pipeline, texts, task, len(labels))
 
-        return LoadedModel(predict, labels, "cpu", task, params.competition.text_template)
+        return LoadedModel(predict, labels, "cpu", task, params.competition.text_template,
+                           "sklearn")
 
 
 TFIDF = TfidfKind()

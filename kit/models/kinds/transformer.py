@@ -96,8 +96,9 @@ class TransformerKind:
         return result.val_probs, result.test_probs, extra
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
-             labels: list[str] | None) -> LoadedModel:
+             labels: list[str] | None, backend: str = "auto") -> LoadedModel:
         from kit.models.export import EXPORT_INFO, load_exported
+        from kit.models.onnx_export import choose_backend, load_onnx_export
 
         export = model_dir / self.artifact
         if not (export / EXPORT_INFO).is_file():
@@ -106,7 +107,9 @@ class TransformerKind:
                 "finish training. Finish 02_train, or serve with `submit.model: tfidf`."
             )
         info = json.loads((export / EXPORT_INFO).read_text())
-        model, tokenizer, labels = load_exported(export, device=device)
+        backend = choose_backend(export, backend, device)
+        model, tokenizer, labels = (load_exported(export, device=device) if backend == "torch"
+                                    else load_onnx_export(export, backend))
         from kit.models.hf.data import set_truncation_side
 
         set_truncation_side(tokenizer, info.get("truncation_side", "right"))
@@ -124,7 +127,7 @@ class TransformerKind:
                                  progress=False, autocast_dtype=amp, head_tokens=head_tokens)
 
         template = params.transformer.prompt_template or params.competition.text_template
-        return LoadedModel(predict, list(labels), str(dev), task, template)
+        return LoadedModel(predict, list(labels), str(dev), task, template, backend)
 
 
 def _autocast_dtype() -> Any:

