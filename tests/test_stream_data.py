@@ -1,4 +1,4 @@
-"""The streamed data path: one-pass stratified sample, the Parquet cache, bad records by line."""
+"""The streamed data path: one-pass stratified sample, the Arrow cache, bad records by line."""
 
 from __future__ import annotations
 
@@ -82,7 +82,9 @@ def test_cache_is_hit_on_rerun_and_missed_when_a_param_or_the_file_changes(tmp_p
     assert first.data_info["cache_hit"] is False
     cached = Path(first.data_info["cache_file"])
     assert cached.is_file() and cached.is_relative_to(tmp_path / "outputs" / ".cache")
-    assert len(list((tmp_path / "outputs" / ".cache" / "data").glob("test-*.parquet"))) == 1
+    data = tmp_path / "outputs" / ".cache" / "data"
+    assert len(list(data.glob("test-*.json"))) == 1  # the rows' file, and its texts beside it
+    assert len(list(data.glob("test-*.texts-*.arrow"))) == 1 and cached.suffix == ".arrow"
     hits = EVENTS["data hit"]
     again = load_competition(_params(folder, tmp_path, sample_per_class=30), tmp_path)
     assert again.data_info["cache_hit"] is True
