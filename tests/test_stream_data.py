@@ -321,3 +321,18 @@ def test_a_pass_over_all_texts_reads_batches_not_the_memory_map(tmp_path: Path):
     assert len(column[:]) == 40_000  # a slice reads through the map
     mapped = _rss_file_kb() - before
     assert streamed < 8_000 and mapped > 30_000, (streamed, mapped)
+
+
+def test_pickled_text_column_carries_the_path_not_the_rows(tmp_path: Path):
+    import pickle
+
+    import pyarrow as pa
+
+    from kit.data.arrow_rows import ArrowRows, TextColumn, write_arrow_file
+
+    path = tmp_path / "t.arrow"
+    write_arrow_file(path, pa.schema([("text", pa.string())]), [{"text": ["a" * 1000] * 500}])
+    column = TextColumn(ArrowRows(path), positions=np.arange(0, 500, 2))
+    assert column[0] == "a" * 1000  # mapped now
+    blob = pickle.dumps(column)
+    assert len(blob) < 10_000 and pickle.loads(blob) == list(column)

@@ -64,6 +64,11 @@ class ArrowRows:
         # would not find it); the file keeps them all.
         self.columns = [c for c in (columns or schema.names) if c in schema.names]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (to a worker process), a file's rows travel as the path and are mapped again
+        # there, not copied out of the map.
+        return {**self.__dict__, "_table": None} if self.path else self.__dict__
+
     def _reader_schema(self) -> pa.Schema:
         with pa.OSFile(str(self.path)) as f:
             return pa.ipc.open_file(f).schema
