@@ -133,6 +133,8 @@ def model_folder(model: str) -> str:
     encoder) or a local folder."""
     from kit.models.source import resolve_model
 
+    if model == "words":
+        return words_model_folder()
     if model != "tiny":
         return str(resolve_model(model))
     folder = Path("/tmp/compkit-bench-tiny-minilm-vocab")
@@ -144,6 +146,33 @@ def model_folder(model: str) -> str:
         config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=128)
         BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def words_model_folder() -> str:
+    """A word-level tokenizer over the generated texts' words (trained here) on the same toy
+    BERT: the data path's memory at the full row count where WordPiece would take an hour."""
+    folder = Path("/tmp/compkit-bench-words")
+    if (folder / "config.json").is_file():
+        return str(folder)
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = [WORDS, "question answer solution find the final answer is ? : .",
+              " ".join(str(i) for i in range(1000))]
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
+    fast.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=128)
+    BertModel(config).save_pretrained(folder)
     return str(folder)
 
 
@@ -284,7 +313,8 @@ def main() -> None:
     ap.add_argument("--csv-rows", type=int, default=1_000_000)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--model", default="tiny",
-                    help="tiny (a toy BERT from a config), minilm, or a local model folder")
+                    help="tiny (MiniLM's tokenizer on a toy BERT), words (a word-level tokenizer "
+                    "on it: fast), minilm, or a local model folder")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/compkit-bench-data"))

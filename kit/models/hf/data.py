@@ -47,7 +47,7 @@ __all__ = [
     "tokenize_texts",
 ]
 
-_CHUNK = 4096  # texts per tokenizer call: bounded memory on million-row sets
+_CHUNK = 1024  # texts per tokenizer call: its Python lists of ints are the transient peak
 
 log = logging.getLogger(__name__)
 

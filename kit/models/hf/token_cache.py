@@ -18,6 +18,7 @@ side), `max_length` and `head_tokens`. The template is in the texts, so it is ke
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
@@ -140,11 +141,29 @@ def write_arrow(path: Path, texts: Sequence[str], encode: Callable[[Sequence[str
                 if writer is None:
                     writer = pa.ipc.new_file(sink, batch.schema)
                 writer.write_batch(batch)
+                _return_freed_heap()
             writer.close()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _return_freed_heap() -> None:
+    """Hand memory freed by a batch's tokenisation back to the OS (glibc's `malloc_trim`):
+    without it the heap of a million-text pass keeps the high-water mark of every batch's
+    fragments. A no-op where the C library is not glibc."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
 
 
 def cached_encodings(folder: Path, tokenizer: Any, texts: Sequence[str], max_length: int | None,
