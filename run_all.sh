@@ -72,7 +72,9 @@ RUN_NAME="${RUN[0]}"; RUN_DIR="${RUN[1]}"
 mkdir -p "$RUN_DIR/notebooks"
 # tqdm reads TQDM_* defaults: fewer progress updates keep headless logs and IOPub small.
 export TQDM_MININTERVAL="${TQDM_MININTERVAL:-5}"
-PAPERMILL=("$PY" -m papermill --cwd . -k python3 --log-output --no-progress-bar)
+# papermill's CLI with kernels on encrypted sockets: no "running over TCP without encryption"
+# in every log (kit/core/kernels.py).
+PAPERMILL=("$PY" -m kit.core.kernels --cwd . -k python3 --log-output --no-progress-bar)
 
 # A running notebook's progress: the kit keeps its latest progress line in $KIT_PROGRESS_FILE
 # (kit/core/progress.py). On a terminal one line is redrawn every PROGRESS_POLL_SECONDS; in a

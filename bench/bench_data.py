@@ -137,7 +137,7 @@ def model_folder(model: str) -> str:
     """`tiny`: MiniLM's tokenizer (real tokenisation cost) on a 2-layer, 64-wide BERT built from
     a config (training steps cost little); else a kit alias (minilm: the kit's smallest real
     encoder) or a local folder."""
-    from kit.models.source import resolve_model
+    from kit.core.model_source import resolve_model
 
     if model == "words":
         return words_model_folder()

@@ -108,8 +108,8 @@ def inference(texts: list[str], names: list[str], batch: int) -> dict[str, float
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from kit.core.model_source import resolve_model
     from kit.models.hf.data import predict_probs
-    from kit.models.source import resolve_model
 
     path = resolve_model("minilm")
     tok = AutoTokenizer.from_pretrained(path)
@@ -163,8 +163,8 @@ def speed(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from kit.core.model_source import resolve_model
     from kit.models.hf.data import token_lengths
-    from kit.models.source import resolve_model
 
     texts, y, names = trec()
     rng = np.random.default_rng(0)

@@ -47,8 +47,8 @@ def champ_topics(n: int) -> tuple[list[str], list[int], list[str]]:
 
 
 def smollm2_folder() -> str:
-    """SmolLM2 as a safetensors folder (kit.models.source caches the packaged GGUF once)."""
-    from kit.models.source import resolve_model
+    """SmolLM2 as a safetensors folder (kit.core.model_source caches the packaged GGUF once)."""
+    from kit.core.model_source import resolve_model
 
     return resolve_model("smollm2-135m")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kit import cli_compete
 from kit.core.logs import show_logs
+from kit.core.project import find_project_root
 from kit.core.rundir import FINISHED, resolve_params, run_path
-from kit.data.competition import find_project_root
 from kit.errors import KitError
 
 
@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(params_table(), end="")
         elif args.command in ("predict", "serve"):
             return _serving_command(args)
-        elif args.command in ("package", "push"):
+        elif args.command in ("package", "push", "pull"):
             return _kaggle_command(args)
+        elif args.command == "kaggle-image":
+            return _image_command(args)
         elif args.command in cli_compete.COMMANDS:
             return cli_compete.run_command(args)
     except KitError as err:
@@ -101,7 +103,25 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
                          help="write the folder and print the kaggle command; send nothing")
     package.add_argument("--message", default="", help="version notes for a new version")
     package.add_argument("--image-packages", default=None,
-                         help="pip freeze of the target image (default: the shipped Kaggle list)")
+                         help="the target image file (default: kit/kaggle/kaggle_image.txt)")
+    package.add_argument("--include-base", action="store_true",
+                         help="a LoRA adapter run: copy its base model's weights into the dataset")
+    package.add_argument("--build-on-kaggle", action="store_true",
+                         help="ship only the kit's wheel; an internet-on builder notebook "
+                         "downloads the rest inside the real image, attached to `kit push`'s "
+                         "notebook as kernel_sources")
+    image = sub.add_parser("kaggle-image", help="show the Kaggle image file wheels are built "
+                           "for; --probe replaces it with what a real Kaggle notebook reports")
+    image.add_argument("--probe", action="store_true",
+                       help="push a tiny internet-on notebook, wait, rewrite the file from its "
+                       "output (sys.version, platform tag, pip list --format=freeze)")
+    image.add_argument("--dry-run", action="store_true",
+                       help="with --probe: write the notebook folder, print the commands")
+    image.add_argument("--file", default=None,
+                       help="the image file to read or rewrite (default: the shipped one)")
+    image.add_argument("--folder", default="kaggle/image-probe",
+                       help="where the probe notebook folder is written")
+    image.add_argument("--owner", default="", help="your Kaggle username (or KAGGLE_USERNAME)")
     push = sub.add_parser("push", help="bake a notebook with the run's params, push it to "
                           "Kaggle, follow it and fetch its output")
     push.add_argument("run", help="the run folder, e.g. outputs/demo")
@@ -113,9 +133,19 @@ def _add_kaggle_commands(sub: argparse._SubParsersAction) -> None:
                       help="first package the run into DIR (as `kit package`): both folders")
     push.add_argument("--image-packages", default=None,
                       help="with --dataset: the image's package list (as `kit package`)")
+    push.add_argument("--include-base", action="store_true",
+                      help="with --dataset: copy a LoRA run's base model into the dataset")
     push.add_argument("--submit", action="store_true",
                       help="code competitions: submit the finished version")
     push.add_argument("--poll-seconds", type=float, default=30.0)
+    push.add_argument("--continue", dest="resume", action="store_true",
+                      help="02_train: the next session, with the previous one's output attached "
+                      "(resumes from its latest complete checkpoint)")
+    pull = sub.add_parser("pull", help="bring a run trained on Kaggle (push --notebook 02_train) "
+                          "back into its run folder")
+    pull.add_argument("run", help="the run folder, e.g. outputs/demo")
+    push.add_argument("--dataset-wait-minutes", type=float, default=30.0,
+                      help="how long to wait for Kaggle to process the dataset before pushing")
 
 
 def _kaggle_command(args: argparse.Namespace) -> int:
@@ -124,34 +154,99 @@ def _kaggle_command(args: argparse.Namespace) -> int:
     `kit push --dataset DIR` packages the run into DIR first: one command for both folders.
     """
     commands: list[str] = []
-    if args.command == "package" or getattr(args, "dataset", None):
-        from kit.kaggle import wheels
-        from kit.kaggle.package import package_run
+    if args.command == "pull":
+        from kit.kaggle.remote_train import pull_run
 
-        out = args.out if args.command == "package" else args.dataset
-        packed = package_run(args.run, out, dry_run=args.dry_run,
-                             message=getattr(args, "message", ""),
-                             image_packages=getattr(args, "image_packages", None)
-                             or wheels.IMAGE_PACKAGES)
-        print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
-        for name, size in packed.files.items():
-            print(f"  {size / 1e6:10.2f} MB  {name}")
-        commands += packed.commands
+        print(f"pulled: {pull_run(args.run)}")
+        return 0
+    if args.command == "push" and (args.resume or args.notebook == "02_train"):
+        return _push_training(args)
+    if args.command == "package" or getattr(args, "dataset", None):
+        commands += _package(args)
     if args.command == "push":
         from kit.kaggle.push import push_run
 
         result = push_run(args.run, args.out, notebook=args.notebook, dry_run=args.dry_run,
-                          submit=args.submit, poll_seconds=args.poll_seconds)
+                          submit=args.submit, poll_seconds=args.poll_seconds,
+                          dataset_folder=args.dataset,
+                          dataset_wait_minutes=args.dataset_wait_minutes)
         print(f"notebook {result.ref}: {result.folder}")
+        if result.base_model:
+            print(result.base_model)
         for path in sorted(result.folder.iterdir()):
             print(f"  {path.stat().st_size / 1e3:10.1f} kB  {path.name}")
         if result.version is not None:
-            print(f"version {result.version}: {result.status}; output in {result.output_dir}")
+            print(f"version {result.version} (dataset {result.dataset} version "
+                  f"{result.dataset_version}): {result.status}; output in {result.output_dir}")
         if result.submission:
             print(f"submission: {result.submission}")
         commands += result.commands
     print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
     for command in commands:
+        print(f"  {command}")
+    return 0
+
+
+def _image_command(args: argparse.Namespace) -> int:
+    """`kit kaggle-image [--probe [--dry-run]]`: what the wheels are built for, or its refresh."""
+    from kit.kaggle import image
+
+    path = Path(args.file) if args.file else image.IMAGE_FILE
+    if args.probe:
+        result = image.probe(args.folder, owner=args.owner, target=path, dry_run=args.dry_run)
+        print(f"probe notebook {result.ref}: {result.folder}")
+        if result.written:
+            print(f"{result.written} rewritten: Python {result.image.python}, "
+                  f"{result.image.platform}, {len(result.image.packages)} packages")
+        print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
+        for command in result.commands:
+            print(f"  {command}")
+        return 0
+    found = image.read_image(path)
+    print(f"{path}: Python {found.python}, {found.platform}, {len(found.packages)} packages, "
+          f"dated {found.date or '(no date)'}")
+    for line in found.source:
+        print(f"  {line}")
+    return 0
+
+
+def _package(args: argparse.Namespace) -> list[str]:
+    """`kit package` (or `kit push --dataset DIR`): write and send the dataset; its commands."""
+    from kit.kaggle import wheels
+    from kit.kaggle.package import package_run
+
+    out = args.out if args.command == "package" else args.dataset
+    packed = package_run(args.run, out, dry_run=args.dry_run,
+                         message=getattr(args, "message", ""),
+                         image_packages=getattr(args, "image_packages", None)
+                         or wheels.IMAGE_PACKAGES,
+                         build_on_kaggle=getattr(args, "build_on_kaggle", False),
+                         include_base=getattr(args, "include_base", False))
+    print(f"dataset {packed.ref}: {packed.folder} ({packed.total_bytes / 1e6:.1f} MB)")
+    for name, size in packed.files.items():
+        print(f"  {size / 1e6:10.2f} MB  {name}")
+    if packed.builder:
+        print(f"wheel builder {packed.builder.ref}: {packed.builder.folder}")
+    return packed.commands
+
+
+def _push_training(args: argparse.Namespace) -> int:
+    """`kit push RUN --notebook 02_train [--continue]`: one training session on Kaggle."""
+    from kit.kaggle.remote_train import push_training
+
+    if args.notebook not in (None, "02_train"):
+        raise KitError(f"--continue goes on with training (02_train), not {args.notebook}. Fix: "
+                       "drop --notebook, or --continue.")
+    commands = _package(args) if args.dataset else []  # the dataset first, as for any push
+    session = push_training(args.run, args.out, resume=args.resume, dry_run=args.dry_run,
+                            poll_seconds=args.poll_seconds)
+    push = session.push
+    print(f"notebook {push.ref} (training session {session.session}): {push.folder}")
+    if push.version is not None:
+        print(f"version {push.version}: {push.status}; output in {session.run_output}")
+    print(session.message)
+    print("dry run: nothing sent; the commands are:" if args.dry_run else "ran:")
+    for command in [*commands, *push.commands]:
         print(f"  {command}")
     return 0
 

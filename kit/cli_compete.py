@@ -30,8 +30,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--trials", type=int, help="total trials (default: search.trials)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="params override for every trial")
-    board = sub.add_parser("leaderboard", help="outputs/leaderboard.csv and its plot")
+    board = sub.add_parser("leaderboard", help="outputs/leaderboard.csv and one table and plot "
+                           "per competition")
     board.add_argument("--outputs", default="outputs", help="the folder of run folders")
+    board.add_argument("--competition", default=None, metavar="SLUG",
+                       help="only this competition's runs")
+    board.add_argument("--kaggle", action="store_true",
+                       help="add Kaggle's public score and status of each run's submissions "
+                       "(`kaggle competitions submissions`; needs credentials)")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -76,15 +82,44 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"best: {result.best_run} ({result.best_value:.4f}); trials in "
               f"{result.folder / 'trials.csv'}")
     elif args.command == "leaderboard":
-        from kit.tracking.leaderboard import LEADERBOARD_FILE, build_leaderboard, plot_leaderboard
+        return _leaderboard(Path(args.outputs), args.competition, args.kaggle)
+    return 0
 
-        outputs = Path(args.outputs)
-        table = build_leaderboard(outputs)
-        if table.empty:
-            raise KitError(f"No run in {outputs} has trained a model yet.")
-        plot_leaderboard(table).savefig(outputs / "leaderboard.png", dpi=110)
-        print(table.to_string(index=False))
-        print(outputs / LEADERBOARD_FILE)
+
+def _leaderboard(outputs: Path, competition: str | None, kaggle: bool) -> int:
+    """One table and one plot per competition (its metric named); Kaggle's scores on request.
+
+    The plot of the only (or chosen) competition is outputs/leaderboard.png; with several, each
+    also has outputs/leaderboard_<slug>.png and leaderboard.png is the one with the most runs.
+    """
+    from kit.tracking.leaderboard import (
+        LEADERBOARD_FILE,
+        build_leaderboard,
+        by_competition,
+        plot_leaderboard,
+    )
+
+    table = build_leaderboard(outputs)
+    if table.empty:
+        raise KitError(f"No run in {outputs} has trained a model yet.")
+    if kaggle:
+        from kit.kaggle.scores import SUBMISSIONS_FILE, kaggle_scores
+
+        slugs = [competition] if competition else sorted(table["competition"].dropna().unique())
+        table = build_leaderboard(outputs, kaggle_scores(outputs, slugs, list(table["run"])))
+    parts = by_competition(table, competition)
+    for (slug, metric), part in parts.items():
+        print(f"\n{slug} (metric {metric}, {len(part)} run{'s' if len(part) > 1 else ''}):")
+        print(part.to_string(index=False))
+        fig = plot_leaderboard(part, metric, slug)
+        if len(parts) > 1:
+            fig.savefig(outputs / f"leaderboard_{slug}.png", dpi=110, bbox_inches="tight")
+    if len(parts) > 1:  # the competition with the most runs
+        fig = plot_leaderboard(table[table["competition"].isin([s for s, _ in parts])])
+    fig.savefig(outputs / "leaderboard.png", dpi=110, bbox_inches="tight")
+    print(outputs / LEADERBOARD_FILE)
+    if kaggle:
+        print(outputs / SUBMISSIONS_FILE)
     return 0
 
 

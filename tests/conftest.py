@@ -1,7 +1,9 @@
-"""Shared fixtures: small competitions in Kaggle's layout, written to a temporary project."""
+"""Shared fixtures: small competitions in Kaggle's layout, written to a temporary project; the
+stand-in Kaggle API (tests/kaggle_standin) for tests that drive the real kaggle CLI."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,30 @@ def _kit_messages_on_stdout() -> None:
     from kit.core.logs import show_logs
 
     show_logs()
+
+@pytest.fixture(params=["kaggle", "colab", "plain"])
+def platform_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                 ) -> tuple[str, dict[str, str]]:
+    """Each platform in turn (tests/helpers/environments.py): os.environ holds its variables
+    and its secret modules are importable. Returns (name, variables)."""
+    from tests.helpers import environments
+
+    env = environments.environment(request.param)
+    environments.apply(monkeypatch, env)
+    environments.fake_modules(monkeypatch, request.param)
+    return request.param, env
+
+
+@pytest.fixture
+def kaggle_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A Kaggle notebook's variables in os.environ (Colab's inherited ones included)."""
+    from tests.helpers import environments
+
+    env = environments.environment("kaggle")
+    environments.apply(monkeypatch, env)
+    environments.fake_modules(monkeypatch, "kaggle")
+    return env
+
 
 TOPICS = {
     "sport": "the team won the match with a late goal in the final minute",
@@ -132,3 +158,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def standin():
+    """The stand-in Kaggle API on 127.0.0.1:80, one per test session.
+
+    The kaggle CLI's LOCALHOST environment only talks to port 80. Where it cannot be bound the
+    tests skip, except in CI (root on a machine of its own), where a skip would hide a failure.
+    """
+    from kaggle_standin.server import StandinKaggle
+
+    try:
+        server = StandinKaggle()
+    except OSError as exc:
+        why = (f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST environment only "
+               "talks to port 80, so the stand-in Kaggle API needs it")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with server:
+        yield server

@@ -39,6 +39,14 @@ def test_folds_cover_each_row_once_stratified(project: Path):
     assert saved["folds"] == 3 and len(saved["fold_of"][0]) == len(comp.train)
     again = load_or_make_folds(run, comp)  # read back, same rows
     assert all(np.array_equal(a.val_rows, b.val_rows) for a, b in zip(fits, again, strict=True))
+    assert not any(f.is_holdout for f in fits)
+
+
+def test_one_fold_is_the_holdout_split(project: Path):
+    run, comp = _open(project, name="holdout", **{"cv.folds": 1})
+    (fit,) = load_or_make_folds(run, comp)
+    assert fit.is_holdout and fit.tag == "holdout"
+    assert not set(fit.train_rows) & set(fit.val_rows)
 
 
 def test_folds_respect_groups(project: Path):

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
+from kaggle_standin.server import SUBMISSION_MESSAGE
 
 from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
@@ -40,20 +40,6 @@ START = "competitions.CompetitionApiService/StartSubmissionUpload"
 CREATE = "competitions.CompetitionApiService/CreateSubmission"
 INTROSPECT = "security.OAuthService/IntrospectToken"
 LIMITS = "competitions.CompetitionApiService/GetSubmissionLimits"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    try:
-        server = StandinKaggle()
-    except OSError as exc:
-        why = (f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST environment only "
-               "talks to port 80, so the stand-in Kaggle API needs it")
-        if os.environ.get("CI"):
-            pytest.fail(why)  # CI runs as root on a machine of its own: a skip would hide it
-        pytest.skip(why)
-    with server:
-        yield server
 
 
 @pytest.fixture
@@ -376,6 +362,20 @@ def test_on_kaggle_and_on_colab():
     assert not on_kaggle({})
     assert on_colab({"COLAB_RELEASE_TAG": "release-colab_20250101"})
     assert not on_colab({})
+    # Kaggle's image inherits Colab's variables (kagglehub PR #230): it is still Kaggle.
+    inside_kaggle = {"KAGGLE_KERNEL_RUN_TYPE": "Batch",
+                     "COLAB_RELEASE_TAG": "release-colab-external-images_20260514-060047_RC00"}
+    assert on_kaggle(inside_kaggle) and not on_colab(inside_kaggle)
+
+
+def test_inside_kaggle_the_kaggle_secret_is_read_never_colab_userdata(clean_env, monkeypatch):
+    from tests.helpers import environments
+
+    kaggle = {**environments.environment("kaggle"), "HOME": clean_env["HOME"]}
+    environments.fake_modules(monkeypatch, "kaggle", {"KAGGLE_API_TOKEN": TOKEN})
+    source = find_credentials(kaggle)
+    assert source.kind == "Kaggle notebook secret" and dict(source.env) == {
+        "KAGGLE_API_TOKEN": TOKEN}
 
 
 # ----------------------------------------------------------------------------- download

@@ -307,7 +307,7 @@ def test_optimizers_that_need_bitsandbytes_fall_back_without_it(monkeypatch):
     assert llm.resolve_optimizer("paged_adamw_32bit", T4) == ("paged_adamw_32bit", None)
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        llm.importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a)
+        importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a)
     )
     name, notice = llm.resolve_optimizer("paged_adamw_32bit", T4)
     assert name == "adamw_torch_fused" and "bitsandbytes" in notice
@@ -350,7 +350,7 @@ def _fake_installed(monkeypatch, installed: bool) -> None:
             return object() if installed else None
         return real(name, *args)
 
-    monkeypatch.setattr(llm.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
 @pytest.mark.parametrize(
@@ -500,6 +500,6 @@ def test_killed_4bit_adapter_run_resumes_to_the_same_predictions(tmp_path):
 
 def test_a_folder_without_config_is_refused_with_the_fix(tmp_path):
     with pytest.raises(KitError, match=r"no config\.json"):
-        load(tmp_path)  # kit.models.source refuses it first
+        load(tmp_path)  # kit.core.model_source refuses it first
     with pytest.raises(KitError, match=r"no config\.json there\)\. Fix"):
         llm.read_config(str(tmp_path))

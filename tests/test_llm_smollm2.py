@@ -38,7 +38,7 @@ LABELS = ["HUM", "LOC", "NUM"]
 
 @pytest.fixture(scope="module")
 def smollm2() -> str:
-    from kit.models.source import resolve_model
+    from kit.core.model_source import resolve_model
 
     return resolve_model("smollm2-135m")  # the GGUF, dequantized and cached once
 

@@ -23,7 +23,7 @@ from kit.config.params import LoraParams, TransformerParams
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile
 from kit.models.llm.lora import classification_head_names, derive_target_modules
-from kit.models.llm.memory_fit import check_fits
+from kit.models.llm.memory_fit import check_fits, plan_from_params
 from kit.models.llm.memory_plan import (
     GIB,
     estimate_from_config,
@@ -31,7 +31,6 @@ from kit.models.llm.memory_plan import (
     estimate_memory,
     measured_peak_gb,
     measured_peak_label,
-    plan_from_params,
 )
 from kit.models.llm.model_shape import build_meta_model, count_params_from_config
 

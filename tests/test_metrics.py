@@ -148,3 +148,11 @@ def test_binary_count_formulas_match_sklearn(name):
 def test_count_formulas_refuse_probability_metrics():
     with pytest.raises(KitError, match="does not depend on a threshold"):
         score_from_binary_counts("roc_auc", 1, 1, 1, 1)
+
+
+def test_every_metric_name_the_schema_accepts_is_computed_and_no_other():
+    from kit.config.metric_names import METRIC_NAMES
+    from kit.evaluation import metrics as computed
+
+    assert set(computed._FUNCTIONS) == set(METRIC_NAMES) == set(METRICS)
+    assert all(METRICS[n].tasks == METRIC_NAMES[n].tasks for n in METRIC_NAMES)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kit.core import model_source
+from kit.core.model_source import resolve_model
 from kit.errors import KitError
-from kit.models import source as model_source
-from kit.models.source import resolve_model
 
 
 def test_minilm_alias_is_the_packaged_folder():
@@ -90,3 +90,28 @@ def test_smollm2_alias_converts_gguf_once(tmp_path, monkeypatch):
     # Second call: the cached folder, no conversion.
     monkeypatch.setattr(model_source, "_packaged_model", lambda *a: pytest.fail("converted again"))
     assert resolve_model("smollm2-135m") == str(path)
+
+
+def test_a_kaggle_model_is_found_at_its_real_mount_depth(tmp_path, monkeypatch):
+    """model_sources mount at /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<v>."""
+    monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "input"))
+    mounted = tmp_path / "input" / "models" / "huggingfacetb" / "smollm2-135m" / \
+        "transformers" / "default" / "1"
+    mounted.mkdir(parents=True)
+    (mounted / "config.json").write_text("{}")
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M") == str(mounted)
+
+    from kit.models.source import kaggle_model_mount
+
+    assert kaggle_model_mount("huggingfacetb/smollm2-135m/transformers/default/1") == mounted
+    gemma = kaggle_model_mount("google/gemma/transformers/2b/1")  # <model>-<variation>
+    gemma.mkdir(parents=True)
+    (gemma / "config.json").write_text("{}")
+    assert resolve_model("google/gemma-2b") == str(gemma)
+    deeper = tmp_path / "input" / "a" / "b" / "c" / "d" / "e" / "f" / "gemma-7b"
+    deeper.mkdir(parents=True)
+    (deeper / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(model_source, "_find_in_hf_cache", lambda hub_id: None)
+    with pytest.raises(KitError, match=r"kaggle\.model_sources"):  # no search below the mounts
+        resolve_model("google/gemma-7b")

@@ -123,3 +123,72 @@ def test_training_checkpoints_follow_the_platform_checkpoint_dir(project: Path, 
     drive = open_run("params/topics.yaml", "on-drive",
                      {"platform.checkpoint_dir": str(tmp_path / "drive")})
     assert persistent_checkpoint_dir(drive) == str(tmp_path / "drive" / "on-drive" / "transformer")
+
+
+# --- Kaggle-true environments (tests/helpers/environments.py): Kaggle is decided before Colab.
+
+EXPECTED = {"kaggle": ("kaggle", "/kaggle/working", "Kaggle notebook secret"),
+            "colab": ("colab", "/content", "Colab secret"),
+            "plain": ("plain", None, None)}
+
+
+def test_each_platform_is_detected_as_itself(platform_env, tmp_path: Path, monkeypatch):
+    from kit.core.envinfo import environment
+    from kit.core.platform import on_colab, on_kaggle
+
+    name, _ = platform_env
+    monkeypatch.chdir(tmp_path)
+    where = detect(drive=tmp_path / "no-drive")
+    platform, working, _ = EXPECTED[name]
+    assert where.platform == platform
+    assert str(where.working_dir) == (working or str(tmp_path))
+    assert (on_kaggle(), on_colab()) == (name == "kaggle", name == "colab")
+    recorded = environment(tmp_path, where)
+    assert (recorded["kaggle"], recorded["colab"]) == (name == "kaggle", name == "colab")
+
+
+def test_each_platform_reads_its_own_notebook_secret(platform_env, tmp_path: Path, monkeypatch):
+    from tests.helpers import environments
+
+    name, env = platform_env
+    # Both secret stores hold a token: only the platform's own may be read.
+    environments.fake_modules(monkeypatch, name, {"KAGGLE_API_TOKEN": TOKEN})
+    source = find_credentials({**env, "HOME": str(tmp_path)})
+    expected = EXPECTED[name][2]
+    assert (source.kind if source else None) == expected
+    if source:
+        assert dict(source.env) == {"KAGGLE_API_TOKEN": TOKEN}
+
+
+def test_inside_kaggle_a_missing_secret_names_the_kaggle_fix(kaggle_env, tmp_path: Path):
+    with pytest.raises(KitError) as err:
+        require_credentials({**kaggle_env, "HOME": str(tmp_path)})
+    assert "Kaggle notebook secrets: no attached secret KAGGLE_API_TOKEN" in str(err.value)
+    assert "Colab secrets" not in str(err.value)
+
+
+def test_kaggle_input_paths_are_found_under_each_platform(platform_env, tmp_path: Path,
+                                                          monkeypatch):
+    from kit.core.platform import find_input
+
+    name, _ = platform_env
+    deep = tmp_path / "input" / "datasets" / "alice" / "demo-offline" / "params.yaml"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("name: demo\n")
+    monkeypatch.setenv("KIT_KAGGLE_INPUT", str(tmp_path / "input"))
+    where = detect(kaggle_working=tmp_path / "working", drive=tmp_path / "no-drive")
+    assert (where.input_dir == tmp_path / "input") == (name == "kaggle")
+    assert find_input(tmp_path / "input" / "demo-offline" / "params.yaml") == deep
+
+
+def test_accelerator_detection_is_the_same_under_each_platform(platform_env):
+    from kit.models.hardware import DeviceQuery, detect_hardware
+
+    t4x2 = DeviceQuery(cuda_available=lambda: True, device_count=lambda: 2,
+                       get_device_name=lambda i: "Tesla T4",
+                       get_device_capability=lambda i: (7, 5),
+                       total_memory=lambda i: 15 * 1024**3,
+                       get_arch_list=lambda: ["sm_75", "sm_80", "sm_90"])
+    profile = detect_hardware(t4x2)
+    assert (profile.kind, profile.n_gpus, profile.fp16, profile.bf16) == ("t4", 2, True, False)
+    assert detect_hardware().device == "cpu"  # this machine: no GPU, whatever the variables say

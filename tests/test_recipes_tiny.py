@@ -21,6 +21,7 @@ import torch
 from transformers import AutoConfig
 
 from kit.config.params import Params, diff_params, load_params
+from kit.core.model_source import cache_dir, resolve_model
 from kit.core.rundir import FINISHED, RunDir, open_run
 from kit.data.competition import Competition, load_competition, render_texts
 from kit.data.demos import DEMOS
@@ -30,7 +31,6 @@ from kit.models.export import EXPORT_INFO, load_exported
 from kit.models.hardware import detect_hardware
 from kit.models.hf.data import predict_probs
 from kit.models.llm.lora import resolve_optimizer
-from kit.models.source import cache_dir, resolve_model
 from kit.steps.decide import RULE_FILE, fit_decision_rule
 from kit.steps.submit import make_submission
 from kit.steps.train import train_models
@@ -49,7 +49,8 @@ N_ROWS = 64  # training rows of a demo competition; synthetic ones are written w
 # What the tiny runs change; everything else must equal the shipped params.
 CHANGED_KEYS = {"transformer.model", "transformer.max_steps", "transformer.eval_steps",
                 "transformer.save_steps", "transformer.batch_size", "transformer.max_length",
-                "competition.max_rows", "competition.data_dir"}
+                "competition.max_rows", "competition.data_dir",
+                "transformer.keep_checkpoints"}  # kept to read what Trainer really ran
 
 # A shipped recipe the kit refuses today, with the refusal: the parametrization fails strictly,
 # so it must be removed here once the recipe runs.
@@ -136,6 +137,7 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
         assert AutoConfig.from_pretrained(model_dir).model_type == family.model_type
         overrides["transformer.model"] = str(model_dir)
         overrides.update(shrunk_steps(shipped))
+        overrides["transformer.keep_checkpoints"] = True  # training_args.bin is read below
 
     run = open_run(f"params/{name}.yaml", overrides=overrides)
     changed = {line.split(":")[0] for line in diff_params(shipped.to_dict(),

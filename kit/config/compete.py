@@ -38,15 +38,23 @@ class EnsembleParams(Section):
 
     enabled: bool = field(default=False, metadata={
         "help": "Blend the run's models (and `runs`) as model `ensemble` after training."})
-    method: Literal["hill_climb", "nelder_mead", "powell"] = field(
+    method: Literal["hill_climb", "nelder_mead", "powell", "stack"] = field(
         default="hill_climb", metadata={
-            "help": "Weights: greedy hill climbing with replacement, or scipy's simplex/Powell."})
+            "help": "Weights: hill climbing, scipy's simplex/Powell; stack: a level-2 model."})
+    stack_c: float = field(default=1.0, metadata={
+        "help": "stack: inverse L2 strength of the level-2 logistic regression.",
+        "within": "(0, inf)"})
     rank: bool = field(default=False, metadata={
         "help": "Blend per-class ranks instead of probabilities (rank averaging)."})
     iterations: int = field(default=200, metadata={
         "help": "Hill-climbing steps (each adds one member once more).", "within": "[1, inf)"})
     runs: list[str] = field(default_factory=list, metadata={
         "help": "Other run folders whose models join as members (same folds and rows)."})
+
+    def check(self) -> None:
+        if self.method == "stack" and self.rank:
+            raise KitError("`ensemble.method: stack` learns from the members' probabilities, "
+                           "but `ensemble.rank: true` hands it ranks. Set ensemble.rank: false.")
 
 
 @dataclass

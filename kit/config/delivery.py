@@ -43,14 +43,16 @@ class KaggleParams(Section):
     accelerator: Literal["none", "t4x2", "p100"] = field(default="t4x2", metadata={
         "help": "GPU of the pushed notebook: none, T4 x2 or P100."})
     internet: bool = field(default=False, metadata={
-        "help": "Internet in the pushed notebook (code competitions refuse it)."})
+        "help": "Internet in a pushed scoring notebook (code competitions: off); 02_train: on."})
     private: bool = field(default=True, metadata={
         "help": "Keep the pushed notebook and dataset private."})
     code_competition: bool = field(default=False, metadata={
         "help": "The competition scores a notebook run offline, not an uploaded file."})
     time_limit_hours: float = field(default=9.0, metadata={
-        "help": "The platform's run-time limit; 05_infer stops with advice before it.",
+        "help": "Session limit: 05_infer stops with advice before it; 02_train's time budget.",
         "within": "(0, inf)"})
+    model_sources: list[str] = field(default_factory=list, metadata={
+        "help": "Kaggle Models to attach: owner/model/framework/variation/version (a LoRA base)."})
 
     def check(self) -> None:
         if self.code_competition and self.internet:
@@ -58,6 +60,15 @@ class KaggleParams(Section):
                 "`kaggle.internet` is true for a code competition (`kaggle.code_competition`), "
                 "whose notebooks must run with the internet off. Set kaggle.internet: false and "
                 "attach what the notebook needs (`python -m kit package` builds that dataset).")
+        for handle in self.model_sources:
+            # The kaggle CLI's own rule (validate_model_instance_version_string, kaggle 2.2.4).
+            parts = str(handle).split("/")
+            if len(parts) != 5 or not all(parts) or not parts[4].isdigit():
+                raise KitError(
+                    f"`kaggle.model_sources` holds {handle!r}; a Kaggle Models handle is "
+                    "owner/model/framework/variation/version, e.g. "
+                    "'google/gemma/transformers/2b/1' (copy it from the model's page, version "
+                    "number included).")
         for key in ("owner", "dataset", "kernel"):
             value = getattr(self, key)
             if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", value):

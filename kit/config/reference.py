@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from kit.config.metric_names import METRIC_NAMES
 from kit.config.schema import Params
 from kit.config.section import Interval, Label
 
@@ -29,8 +30,6 @@ _TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true, false"
 
 def params_table() -> str:
     """Every params key (section, key, default, allowed values, doc), then the metric names."""
-    from kit.evaluation.metrics import METRICS  # the registry competition.metric is checked against
-
     lines = ["| key | default | allowed | what it is |", "|---|---|---|---|"]
     for prefix, cls in _sections(Params, ""):
         title = prefix.rstrip(".") or "top level"
@@ -44,7 +43,7 @@ def params_table() -> str:
             lines.append(f"| `{prefix}{f.name}` | `{_yaml(default)}` | {allowed} | "
                          f"{_cell(f.metadata['help'])} |")
     lines += ["", "| metric | tasks | scores | what it measures |", "|---|---|---|---|"]
-    for name, metric in METRICS.items():
+    for name, metric in METRIC_NAMES.items():
         lines.append(f"| `{name}` | {', '.join(metric.tasks)} | {metric.needs} | "
                      f"{_cell(metric.description)} |")
     return "\n".join(lines) + "\n"

@@ -8,10 +8,15 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from kit.core.platform import Where, detect, on_colab, on_kaggle
+
+# Cache hits and misses in this process ("data hit", "tokens miss"...), for env.json; the data
+# and token caches count into it (kit.data.cache.EVENTS is this counter).
+CACHE_EVENTS: Counter[str] = Counter()
 
 PACKAGES = (
     "compkit", "torch", "transformers", "tokenizers", "peft", "accelerate", "bitsandbytes",
@@ -133,15 +138,14 @@ def record_step_resources(env_file: Path, step: str) -> dict[str, Any]:
     """Add `resources.<step>` to env.json: peak RSS of the process and its cache hits/misses.
 
     A notebook is one process: its peak so far covers every step it ran, which is what limits
-    a Kaggle session. Cache counts are this process's (kit.data.cache.EVENTS: data and tokens).
+    a Kaggle session. Cache counts are this process's (CACHE_EVENTS: data and tokens).
     """
     import json
 
     from kit.core.atomic import write_json
-    from kit.data.cache import EVENTS
 
     env = json.loads(env_file.read_text()) if env_file.is_file() else {}
-    entry = {"peak_rss_mb": peak_rss_mb(), "cache": dict(EVENTS)}
+    entry = {"peak_rss_mb": peak_rss_mb(), "cache": dict(CACHE_EVENTS)}
     env.setdefault("resources", {})[step] = entry
     write_json(env_file, env)
     return entry

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 # Kaggle mounts attached competitions, datasets and models here; tests point it elsewhere.
 KAGGLE_INPUT_ENV = "KIT_KAGGLE_INPUT"
 KAGGLE_WORKING = "/kaggle/working"
+# ... and its working folder (the local Kaggle of the tests runs notebooks in a sandbox folder).
+KAGGLE_WORKING_ENV = "KIT_KAGGLE_WORKING"
 # Kaggle keeps at most this much in /kaggle/working (the notebook's saved output).
 KAGGLE_DISK_GB = 20.0
 COLAB_DRIVE = "/content/drive/MyDrive"
@@ -25,14 +27,42 @@ def kaggle_input(env: Mapping[str, str] | None = None) -> Path:
     return Path((os.environ if env is None else env).get(KAGGLE_INPUT_ENV, "/kaggle/input"))
 
 
+def kaggle_working_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Kaggle's saved output folder (`/kaggle/working`, or `$KIT_KAGGLE_WORKING`)."""
+    return Path((os.environ if env is None else env).get(KAGGLE_WORKING_ENV, KAGGLE_WORKING))
+
+
+def kaggle_path(path: str | Path, env: Mapping[str, str] | None = None) -> Path:
+    """`path` with a leading `/kaggle/input` or `/kaggle/working` moved to the overridden roots.
+
+    Notebooks pushed to Kaggle carry Kaggle's absolute folders (baked params); where the roots
+    are overridden (`$KIT_KAGGLE_INPUT`, `$KIT_KAGGLE_WORKING`) the same paths land there.
+    """
+    path = Path(path)
+    for fixed, root in (("/kaggle/input", kaggle_input(env)),
+                        (KAGGLE_WORKING, kaggle_working_dir(env))):
+        try:
+            return root / path.relative_to(fixed)
+        except ValueError:
+            continue
+    return path
+
+
 def on_kaggle(env: Mapping[str, str] | None = None) -> bool:
     """True inside a Kaggle notebook (Kaggle sets KAGGLE_KERNEL_RUN_TYPE)."""
     return bool((os.environ if env is None else env).get("KAGGLE_KERNEL_RUN_TYPE"))
 
 
 def on_colab(env: Mapping[str, str] | None = None) -> bool:
-    """True inside Google Colab (Colab sets COLAB_RELEASE_TAG and ships google.colab)."""
+    """True inside Google Colab (Colab sets COLAB_RELEASE_TAG and ships google.colab).
+
+    Never inside a Kaggle notebook: Kaggle's image is built FROM Colab's runtime image
+    (Kaggle/docker-python Dockerfile.tmpl), so it inherits COLAB_RELEASE_TAG and the google.colab
+    package; kagglehub stopped trusting that variable for this reason (Kaggle/kagglehub PR #230).
+    """
     env = os.environ if env is None else env
+    if on_kaggle(env):
+        return False
     in_colab = bool(env.get("COLAB_RELEASE_TAG") or env.get("COLAB_GPU"))
     return in_colab or "google.colab" in sys.modules
 
@@ -45,6 +75,9 @@ def find_input(path: Path, env: Mapping[str, str] | None = None) -> Path | None:
     folder or nothing matches.
     """
     root = kaggle_input(env)
+    path = kaggle_path(path, env)
+    if path.exists():
+        return path
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -105,13 +138,13 @@ def detect(
     working_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     drive: str | Path = COLAB_DRIVE,
-    kaggle_working: str | Path = KAGGLE_WORKING,
+    kaggle_working: str | Path | None = None,
     disk_budget_gb: float = KAGGLE_DISK_GB,
 ) -> Where:
     """Where the kit runs now; explicit folders (params `platform.*`) override the detected ones.
 
     `drive` and `kaggle_working` are the platforms' fixed folders, parameters only so tests can
-    fake them with temporary folders.
+    fake them with temporary folders (`kaggle_working` None: `kaggle_working_dir(env)`).
     """
     env = os.environ if env is None else env
     warnings: list[str] = []
@@ -121,7 +154,7 @@ def detect(
     if on_kaggle(env):
         run_type = env.get("KAGGLE_KERNEL_RUN_TYPE", "").lower()
         mode = "batch" if run_type == "batch" else "interactive"
-        work = given_work or Path(kaggle_working)
+        work = given_work or Path(kaggle_working or kaggle_working_dir(env))
         where = Where("kaggle", mode, given_input or kaggle_input(env), work, given_ckpt,
                       disk_budget_gb=disk_budget_gb, warnings=warnings)
         problem = disk_warning(work, disk_budget_gb)

@@ -21,7 +21,8 @@ from kit.config.loading import deep_merge
 from kit.config.params import Params, diff_params, dump_params, load_params, params_from_dict
 from kit.core import envinfo, platform
 from kit.core.atomic import save_npz, write_atomic, write_json
-from kit.data.competition import find_project_root
+from kit.core.project import find_project_root
+from kit.core.run_state import RunState, param_value
 from kit.errors import KitError
 
 FINISHED = "FINISHED"
@@ -108,6 +109,23 @@ class RunDir:
         """Peak RSS and cache hits at the end of `step`, into env.json (`resources`)."""
         return envinfo.record_step_resources(self.path / "env.json", step)
 
+    def state(self) -> RunState:
+        """The typed run state (kit.core.run_state): what earlier steps resolved for later ones."""
+        return RunState.read(self.path)
+
+    def resolve_param(self, key: str, value: Any, source: str) -> None:
+        """Record that a step set the null params `key` to `value`: in the run state, in this
+        run's params and in its params.yaml (later notebooks reopen the run with it)."""
+        self.state().with_resolved(key, value, source).write(self.path)
+        values = self.params.to_dict()
+        section = values
+        *parents, last = key.split(".")
+        for part in parents:
+            section = section[part]
+        section[last] = value
+        self.params = params_from_dict(values, source=f"{self.path / 'params.yaml'} + {key}")
+        dump_params(self.params, self.path / "params.yaml")
+
     def finish(self) -> None:
         """Mark the run finished: later opens refuse to overwrite it."""
         write_atomic(self.path / FINISHED, datetime.now(timezone.utc).isoformat() + "\n")
@@ -130,7 +148,7 @@ def resolve_params(params_path: str | Path, run_name: str = "",
 
 
 def run_path(params: Params, root: Path) -> Path:
-    out = Path(params.output_dir)
+    out = platform.kaggle_path(params.output_dir)  # /kaggle/working/... where it is moved
     return (out if out.is_absolute() else root / out) / params.name
 
 
@@ -140,6 +158,12 @@ def open_run(params_path: str | Path, run_name: str = "",
     params, root = resolve_params(params_path, run_name, overrides, root)
     path = run_path(params, root)
     stored = path / "params.yaml"
+    # Values an earlier step resolved (the params file leaves them null) are part of this run.
+    resolved = {key: r.value for key, r in RunState.read(path).resolved.items()
+                if param_value(params.to_dict(), key) is None}
+    if resolved:
+        params, root = resolve_params(params_path, run_name, {**(overrides or {}), **resolved},
+                                      root)
     if (path / FINISHED).exists():
         raise KitError(
             f"Run {params.name!r} finished at {(path / FINISHED).read_text().strip()}; its "

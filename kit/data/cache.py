@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from kit.core.atomic import write_json
+from kit.core.envinfo import CACHE_EVENTS as EVENTS  # hits and misses, for env.json
 from kit.data.arrow_rows import ROW_GROUP, ArrowRows, write_arrow_file
 from kit.data.stream import Sampler, StreamStats, iter_chunks
 
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: Arrow IPC rows (1 was Parquet)
 EDGE_BYTES = 1 << 20
-# Cache hits and misses in this process ("data hit", "tokens miss"...), for env.json.
-EVENTS: Counter[str] = Counter()
 
 
 def cache_root(cache_dir: str | None, output_dir: str, root: Path) -> Path:

@@ -9,7 +9,6 @@ names the file, the column, the first offending rows, and the fix.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ import pandas as pd
 
 from kit.config.params import CompetitionParams, Params
 from kit.core.platform import kaggle_input
+from kit.core.project import find_project_root
 from kit.data.arrow_rows import TextColumn
 from kit.data.cache import StreamedTable, load_test_rows, load_train_rows
 from kit.data.checks import check_ids, check_test_matches_sample, require_columns
-from kit.data.labelmap import code_counts, label_str, map_label
-from kit.data.labels import encode_labels, split_labels
+from kit.data.labelmap import code_counts, label_str, map_label, split_labels
+from kit.data.labels import encode_labels
 from kit.data.readers import ids_as_written, read_table
 from kit.data.texts import (
     drop_empty_train_texts,
@@ -72,20 +72,6 @@ class Competition:
     @property
     def test_ids(self) -> np.ndarray:
         return self.test[self.id_column].to_numpy()
-
-
-def find_project_root(start: Path | None = None) -> Path:
-    """The folder holding `params/` (the repo root), walking up from `start` (default: cwd).
-
-    `COMPKIT_ROOT` overrides; with no `params/` anywhere above, the start folder itself.
-    """
-    if os.environ.get("COMPKIT_ROOT"):
-        return Path(os.environ["COMPKIT_ROOT"]).resolve()
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "params").is_dir():
-            return folder
-    return start
 
 
 def locate_data(comp: CompetitionParams, root: Path) -> Path:

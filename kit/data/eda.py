@@ -52,7 +52,7 @@ def load_tokenizer(name: str | None) -> tuple[Callable[[list[str]], list[int]], 
         return (lambda texts: [len(whitespace_tokens(t)) for t in texts]), "words"
     from transformers import AutoTokenizer
 
-    from kit.models.source import resolve_model
+    from kit.core.model_source import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model(name))
 

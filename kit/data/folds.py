@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 FOLDS_FILE = "folds.json"
 
 
+HOLDOUT = -1  # Fold.fold of the single hold-out split
+
+
 @dataclass(frozen=True)
 class Fold:
     """One model fit: train on `train_rows`, predict `val_rows` (its out-of-fold rows)."""
@@ -35,9 +38,14 @@ class Fold:
     val_rows: np.ndarray
 
     @property
+    def is_holdout(self) -> bool:
+        """The single hold-out split (`validation.folds` off), not one of k folds."""
+        return self.fold == HOLDOUT
+
+    @property
     def tag(self) -> str:
         """`r0_f2`: the fold's folder and file name; `holdout` for the single split."""
-        return "holdout" if self.fold < 0 else f"r{self.repeat}_f{self.fold}"
+        return "holdout" if self.is_holdout else f"r{self.repeat}_f{self.fold}"
 
 
 def assign_folds(comp: Competition, folds: int, seed: int, stratify: bool = True,
@@ -98,7 +106,7 @@ def load_or_make_folds(run: RunDir, comp: Competition) -> list[Fold]:
     cv, v = run.params.cv, run.params.validation
     if cv.folds == 1:
         train_rows, val_rows = load_or_make_split(run, comp)
-        return [Fold(0, -1, train_rows, val_rows)]
+        return [Fold(0, HOLDOUT, train_rows, val_rows)]
     path = run.path / FOLDS_FILE
     ids = [str(i) for i in comp.train_ids.tolist()]
     if path.exists():

@@ -10,11 +10,14 @@ the precedence decided. `LabelKeys` turns cells into codes and classes, memoised
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from kit.config.label_text import label_str
 from kit.config.params import CompetitionParams
 
 
@@ -26,11 +29,18 @@ def map_label(raw: str, label_map: dict[str, str]) -> str | None:
     return label_map[best] if best is not None else None
 
 
-def label_str(value: object) -> str:
-    """Labels compare as text; 1.0 read from a CSV with NaNs elsewhere is still "1"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def split_labels(value: object, delimiter: str | None) -> list[str]:
+    """One cell of a multilabel column as a list: a list, a list literal, or delimited text."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return [str(v) for v in ast.literal_eval(text)]
+        except (ValueError, SyntaxError):
+            pass
+    parts = text.split(delimiter) if delimiter is not None else text.split()
+    return [p.strip() for p in parts if p.strip()]
 
 
 def rule_for(code: str, label_map: dict[str, str]) -> tuple[str | None, str, bool]:
@@ -48,8 +58,6 @@ def rule_for(code: str, label_map: dict[str, str]) -> tuple[str | None, str, boo
 
 def cell_codes(value: Any, comp: CompetitionParams) -> list[str]:
     """The raw codes a task uses from one label cell (single-label: the primary one)."""
-    from kit.data.competition import split_labels  # it imports this module
-
     if value is None or (isinstance(value, float) and value != value):
         return []
     if comp.task == "multilabel":

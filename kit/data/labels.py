@@ -7,33 +7,19 @@ names the file, the labels, the rows per label, the first ids and the fix.
 
 from __future__ import annotations
 
-import ast
 import logging
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 
+from kit.config.label_text import label_str
 from kit.config.params import CompetitionParams
 from kit.data.checks import by_count, first_ids, n_rows, require_columns
-from kit.data.labelmap import label_str, map_label
+from kit.data.labelmap import map_label, split_labels
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
-
-
-def split_labels(value: object, delimiter: str | None) -> list[str]:
-    """One cell of a multilabel column as a list: a list, a list literal, or delimited text."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v) for v in value]
-    text = str(value).strip()
-    if text.startswith("[") and text.endswith("]"):
-        try:
-            return [str(v) for v in ast.literal_eval(text)]
-        except (ValueError, SyntaxError):
-            pass
-    parts = text.split(delimiter) if delimiter is not None else text.split()
-    return [p.strip() for p in parts if p.strip()]
 
 
 def encode_labels(df: pd.DataFrame, comp: CompetitionParams, file: str,

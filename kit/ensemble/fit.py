@@ -14,6 +14,7 @@ from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.ensemble.blend import Blend, combine, fit_weights, to_ranks
 from kit.ensemble.members import ENSEMBLE, collect_members
+from kit.ensemble.stack import fit_stack
 from kit.errors import KitError
 from kit.evaluation import metrics
 
@@ -60,20 +61,34 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     if cfg.rank:
         val_stack = np.stack([to_ranks(p) for p in val_stack])
         test_stack = np.stack([to_ranks(p) for p in test_stack])
-    blend: Blend = fit_weights(val_stack, score, surrogate, cfg.method, cfg.iterations,
-                               normalize)
+    blend: Blend = fit_weights(val_stack, score, surrogate,
+                               "hill_climb" if cfg.method == "stack" else cfg.method,
+                               cfg.iterations, normalize)
     val = combine(val_stack, blend.weights, normalize)
     test = combine(test_stack, blend.weights, normalize)
+    weights = {m.name: round(float(w), 6) for m, w in zip(members, blend.weights, strict=True)}
+    extra: dict = {}
+    compared: dict[str, float] = {}
+    if cfg.method == "stack":  # the level-2 model, compared with hill climbing on the same rows
+        stacked = fit_stack(val_stack, test_stack, y, _oof_folds(run, comp, val_ids, y),
+                            comp.task, cfg.stack_c, run.params.seed)
+        compared = {f"hill_climb_{metric_name}": sign * blend.score,
+                    f"stack_{metric_name}": sign * score(stacked.oof)}
+        if score(stacked.oof) >= blend.score:  # honest OOF on both sides: keep the better one
+            blend = Blend(np.full(len(members), 1 / len(members)), score(stacked.oof), "stack")
+            val, test = stacked.oof, stacked.test
+            weights = {m.name: round(1 / len(members), 6) for m in members}  # all feed it
+            extra = {"stack": {"models": stacked.models, "c": cfg.stack_c}}
     run.save_predictions(Predictions(ENSEMBLE, val_ids, val, test_ids, test))
     result = EnsembleResult(
-        weights={m.name: round(float(w), 6) for m, w in zip(members, blend.weights, strict=True)},
+        weights=weights,
         member_scores={m.name: sign * score(p) for m, p in zip(members, val_stack, strict=True)},
         score=sign * blend.score, method=blend.method)
     write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
-                                          "rank": cfg.rank, "rows": len(val_ids)})
+                                          "rank": cfg.rank, "rows": len(val_ids), **extra})
     rep = metrics.report(y, val, None, comp.task, metric_name)
     rep.update(_per_fold(run, comp, val_ids, y, val, metric_name))
-    run.update_metrics(models={ENSEMBLE: {**rep, "weights": result.weights,
+    run.update_metrics(models={ENSEMBLE: {**rep, **compared, "weights": result.weights,
                                           "member_scores": result.member_scores,
                                           "method": result.method}})
     best_member = max(result.member_scores.items(), key=lambda kv: sign * kv[1])
@@ -81,6 +96,28 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
                        f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "
                        "weights " + ", ".join(f"{k} {v:.2f}" for k, v in result.weights.items()))
     return result
+
+
+def _oof_folds(run: RunDir, comp: Competition, val_ids: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The run's fold of each OOF row (folds.json, first repeat); a hold-out run's validation
+    rows, or members from runs with other folds, get 5 seeded stratified folds instead."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from kit.data.folds import FOLDS_FILE
+
+    path = run.path / FOLDS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        fold_of = dict(zip(saved["ids"], saved["fold_of"][0], strict=True))
+        folds = np.array([fold_of.get(str(v), -1) for v in val_ids.tolist()])
+        if (folds >= 0).all():
+            return folds
+    folds = np.empty(len(y), dtype=int)
+    splitter = (KFold(5, shuffle=True, random_state=run.params.seed) if y.ndim > 1 else
+                StratifiedKFold(5, shuffle=True, random_state=run.params.seed))
+    for k, (_, rows) in enumerate(splitter.split(np.zeros(len(y)), None if y.ndim > 1 else y)):
+        folds[rows] = k
+    return folds
 
 
 def _per_fold(run: RunDir, comp: Competition, val_ids: np.ndarray, y: np.ndarray,

@@ -9,7 +9,6 @@ sigmoid columns. `y_true` holds ints 0..K-1 (binary, multiclass) or a multi-hot 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from kit.config.metric_names import METRIC_NAMES, metric_name
 from kit.config.params import TASKS
 from kit.errors import KitError
 
@@ -88,36 +88,28 @@ def _qwk(y: np.ndarray, pred: np.ndarray, task: str) -> float:
     return float(skm.cohen_kappa_score(y, pred, weights="quadratic"))
 
 
-_SINGLE = ("binary", "multiclass")
+_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray, str], float]] = {
+    "accuracy": _accuracy,
+    "f1": _f1("binary"),
+    "f1_micro": _f1("micro"),
+    "f1_macro": _f1("macro"),
+    "f1_weighted": _f1("weighted"),
+    "mcc": _mcc,
+    "qwk": _qwk,
+    "log_loss": _log_loss,
+    "roc_auc": _roc_auc,
+}
 
-
+# The table of names (kit.config.metric_names, what the schema checks) with a function for each.
 METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in [
-        Metric("accuracy", "labels", True, TASKS, "share of rows exactly right", _accuracy),
-        Metric("f1", "labels", True, ("binary",), "F1 of the positive class", _f1("binary")),
-        Metric("f1_micro", "labels", True, TASKS, "F1 of all decisions pooled", _f1("micro")),
-        Metric("f1_macro", "labels", True, TASKS, "mean of per-class F1", _f1("macro")),
-        Metric("f1_weighted", "labels", True, TASKS, "support-weighted F1", _f1("weighted")),
-        Metric("mcc", "labels", True, _SINGLE, "Matthews correlation coefficient", _mcc),
-        Metric("qwk", "labels", True, _SINGLE, "quadratic weighted kappa (ordinal)", _qwk),
-        Metric("log_loss", "probs", False, TASKS, "cross-entropy of the probabilities", _log_loss),
-        Metric(
-            "roc_auc", "probs", True, TASKS, "ROC AUC (one-vs-rest / per-label macro)", _roc_auc
-        ),
-    ]
+    name: Metric(m.name, m.needs, m.greater_is_better, m.tasks, m.description, _FUNCTIONS[name])
+    for name, m in METRIC_NAMES.items()
 }
 
 
 def get_metric(name: str) -> Metric:
     """The registered metric called `name`; a typo raises KitError naming the closest names."""
-    if name in METRICS:
-        return METRICS[name]
-    close = difflib.get_close_matches(str(name), METRICS, n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise KitError(
-        f"Unknown metric {name!r}.{hint} Set competition.metric to one of: {', '.join(METRICS)}."
-    )
+    return METRICS[metric_name(name).name]
 
 
 def _check(y_true: np.ndarray, probs: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 Standalone on purpose (nothing from `kit`): it runs before the kit is importable, as the first
 cell of every notebook (`cell_source()` writes that cell; tests keep the two the same) and as
 `kit_bootstrap.py` in the offline dataset. Where `import kit` already works it does nothing.
-Internet off: `pip install --no-index --find-links <attached dataset>/wheels compkit`. Internet
+Internet off: `pip install --no-index --find-links <each attached .../wheels> compkit`. Internet
 on and no wheels attached: `pip install <KIT_SOURCE>`. Either way the installed torch is pinned
 with a constraint, so pip can never replace the platform's CUDA build.
 """
@@ -33,8 +33,12 @@ def install_kit(input_root="/kaggle/input", source=None):
         constraints.write("\n".join(pins) + "\n")
     pip = [sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name]
     if found:
-        wheels = os.path.dirname(found[-1])
-        cmd = [*pip, "--no-index", "--find-links", wheels, "compkit"]
+        # Every attached wheels/ folder: the dataset's, and a wheel builder's output
+        # (`kit package --build-on-kaggle`) attached as a kernel source.
+        folders = sorted({os.path.dirname(p) for p in glob.glob(
+            os.path.join(input_root, "**", "wheels", "*.whl"), recursive=True)})
+        links = [arg for folder in folders for arg in ("--find-links", folder)]
+        cmd = [*pip, "--no-index", *links, "compkit"]
     else:
         cmd = [*pip, source or os.environ.get("KIT_SOURCE", KIT_SOURCE)]
     subprocess.run(cmd, check=True)

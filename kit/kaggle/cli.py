@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.config.kaggle_names import check_slug, check_submission
 from kit.core.platform import on_colab, on_kaggle
 from kit.errors import KitError
 from kit.kaggle.credentials import (
@@ -48,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPETITION_FILES = ("train.csv", "test.csv", "sample_submission.csv")
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -64,30 +64,9 @@ def submit_command(
     competitions: `kaggle competitions submit <slug> -k <owner/notebook> -v <N> -f <file> -m <msg>`
     where <file> is the name of the notebook's output file.
     """
-    _check_slug(slug)
-    if not str(message).strip():
-        raise KitError(
-            f"Empty submission message for competition {slug!r}. Kaggle requires one (-m). "
-            "Fix: pass a message that says which run and model this is, e.g. 'run-3 deberta fold0'."
-        )
-    if (kernel is None) != (version is None):
-        raise KitError(
-            f"Code-competition submission to {slug!r} needs both kernel and version "
-            f"(got kernel={kernel!r}, version={version!r}). Fix: pass kernel='<owner>/<notebook>' "
-            "and version=<N>, the version number `kaggle kernels push` printed."
-        )
+    check_submission(slug, message, kernel, version)
     args = ["kaggle", "competitions", "submit", slug]
     if kernel is not None:
-        if not re.fullmatch(r"[^/\s]+/[^/\s]+", kernel):
-            raise KitError(
-                f"Kernel {kernel!r} is not of the form <owner>/<notebook>. "
-                "Fix: use the last two parts of the notebook URL, e.g. 'alice/my-deberta-run'."
-            )
-        if not str(version).isdigit() or int(version) < 1:
-            raise KitError(
-                f"Kernel version {version!r} is not a positive whole number. "
-                "Fix: pass the version number `kaggle kernels push` printed, e.g. version=3."
-            )
         args += ["-k", kernel, "-v", str(int(version))]
     args += ["-f", str(file)]
     # argparse reads a value starting with "-" as an option; the = form keeps it a value.
@@ -103,12 +82,7 @@ def format_command(
     return shlex.join(submit_command(slug, file, message, kernel, version))
 
 
-def _check_slug(slug: str) -> None:
-    if not isinstance(slug, str) or not _SLUG.match(slug):
-        raise KitError(
-            f"Competition slug {slug!r} is not valid. Fix: use the part of the competition URL "
-            "after /competitions/, e.g. 'titanic' for https://www.kaggle.com/competitions/titanic."
-        )
+_check_slug = check_slug  # the slug rule lives with the params (kit.config.kaggle_names)
 
 
 def _kaggle_executable(env: Mapping[str, str]) -> list[str]:
@@ -173,6 +147,14 @@ _FORBIDDEN = re.compile(
     re.IGNORECASE,
 )
 _SERVER = re.compile(r"\b(5\d\d) Server Error")
+# `kaggle kernels push` prints these and still exits 0: the version is made without those
+# sources (kaggle/api/kaggle_api_extended.py, `kernels_push_cli`, kaggle 2.2.4 and
+# Kaggle/kaggle-api at 1744cda: invalidDatasetSources, invalidCompetitionSources,
+# invalidKernelSources). kagglesdk's ApiSaveKernelResponse also has invalid_model_sources, which
+# neither CLI version prints; "model" is matched in case a later one does.
+INVALID_SOURCES = re.compile(
+    r"The following are not valid (dataset|competition|kernel|model) sources and could "
+    r"not be added to the kernel: (.*)")
 
 
 def _failure(output: str, code: int | None, slug: str, action: str) -> str | None:

@@ -55,9 +55,44 @@ def failure(run: CliRun, what: str, page: str) -> str | None:
     if kaggle_cli._FORBIDDEN.search(out) or "404 Client Error" in out:
         return (f"Kaggle refused the {what} ({said}). Fix: check the owner and slug in "
                 f"{page} and that your token belongs to that owner.")
+    invalid = invalid_sources(out)
+    if invalid:
+        return invalid
     if run.returncode != 0 or any(m in out for m in _SAID_FAILED):
         return f"The kaggle CLI failed during the {what} (exit {run.returncode}): {said}"
     return None
+
+
+# What to do when `kaggle kernels push` says a source could not be attached, by kind.
+SOURCE_FIX = {
+    "dataset": ("Kaggle is still processing a new version of it, or it does not exist, or your "
+                "token's account cannot see it. Fix: wait until `kaggle datasets status <ref>` "
+                "says ready (`kit push` waits by itself), check the ref at "
+                "https://www.kaggle.com/datasets/<ref>, then push again."),
+    "competition": ("the slug is misspelled or the competition's rules are not accepted. Fix: "
+                    "check competition.slug against the competition URL and accept the rules "
+                    "at https://www.kaggle.com/competitions/<slug>/rules, then push again."),
+    "kernel": ("the notebook has no finished version your account can see. Fix: check the "
+               "ref at https://www.kaggle.com/code/<ref> and wait for its version to finish, "
+               "then push again."),
+    "model": ("a Kaggle Models handle must be owner/model/framework/variation/version of a "
+              "model your account can see. Fix: copy it from the model's page "
+              "(https://www.kaggle.com/models/<owner>/<model>) into kaggle.model_sources, then "
+              "push again."),
+}
+
+
+def invalid_sources(output: str) -> str | None:
+    """The kaggle CLI's answer that sources could not be attached (it still exits 0), for a
+    person: which, why and the fix; None when every source was attached."""
+    found = kaggle_cli.INVALID_SOURCES.findall(output)
+    if not found:
+        return None
+    said = "; ".join(f"{kind} sources {refs.strip()}" for kind, refs in found)
+    fixes = " ".join(f"For the {kind} sources: {SOURCE_FIX[kind]}" for kind in
+                     dict.fromkeys(kind for kind, _ in found))
+    return (f"Kaggle could not attach {said} to the notebook, so the version it made runs "
+            f"without them (missing wheels, a model or data). {fixes}")
 
 
 def run_kaggle(args: list[str], what: str, page: str, *, env: Mapping[str, str] | None = None,

@@ -153,9 +153,11 @@ def _search(env: Mapping[str, str], home: Path) -> tuple[CredentialSource | None
                                 secrets=secrets), looked
     looked.append(f"`kaggle auth login` credentials {oauth}: missing")
 
-    if on_colab(env):
-        return _colab_secrets(user, looked)
+    # Kaggle first: a Kaggle notebook also carries Colab's variables (its image is built on
+    # Colab's, Kaggle/kagglehub PR #230), and there only the Kaggle secret exists.
     if not on_kaggle(env):
+        if on_colab(env):
+            return _colab_secrets(user, looked)
         looked.append("Kaggle notebook secrets: not in a Kaggle notebook "
                       "(KAGGLE_KERNEL_RUN_TYPE not set)")
         return None, looked

@@ -28,6 +28,8 @@ KERNEL_FILE = "kernel-metadata.json"
 ACCELERATORS = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "none": None}
 
 
+PLACEHOLDER_OWNER = "your-kaggle-username"  # dry runs without a Kaggle username
+
 def slugify(text: str) -> str:
     """A Kaggle-style slug: lower case, dashes between words."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -50,10 +52,16 @@ def kernel_metadata(
     owner: str, slug: str, code_file: str, *, title: str | None = None, private: bool = True,
     accelerator: str = "t4x2", internet: bool = False, code_competition: bool = False,
     dataset_sources: list[str] | None = None, competition_sources: list[str] | None = None,
-    model_sources: list[str] | None = None,
+    model_sources: list[str] | None = None, kernel_sources: list[str] | None = None,
+    scoring: bool = True,
 ) -> dict[str, Any]:
-    """The content of kernel-metadata.json; refuses internet on for a code competition."""
-    if code_competition and internet:
+    """The content of kernel-metadata.json; refuses internet on for a code competition's scoring
+    notebook (`scoring`; a training notebook may use the internet).
+
+    `kernel_sources` ("owner/slug") attach other notebooks' output (latest version) under
+    /kaggle/input/<slug>/, as a continued training session reads the previous one's.
+    """
+    if code_competition and internet and scoring:
         raise KitError(
             f"Notebook {owner}/{slug} would run with the internet on for a code competition, "
             "which Kaggle refuses to score. Fix: set kaggle.internet: false and attach the "
@@ -66,7 +74,8 @@ def kernel_metadata(
         "enable_gpu": accelerator != "none", "enable_tpu": False, "enable_internet": internet,
         "dataset_sources": list(dataset_sources or []),
         "competition_sources": list(competition_sources or []),
-        "kernel_sources": [], "model_sources": list(model_sources or []),
+        "kernel_sources": list(kernel_sources or []),
+        "model_sources": list(model_sources or []),
     }
     if ACCELERATORS[accelerator]:
         meta["machine_shape"] = ACCELERATORS[accelerator]

@@ -4,7 +4,8 @@ DIR holds `wheels/` (the kit's wheel and every wheel the Kaggle image lacks, kit
 `run/` (what predicting needs of the run: params, metrics, decision rule and the model, the
 transformer's export from kit.models.export or the TF-IDF pipeline), `params.yaml`,
 `kit_bootstrap.py` (the notebooks' first cell's installer) and `dataset-metadata.json`, checked
-by the kaggle CLI's own code. Unless it is a dry run it is then sent: `kaggle datasets create`
+by the kaggle CLI's own code; with `include_base`, a LoRA run's base model (`base_model/`,
+kit.kaggle.base_model). Unless it is a dry run it is then sent: `kaggle datasets create`
 the first time, `kaggle datasets version` on later calls (the run folder's `kaggle.json`
 remembers which). Folders go up zipped (`--dir-mode zip`); Kaggle unpacks them on its side.
 """
@@ -23,15 +24,18 @@ from pathlib import Path
 import yaml
 
 from kit.config.params import Params, params_from_dict
+from kit.core.envinfo import LOCK_FILE
 from kit.errors import KitError
-from kit.kaggle import metadata, wheels
+from kit.kaggle import base_model, builder, metadata, wheels
+from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
+from kit.kaggle.metadata import PLACEHOLDER_OWNER
+from kit.models.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "kaggle.json"  # in the run folder: what was sent to Kaggle (refs, versions)
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
-PLACEHOLDER_OWNER = "your-kaggle-username"
 
 
 @dataclass
@@ -44,6 +48,7 @@ class PackageResult:
     files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
     wheels: wheels.WheelPlan | None = None
     answer: str = ""
+    builder: builder.Builder | None = None  # --build-on-kaggle
 
     @property
     def total_bytes(self) -> int:
@@ -89,7 +94,7 @@ def dataset_slug(params: Params) -> str:
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
 # final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
 RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json", "ensemble.json")
-FINAL_FILES = {"transformer": "model", "tfidf": "pipeline.joblib"}
+FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.models.kinds
 
 
 def model_parts(run_folder: Path) -> list[str]:
@@ -160,10 +165,16 @@ def package_run(
     run_folder: str | Path, out: str | Path, *, dry_run: bool = True,
     image_packages: str | Path = wheels.IMAGE_PACKAGES, target: wheels.Target | None = None,
     project_root: Path | None = None, message: str = "", env: Mapping[str, str] | None = None,
+    build_on_kaggle: bool = False,
+    include_base: bool = False,
 ) -> PackageResult:
     """Write the dataset folder for `run_folder` into `out`; send it unless `dry_run`.
 
     `project_root` is the checkout the kit's wheel is built from (default: this kit's own).
+    `build_on_kaggle`: ship only the kit's wheel and write `<out>-builder`, a notebook that
+    downloads the other wheels inside the real image (kit.kaggle.builder); pushed and followed
+    after the dataset unless `dry_run`. `include_base` copies a LoRA adapter run's base weights
+    into the dataset.
     """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
@@ -175,14 +186,26 @@ def package_run(
     log.info("Building the wheels for %s", ref)
     wheel_dir = out / "wheels"
     kit_wheel = wheels.build_kit_wheel(project_root or kit_checkout(), wheel_dir)
-    target = target or wheels.Target()
-    plan = wheels.download_missing(wheels.wheel_requirements(kit_wheel, set(), target),
-                                   wheel_dir, wheels.read_image_packages(image_packages), target)
+    image = kaggle_image.read_image(image_packages)
+    target = target or wheels.Target.for_image(image)
+    versions = wheels.run_versions(run_folder, (project_root or kit_checkout()) / LOCK_FILE)
+    plan = wheels.WheelPlan() if build_on_kaggle else wheels.download_missing(
+        wheels.wheel_requirements(kit_wheel, set(), target), wheel_dir, image.versions(),
+        target, versions=versions)
     plan.downloaded["compkit"] = kit_wheel
 
     if copy_inference_run(run_folder, out / "run") is None:
         log.warning("%s has no trained model (neither a transformer export nor a TF-IDF "
                     "pipeline): the dataset carries wheels and params only.", run_folder)
+    included = False
+    if include_base:
+        exports = base_model.adapter_exports(run_folder, model_parts(run_folder))
+        if exports:
+            base_model.copy_base_model(exports, out / "run", run_folder, out, ref.split("/")[1])
+            included = True
+        else:
+            log.warning("--include-base: %s has no LoRA adapter export (its model is whole); "
+                        "no base model added.", run_folder)
     shutil.copy2(run_folder / "params.yaml", out / "params.yaml")  # the notebook's params_path
     shutil.copy2(BOOTSTRAP, out / "kit_bootstrap.py")
     metadata.write_metadata(out, metadata.DATASET_FILE, metadata.dataset_metadata(
@@ -196,7 +219,36 @@ def package_run(
     send = send_dataset(out, ref, run_folder, private=params.kaggle.private,
                         message=message or f"compkit run {params.name}", dry_run=dry_run, env=env)
     result.commands, result.answer = send
+    if build_on_kaggle:
+        result.builder = builder.write_builder(
+            out.parent / f"{out.name}-builder", owner, ref.split("/")[1], ref, versions,
+            private=params.kaggle.private, accelerator=params.kaggle.accelerator)
+        result.commands += result.builder.commands
+        if not dry_run:
+            push_builder(result.builder, run_folder, env)
+    if not dry_run:  # kit push checks it: an adapter run needs its base on Kaggle
+        state = load_state(run_folder)
+        state["dataset"]["base_model"] = included
+        save_state(run_folder, state)
     return result
+
+
+def push_builder(built: builder.Builder, run_folder: Path, env: Mapping[str, str]) -> None:
+    """Push the wheel builder, follow it to the end, remember it for `kit push`."""
+    from kit.kaggle.kernels import DONE, VERSION_LINE, follow
+
+    page = f"https://www.kaggle.com/code/{built.ref}"
+    pushed = run_kaggle(["kernels", "push", "-p", str(built.folder)], f"push of {built.ref}",
+                        page, env=env)
+    found = VERSION_LINE.search(pushed.output)
+    status = follow(built.ref, page, env, 30.0, 3 * 3600)
+    if status != DONE:
+        raise KitError(f"The wheel builder {built.ref} ended {status}. Fix: read its log at "
+                       f"{page}/log (a package with no wheel for the image is named there).")
+    state = load_state(run_folder)
+    state[builder.STATE_KEY] = {"ref": built.ref,
+                                "version": int(found.group(1)) if found else None}
+    save_state(run_folder, state)
 
 
 def send_dataset(out: Path, ref: str, run_folder: Path, *, private: bool = True,

@@ -1,40 +1,56 @@
 """`python -m kit push RUN --out DIR`: bake a notebook, push it, follow it, fetch its output.
 
 The notebook gets the run's params baked in (papermill's prepare-only mode: the parameters cell
-is injected, nothing is executed) and `kernel-metadata.json` beside it, checked by the kaggle
-CLI's own code. Then `kaggle kernels push`, `kaggle kernels status` every `poll_seconds` with a
-progress line, and on completion `kaggle kernels output` into the run folder; a failed kernel is
-a KitError carrying the tail of its log. For a code competition with `--submit`, the finished
-version is submitted with `kaggle competitions submit -k owner/notebook -v N`.
+is injected, nothing is executed) and `kernel-metadata.json` beside it (the run's dataset, the
+competition, `kaggle.model_sources`), checked by the kaggle CLI's own code; a LoRA adapter run
+must say where its base model comes from (kit.kaggle.base_model). Before `kaggle kernels push`
+the dataset must be processed: `kaggle datasets status` every `poll_seconds` until it says
+ready, with a progress line and a time limit (kit.kaggle.dataset_wait). A push whose sources
+Kaggle could not attach is an error although the CLI exits 0 (kit.kaggle.commands). Then
+`kaggle kernels status` every `poll_seconds` with a progress line, and on completion `kaggle
+kernels output` into the run folder; a failed kernel is a KitError carrying the tail of its log.
+The run folder's `kaggle.json` lists each notebook version with the dataset version it used.
+For a code competition with `--submit`, the finished version is submitted with
+`kaggle competitions submit -k owner/notebook -v N`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kit.errors import KitError
 from kit.kaggle import cli as kaggle_cli
 from kit.kaggle import metadata
-from kit.kaggle.commands import run_kaggle
-from kit.kaggle.credentials import redact, require_credentials
-from kit.kaggle.package import dataset_slug, kaggle_owner, load_state, run_params, save_state
+from kit.kaggle.base_model import BASE_FOLDER, base_model_plan
+from kit.kaggle.builder import builder_sources
+from kit.kaggle.commands import SOURCE_FIX, failure, run_kaggle
+from kit.kaggle.dataset_wait import status_command, wait_for_dataset
+from kit.kaggle.kernels import DONE, VERSION_LINE, fetch_output, follow, log_tail
+from kit.kaggle.package import (
+    dataset_slug,
+    kaggle_owner,
+    load_state,
+    model_parts,
+    run_params,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-DONE, FAILED = "COMPLETE", ("ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
-_STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?(\w+)"')
-_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
+# Notebooks that train: Kaggle lets them use the internet (only a code competition's scoring
+# notebook must run offline), and `kit push` bakes a time budget into them (remote_train.py).
+TRAINING_NOTEBOOKS = frozenset({"02_train"})
 
 
 @dataclass
@@ -49,6 +65,9 @@ class PushResult:
     output_dir: Path | None = None
     files: list[str] = field(default_factory=list)
     submission: str = ""  # what Kaggle answered to the code-competition submission
+    dataset: str = ""  # owner/slug of the attached dataset
+    dataset_version: int | None = None  # the version this notebook version was pushed with
+    base_model: str = ""  # where a LoRA run's base comes from on Kaggle ("" for other runs)
 
 
 def bake_notebook(notebook: Path, out: Path, parameters: dict) -> Path:
@@ -73,8 +92,19 @@ def kaggle_parameters(params_path: str, run_name: str) -> dict:
 
 
 def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
-                 dry_run: bool = True, env: Mapping[str, str] | None = None) -> PushResult:
-    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated."""
+                 dry_run: bool = True, env: Mapping[str, str] | None = None,
+                 overrides: dict | None = None, kernel_sources: list[str] | None = None,
+                 output_dir: Path | None = None,
+                 dataset_folder: str | Path | None = None) -> PushResult:
+    """Write `out`/<notebook>.ipynb (params baked) and kernel-metadata.json, validated.
+
+    `overrides` are added to the baked params overrides; `kernel_sources` ("owner/slug")
+    attach notebooks' outputs; `output_dir` receives the output (default
+    <run>/kaggle_output). A training notebook (TRAINING_NOTEBOOKS) runs with the internet
+    on; any other with `kaggle.internet`. `dataset_folder`: the dataset just packaged for this
+    push (else the run folder's kaggle.json says what was sent); it decides whether a LoRA
+    run's base model travels in it.
+    """
     run_folder, out = Path(run_folder).resolve(), Path(out).resolve()
     env = os.environ if env is None else env
     params = run_params(run_folder)
@@ -88,10 +118,21 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
     owner = kaggle_owner(params, env, dry_run)
     slug = kag.kernel or metadata.slugify(f"{params.name}-{name}")
     dataset = f"{owner}/{dataset_slug(params)}"
+    in_dataset = ((Path(dataset_folder) / BASE_FOLDER / "config.json").is_file()
+                  if dataset_folder is not None
+                  else bool(load_state(run_folder).get("dataset", {}).get("base_model")))
+    plan = base_model_plan(run_folder, model_parts(run_folder), in_dataset=in_dataset,
+                           model_sources=list(kag.model_sources))
+    if plan:
+        log.info("%s", plan)
     meta = metadata.kernel_metadata(
         owner, slug, f"{name}.ipynb", private=kag.private, accelerator=kag.accelerator,
-        internet=kag.internet, code_competition=kag.code_competition,
-        dataset_sources=[dataset], competition_sources=[params.competition.slug])
+        internet=kag.internet or name in TRAINING_NOTEBOOKS, code_competition=kag.code_competition,
+        scoring=name not in TRAINING_NOTEBOOKS,
+        kernel_sources=[*(kernel_sources or []),  # a continued session: the previous output
+                        *builder_sources(load_state(run_folder))],  # --build-on-kaggle wheels
+        dataset_sources=[dataset], competition_sources=[params.competition.slug],
+        model_sources=list(kag.model_sources))
     if out.exists():
         if not (out / metadata.KERNEL_FILE).is_file() and any(out.iterdir()):
             raise KitError(f"{out} exists and was not written by `kit push`; it is left alone. "
@@ -99,25 +140,37 @@ def prepare_push(run_folder: str | Path, out: str | Path, *, notebook: str | Non
         shutil.rmtree(out)
     out.mkdir(parents=True)
     params_path = f"/kaggle/input/{dataset_slug(params)}/params.yaml"
-    bake_notebook(source, out / f"{name}.ipynb", kaggle_parameters(params_path, params.name))
+    baked = kaggle_parameters(params_path, params.name)
+    baked["overrides"].update(overrides or {})
+    bake_notebook(source, out / f"{name}.ipynb", baked)
     metadata.write_metadata(out, metadata.KERNEL_FILE, meta)
     metadata.validate(out, "kernel")
     ref = f"{owner}/{slug}"
-    output = run_folder / "kaggle_output"
-    commands = [shlex.join(c) for c in (["kaggle", "kernels", "push", "-p", str(out)],
+    output = output_dir or run_folder / "kaggle_output"
+    commands = [shlex.join(c) for c in (["kaggle", *status_command(dataset)],
+                                        ["kaggle", "kernels", "push", "-p", str(out)],
                                         ["kaggle", "kernels", "status", ref],
                                         ["kaggle", "kernels", "output", ref, "-p", str(output),
                                          "-o"])]
-    return PushResult(out, ref, commands, output_dir=output)
+    return PushResult(out, ref, commands, output_dir=output, dataset=dataset, base_model=plan)
 
 
 def push_run(
     run_folder: str | Path, out: str | Path, *, notebook: str | None = None,
     dry_run: bool = True, submit: bool = False, env: Mapping[str, str] | None = None,
     poll_seconds: float = 30.0, max_hours: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, overrides: dict | None = None,
+    kernel_sources: list[str] | None = None, allow_failed: bool = False,
+    output_dir: Path | None = None, dataset_folder: str | Path | None = None,
+    dataset_wait_minutes: float = 30.0,
 ) -> PushResult:
-    """Prepare, then (unless `dry_run`) push, follow to the end, fetch the output, maybe submit."""
+    """Prepare, then (unless `dry_run`) wait for the dataset, push, follow to the end, fetch the
+    output, maybe submit. `dataset_wait_minutes` bounds the wait for the dataset.
+
+    `allow_failed`: a kernel that ended in error is returned (its status and output fetched)
+    instead of raised, for a caller that reads the output itself (a training session stopped
+    by its time budget).
+    """
     run_folder = Path(run_folder).resolve()
     params = run_params(run_folder)
     slug = params.competition.slug
@@ -125,83 +178,89 @@ def push_run(
         raise KitError("--submit sends a notebook's output to a code competition, and "
                        "kaggle.code_competition is false. Fix: set it to true, or submit the "
                        "file with 04_submit.")
-    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env)
+    result = prepare_push(run_folder, out, notebook=notebook, dry_run=dry_run, env=env,
+                          overrides=overrides, kernel_sources=kernel_sources,
+                          output_dir=output_dir, dataset_folder=dataset_folder)
     if submit:
         result.commands.append(kaggle_cli.format_command(
             slug, "submission.csv", params.submit.message or params.name, result.ref, 1
         ).replace(" -v 1 ", " -v <version> "))
     if dry_run:
         return result
+    result.dataset_version = wait_for_dataset(result.dataset, env, poll_seconds,
+                                              dataset_wait_minutes * 60, sleep)
     page = f"https://www.kaggle.com/code/{result.ref}"
     run = run_kaggle(["kernels", "push", "-p", str(result.folder)], f"push of {result.ref}",
-                     page, env=env)
-    found = _VERSION.search(run.output)
+                     page, env=env, check=False)
+    found = VERSION_LINE.search(run.output)
     result.version = int(found.group(1)) if found else None
-    state = load_state(run_folder)
-    state["kernel"] = {"ref": result.ref, "version": result.version}
-    save_state(run_folder, state)
+    if result.version is not None:
+        state = load_state(run_folder)
+        state["kernel"] = {"ref": result.ref, "version": result.version}
+        state.setdefault("kernel_versions", []).append({
+            "kernel": result.ref, "version": result.version, "dataset": result.dataset,
+            "dataset_version": result.dataset_version,
+            "model_sources": list(params.kaggle.model_sources),
+            "pushed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        save_state(run_folder, state)
+    problem = failure(run, f"push of {result.ref}", page)
+    if problem:  # recorded first: a version may exist on Kaggle all the same
+        raise KitError(problem)
+    if params.kaggle.model_sources and result.version is not None:
+        check_models_attached(result.ref, result.version, params.kaggle.model_sources, env)
     limit = (max_hours or params.kaggle.time_limit_hours) * 3600 + 1800
     result.status = follow(result.ref, page, env, poll_seconds, limit, sleep)
     result.files = fetch_output(result.ref, result.output_dir, page, env)
-    if result.status != DONE:
+    if result.status != DONE and not allow_failed:
         tail = log_tail(result.output_dir, result.ref)
         raise KitError(f"Kaggle notebook {result.ref} (version {result.version}) ended "
                        f"{result.status}. The end of its log:\n{tail}"
                        f"\nFix: read the whole log at {page}/log, fix the cause, push again.")
     if submit:
-        answer = kaggle_cli.submit(slug, "submission.csv", params.submit.message or params.name,
-                                   dry_run=False, kernel=result.ref, version=result.version,
-                                   env=env)
+        message = params.submit.message or params.name
+        try:
+            answer = kaggle_cli.submit(slug, "submission.csv", message, dry_run=False,
+                                       kernel=result.ref, version=result.version, env=env)
+        except kaggle_cli.SubmitError as err:
+            _log_submission(run_folder, result, message, err.result.answer, ok=False)
+            raise
+        _log_submission(run_folder, result, message, answer.answer, ok=True)
         result.submission = answer.answer
         result.commands.append(answer.command)
     return result
 
 
-def follow(ref: str, page: str, env: Mapping[str, str] | None, poll_seconds: float,
-           limit_seconds: float, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll `kaggle kernels status` until the kernel ends; its final status."""
-    waited = 0.0
-    while True:
-        run = run_kaggle(["kernels", "status", ref], f"status check of {ref}", page, env=env)
-        found = _STATUS.search(run.output)
-        status = found.group(1).upper() if found else "UNKNOWN"
-        log.info("Kaggle notebook %s: %s (%.0f min)", ref, status, waited / 60)
-        if status == DONE or status in FAILED:
-            return status
-        if waited >= limit_seconds:
-            raise KitError(f"{ref} is still {status} after {waited / 3600:.1f} h. Fix: look at "
-                           f"{page}; fetch the output later with `kaggle kernels output {ref}`.")
-        sleep(poll_seconds)
-        waited += poll_seconds
+def _log_submission(run_folder: Path, result: PushResult, message: str, answer: str,
+                    ok: bool) -> None:
+    """The code-competition submission in outputs/submissions.csv, as 04_submit logs its own:
+    the notebook's submission.csv (its sha256) and the message `kit leaderboard --kaggle`
+    joins Kaggle's score by."""
+    from kit.submission.store import log_submission
+
+    assert result.output_dir is not None
+    log_submission(run_folder.parent / "submissions.csv", run=run_folder.name,
+                   file=result.output_dir / "submission.csv", message=message,
+                   model=f"notebook {result.ref} v{result.version}", local_public=None,
+                   local_private=None, validation=None, kaggle_answer=answer, ok=ok,
+                   dry_run=False)
 
 
-def fetch_output(ref: str, dest: Path | None, page: str,
-                 env: Mapping[str, str] | None) -> list[str]:
-    """`kaggle kernels output` into `dest`; the files there afterwards."""
-    assert dest is not None
-    dest.mkdir(parents=True, exist_ok=True)
-    run_kaggle(["kernels", "output", ref, "-p", str(dest), "-o"], f"output download of {ref}",
-               page, env=env)
-    files = sorted(p for p in dest.rglob("*") if p.is_file())
-    # A notebook that printed the token would bring it into the run folder: cut it out here.
-    secrets = require_credentials(dict(os.environ if env is None else env)).secrets
-    for path in files:
-        if path.stat().st_size > 50_000_000:
-            continue
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-        clean = redact(text, secrets, env)
-        if clean != text:
-            log.warning("%s held a Kaggle credential; it is replaced by %s.", path, "[hidden]")
-            path.write_bytes(clean.encode("utf-8", errors="surrogateescape"))
-    return [str(p.relative_to(dest)) for p in files]
+def check_models_attached(ref: str, version: int, wanted: list[str],
+                          env: Mapping[str, str] | None) -> None:
+    """KitError (with the fix) when version `version` of `ref` lacks a model of `wanted`.
 
-
-def log_tail(folder: Path | None, ref: str, lines: int = 20) -> str:
-    """The last lines of the kernel's log (Kaggle's JSON list of stream chunks, or plain text)."""
-    path = (folder or Path(".")) / f"{ref.split('/')[1]}.log"
-    if not path.is_file():
-        return "(no log was downloaded)"
-    text = path.read_text(errors="replace")
-    with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
-        text = "".join(chunk.get("data", "") for chunk in json.loads(text))
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    `kernels push` does not print the model sources Kaggle refused (kaggle 2.2.4's
+    kernels_push_cli prints invalidTags/Dataset/Competition/KernelSources only, although
+    ApiSaveKernelResponse has invalid_model_sources), so the version's metadata is read back
+    with `kaggle kernels pull owner/slug/N -m` (its `model_sources` are what Kaggle attached).
+    """
+    page = f"https://www.kaggle.com/code/{ref}"
+    with tempfile.TemporaryDirectory() as folder:
+        run_kaggle(["kernels", "pull", f"{ref}/{version}", "-p", folder, "-m"],
+                   f"metadata check of {ref} version {version}", page, env=env)
+        attached = json.loads((Path(folder) / metadata.KERNEL_FILE).read_text())
+    missing = [m for m in wanted if m not in (attached.get("model_sources") or [])]
+    if missing:
+        raise KitError(
+            f"Kaggle did not attach the model sources {missing} to {ref} version {version}, so "
+            f"it runs without them. For the model sources: {SOURCE_FIX['model']}")

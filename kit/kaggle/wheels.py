@@ -1,23 +1,28 @@
 """The wheels an internet-off Kaggle notebook needs: the kit's own, and every one its image lacks.
 
-What the image already has comes from `kaggle_image_packages.txt` (a `pip list --format=freeze`
-of the Kaggle Python image, refreshed as its header says). Starting from the kit wheel's own
-requirements, each requirement the image does not satisfy is downloaded with `pip download
---no-deps --only-binary=:all:` for the image's Python and platform, then that wheel's own
-requirements are checked the same way, until nothing is missing. Resolving one package at a time
-(rather than `pip download` of the whole tree) is what keeps the image's torch and CUDA stack out
-of the folder: they are never downloaded, and a requirement the image's torch does not meet is an
-error, never a replacement.
+What the image already has, its Python and its platform tag come from the image file
+(kit/kaggle/image.py: `kaggle_image.txt`, derived from Kaggle's public sources or probed in a real
+notebook). Starting from the kit wheel's own requirements, each requirement the image does not
+satisfy is downloaded with `pip download --no-deps --only-binary=:all:` for the image's Python
+and platform (never this interpreter's), pinned to the version the run was made with (its
+env.json, else the lock) when that version fits; then that wheel's own requirements are checked
+the same way, until nothing is missing. Resolving one package at a time (rather than `pip
+download` of the whole tree) is what keeps the image's torch and CUDA stack out of the folder:
+they are never downloaded, and a requirement the image's torch does not meet is an error, never a
+replacement. A package with no wheel for the target is an error naming it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
@@ -29,10 +34,11 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from kit.errors import KitError
+from kit.kaggle import image as kaggle_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_PACKAGES = Path(__file__).with_name("kaggle_image_packages.txt")
+IMAGE_PACKAGES = kaggle_image.IMAGE_FILE
 # The image's GPU stack: replacing any of these breaks CUDA, so they are never shipped.
 NEVER_SHIP = frozenset({"torch", "torchvision", "torchaudio", "triton", "jax", "jaxlib",
                         "tensorflow"})
@@ -42,13 +48,21 @@ NEVER_SHIP = frozenset({"torch", "torchvision", "torchaudio", "triton", "jax", "
 class Target:
     """The Python and platform the wheels are for (the Kaggle image's)."""
 
-    python_version: str = "3.11"
+    python_version: str = "3.12"
     # Ubuntu 22.04 has glibc 2.35: every manylinux tag up to it. Listed one by one because older
     # pips do not widen `--platform manylinux_2_35_x86_64` to the lower glibc versions.
     platforms: tuple[str, ...] = (
         *(f"manylinux_2_{minor}_x86_64" for minor in range(35, 4, -1)),
         "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
     )
+
+    @classmethod
+    def for_image(cls, image: kaggle_image.Image) -> Target:
+        """The image's Python (major.minor) and every platform tag its own tag accepts."""
+        return cls(image.python_minor, platform_tags(image.platform))
+
+    def describe(self) -> str:
+        return f"CPython {self.python_version} on {self.platforms[0]}"
 
     def pip_args(self) -> list[str]:
         args = ["--python-version", self.python_version, "--implementation", "cp"]
@@ -76,19 +90,34 @@ class WheelPlan:
     reasons: dict[str, str] = field(default_factory=dict)  # canonical name -> requirement
 
 
+def platform_tags(tag: str) -> tuple[str, ...]:
+    """`manylinux_2_35_x86_64` and every older manylinux tag a glibc 2.35 machine installs."""
+    glibc = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", tag)
+    if not glibc:
+        return (tag,)
+    newest, arch = int(glibc.group(1)), glibc.group(2)
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return (*(f"manylinux_2_{minor}_{arch}" for minor in range(newest, 4, -1)),
+            *(f"{name}_{arch}" for minor, name in legacy.items() if minor <= newest))
+
+
 def read_image_packages(path: str | Path = IMAGE_PACKAGES) -> dict[str, str]:
-    """`name==version` lines (comments and blank lines skipped) as {canonical name: version}."""
-    packages: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if "==" not in line:
-            raise KitError(f"{path}:{number}: {line!r} is not `name==version`. Fix: refresh the "
-                           "file with `pip list --format=freeze` in a Kaggle notebook.")
-        name, version = (part.strip() for part in line.split("==", 1))
-        packages[canonicalize_name(name)] = version.split("+", 1)[0]
-    return packages
+    """The image file's (or a plain freeze's) packages as {canonical name: version}."""
+    listed = kaggle_image.parse_freeze(Path(path).read_text(encoding="utf-8"), str(path))
+    listed.pop("python", None)
+    return {name: version.split("+", 1)[0] for name, version in listed.items()}
+
+
+def run_versions(run_folder: Path | None, lock: Path | None = None) -> dict[str, str]:
+    """The versions a run was made with: the lock's, overridden by the run's env.json."""
+    versions: dict[str, str] = {}
+    if lock is not None and lock.is_file():
+        versions.update(read_image_packages(lock))
+    env_file = run_folder / "env.json" if run_folder else None
+    if env_file is not None and env_file.is_file():
+        packages = json.loads(env_file.read_text()).get("packages") or {}
+        versions.update({canonicalize_name(k): v for k, v in packages.items() if v})
+    return versions
 
 
 def wheel_requirements(wheel: Path, extras: set[str], target: Target) -> list[Requirement]:
@@ -144,12 +173,59 @@ def _pip(args: list[str], what: str) -> str:
     return done.stdout
 
 
+Downloader = Callable[[list[str], Path, Target], None]
+
+
+def pip_download(specs: list[str], dest: Path, target: Target) -> None:
+    """`pip download` of `specs` for `target`; a KitError naming the spec that has no wheel."""
+    args = ["download", "--no-deps", "--only-binary=:all:", *target.pip_args(), "-d", str(dest),
+            "-q"]
+    try:
+        _pip([*args, *specs], "download " + ", ".join(specs))
+        return
+    except KitError as batch:
+        if len(specs) == 1:
+            raise _no_wheel(specs[0], target, str(batch)) from None
+    for spec in specs:  # one at a time, to name the one that has no wheel
+        try:
+            _pip([*args, spec], f"download {spec}")
+        except KitError as err:
+            raise _no_wheel(spec, target, str(err)) from None
+
+
+def _no_wheel(spec: str, target: Target, said: str) -> KitError:
+    name = Requirement(spec).name
+    last = [ln for ln in said.splitlines() if ln.strip()][1:-1][-1:] or [said[:200]]
+    return KitError(
+        f"No wheel of {spec} exists for the Kaggle image ({target.describe()}); pip said: "
+        f"{last[0].strip()}\nFix: pin a version of {name} that publishes a wheel for Python "
+        f"{target.python_version} (https://pypi.org/project/{name}/#files), or build the wheels "
+        "inside the real image: `python -m kit package RUN --build-on-kaggle`.")
+
+
+def _pinned(name: str, spec: SpecifierSet, versions: dict[str, str]) -> str:
+    """`name==<the run's version>` when the run had one that fits `spec`, else `name<spec>`."""
+    used = versions.get(name)
+    if used and _satisfies(used.split("+", 1)[0], spec):
+        return f"{name}=={used.split('+', 1)[0]}"
+    if used:
+        log.warning("The run used %s %s, which does not fit %s%s: downloading the newest that "
+                    "does.", name, used, name, spec)
+    return f"{name}{spec}"
+
+
 def download_missing(
     requirements: list[Requirement], dest: Path, image: dict[str, str],
-    target: Target = Target(), max_rounds: int = 30,
+    target: Target = Target(), max_rounds: int = 30, *,
+    versions: dict[str, str] | None = None, download: Downloader = pip_download,
 ) -> WheelPlan:
-    """Download into `dest` every wheel `requirements` need that `image` does not provide."""
+    """Download into `dest` every wheel `requirements` need that `image` does not provide.
+
+    `versions` (the run's, see `run_versions`) pins each downloaded package where it fits;
+    `download` is `pip_download` (tests pass a fake).
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    versions = versions or {}
     plan = WheelPlan()
     extras: dict[str, set[str]] = {}
     pending = list(requirements)
@@ -158,6 +234,10 @@ def download_missing(
         for req in pending:
             name = canonicalize_name(req.name)
             extras.setdefault(name, set()).update(req.extras)
+            got = plan.downloaded.get(name)
+            if got is not None and _satisfies(str(parse_wheel_filename(got.name)[1]),
+                                              req.specifier):
+                continue  # already shipped (it replaces the image's older one)
             have = image.get(name)
             if have is not None and _satisfies(have, req.specifier):
                 plan.provided[name] = have
@@ -167,20 +247,17 @@ def download_missing(
                     f"{req} is needed but the Kaggle image has {name} {have}, which the kit "
                     f"never replaces (it is the image's GPU build). Fix: pin a version of the "
                     "package that asked for it that works with the image's, or refresh "
-                    f"{IMAGE_PACKAGES.name} if the image changed.")
-            got = plan.downloaded.get(name)
-            if got is not None and _satisfies(str(parse_wheel_filename(got.name)[1]),
-                                              req.specifier):
-                continue
+                    f"{IMAGE_PACKAGES.name} if the image changed (`python -m kit kaggle-image "
+                    "--probe`).")
             wanted[name] = wanted.get(name, SpecifierSet()) & req.specifier
             plan.reasons.setdefault(name, str(req))
         if not wanted:
             return plan
-        specs = [f"{name}{spec}" for name, spec in sorted(wanted.items())]
-        log.info("Downloading %d wheel(s) the image lacks: %s", len(specs), ", ".join(specs))
+        specs = [_pinned(name, spec, versions) for name, spec in sorted(wanted.items())]
+        log.info("Downloading %d wheel(s) the image lacks for %s: %s", len(specs),
+                 target.describe(), ", ".join(specs))
         before = {p.name for p in dest.glob("*.whl")}
-        _pip(["download", "--no-deps", "--only-binary=:all:", *target.pip_args(),
-              "-d", str(dest), "-q", *specs], "download " + ", ".join(specs))
+        download(specs, dest, target)
         pending = []
         for wheel in sorted(dest.glob("*.whl")):
             name = canonicalize_name(parse_wheel_filename(wheel.name)[0])

@@ -5,9 +5,10 @@ Two layouts, recorded in `kit_export.json`:
 - **adapter** (`merge=False`, the default for LoRA): the LoRA adapters plus the trained head
   (`modules_to_save`) in `adapter_model.safetensors`, a few MB. The base model is NOT copied: the
   export records its path and its `transformer.model` name, and `load_exported` looks for it, in
-  order, at the `base_model=` argument, the recorded path, then kit.models.source (packaged aliases
-  and `/kaggle/input/...`). On Kaggle, attach the base model as its own dataset once and reuse it
-  across submissions; the 4-bit quantization settings are recorded so the reload is the same model.
+  order, at the `base_model=` argument, the recorded path, then kit.core.model_source (packaged
+  aliases and `/kaggle/input/...`). On Kaggle, attach the base model as its own dataset once and
+  reuse it across submissions; the 4-bit quantization settings are recorded so the reload is the
+  same model.
 - **merged** (`merge=True`): the adapters merged into a fresh 16-bit copy of the base (not into
   the 4-bit weights, which would be lossy twice), saved whole. Self-contained, nothing to attach;
   predictions differ from a 4-bit-trained model by the quantization error of training.

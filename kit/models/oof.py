@@ -58,7 +58,7 @@ def load_fold(run: RunDir, kind: str, fold: Fold) -> FoldPredictions | None:
 
 def assemble(kind: str, comp: Competition, fits: list[FoldPredictions]) -> Predictions:
     """OOF probabilities of every training row (mean over repeats) and the fold-mean on test."""
-    if len(fits) == 1 and fits[0].fold.fold < 0:  # the hold-out split: nothing to assemble
+    if len(fits) == 1 and fits[0].fold.is_holdout:  # the hold-out split: nothing to assemble
         fit = fits[0]
         return Predictions(kind, comp.train_ids[fit.fold.val_rows], fit.val_probs,
                            comp.test_ids, fit.test_probs)

@@ -1,6 +1,7 @@
 """Load a run's model for prediction: one fit, the mean of its k folds, or a fitted ensemble.
 
-Each loader returns `(predict, labels, device, task, template)`; `predict(texts)` gives the raw
+Each loader returns a `LoadedModel` (a fit is loaded by its kind, kit.models.kinds, by its
+registry entry and never by name here); `predict(texts)` gives the raw
 probabilities (n, K) that predictions/<model>.npz holds for test: the fold models' mean for a
 k-fold model, as in training, and the ensemble's weighted blend of its members (each member
 loaded the same way, from this run or the run it came from).
@@ -9,46 +10,34 @@ loaded the same way, from this run or the run it came from).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
 from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
-from kit.evaluation.thresholds import DecisionRule
+from kit.evaluation.rule_store import rule_labels
+from kit.models.kinds import KINDS, LoadedModel
 
-Predict = Callable[[list[str]], np.ndarray]
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to predict raw probabilities, with what rendering its texts needs."""
-
-    predict: Predict
-    labels: list[str]
-    device: str
-    task: str
-    template: str | None
+__all__ = ["LoadedModel", "load_model", "rule_labels"]
 
 
 def load_model(folder: Path, params: Params, name: str, device: str | None,
                labels: list[str] | None = None) -> LoadedModel:
-    """`name` (tfidf, transformer or ensemble) of the run in `folder`.
+    """`name` (a registered kind, or ensemble) of the run in `folder`.
 
     `labels`: the class names when the run itself has no rule naming them (an ensemble's member).
     """
     if name == "ensemble":
         return _load_ensemble(folder, params, device)
-    if name not in ("tfidf", "transformer"):
-        raise KitError(f"{folder}: cannot serve model {name!r}; kit.serve knows tfidf, "
-                       "transformer and ensemble.")
+    if name not in KINDS:
+        raise KitError(f"{folder}: cannot serve model {name!r}; kit.serve knows "
+                       f"{', '.join(KINDS)} and ensemble.")
     base = folder / "models" / name
     fold_dirs = sorted(p for p in base.glob("r*_f*") if p.is_dir())
-    parts = [_load_one(folder, params, name, d, device, labels) for d in (fold_dirs or [base])]
+    kind = KINDS[name]
+    parts = [kind.load(folder, params, d, device, labels) for d in (fold_dirs or [base])]
     if len(parts) == 1:
         return parts[0]
 
@@ -57,22 +46,6 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
 
     first = parts[0]
     return LoadedModel(mean, first.labels, first.device, first.task, first.template)
-
-
-def _load_one(folder: Path, params: Params, name: str, model_dir: Path,
-              device: str | None, labels: list[str] | None) -> LoadedModel:
-    if name == "tfidf":
-        from kit.serve.predictor import _load_tfidf
-
-        labels = labels or rule_labels(folder, params)
-        predict, labels, dev = _load_tfidf(params, model_dir, labels)
-        return LoadedModel(predict, labels, dev, params.competition.task,
-                           params.competition.text_template)
-    from kit.serve.predictor import _load_transformer
-
-    predict, labels, dev, task = _load_transformer(folder, params, device, model_dir / "model")
-    template = params.transformer.prompt_template or params.competition.text_template
-    return LoadedModel(predict, labels, dev, task, template)
 
 
 def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedModel:
@@ -94,6 +67,12 @@ def _load_ensemble(folder: Path, params: Params, device: str | None) -> LoadedMo
     normalize = first.task != "multilabel"
 
     def blend(texts: list[str]) -> np.ndarray:
+        if "stack" in info:  # the level-2 model on every member's probabilities
+            from kit.ensemble.stack import apply_stack, stack_features
+
+            probs = np.stack([m.predict(texts) for m, _ in loaded])
+            return apply_stack(info["stack"]["models"], stack_features(probs, first.task),
+                               first.task)
         out = sum(w * m.predict(texts) for m, w in loaded) / sum(w for _, w in loaded)
         return out / out.sum(axis=1, keepdims=True) if normalize else out
 
@@ -109,18 +88,3 @@ def _member(folder: Path, params: Params, name: str, device: str | None,
     other_params = params_from_dict(yaml.safe_load((other / "params.yaml").read_text()),
                                     source=str(other / "params.yaml"))
     return load_model(other, other_params, kind, device, labels)
-
-
-def rule_labels(folder: Path, params: Params) -> list[str]:
-    """Class names: the pipeline only knows class ids; the rule (or params) names them."""
-    from kit.steps.decide import RULE_FILE
-
-    rule_file = folder / RULE_FILE
-    labels: Any = (DecisionRule.from_json(rule_file).labels if rule_file.exists()
-                   else params.competition.labels)
-    if not labels:
-        raise KitError(
-            f"{folder}: no {RULE_FILE} and no `competition.labels`, so the classes have no "
-            "names. Run 03_thresholds for this run."
-        )
-    return list(labels)

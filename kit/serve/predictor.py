@@ -9,7 +9,6 @@ rendered from the run's text columns and template exactly as in training, and th
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
 from kit.errors import KitError
+from kit.evaluation.rule_store import chosen_model, load_rule
 from kit.evaluation.thresholds import DecisionRule
 from kit.serve.models import load_model
 
@@ -76,9 +76,6 @@ class Predictor:
             )
         params = params_from_dict(yaml.safe_load(params_file.read_text()), source=str(params_file))
         run = RunDir(path=folder, params=params, root=folder.parent)
-        from kit.steps.decide import chosen_model  # the model 04_submit used
-        from kit.steps.submit import load_rule
-
         model_name = chosen_model(run)
         metrics = run.read_metrics()
         model = load_model(folder, params, model_name, device)
@@ -140,56 +137,3 @@ class Predictor:
         if rule.metric:
             out["tuned_for"] = rule.metric
         return out
-
-
-def _load_tfidf(params: Params, model_dir: Path,
-                labels: list[str]) -> tuple[Callable, list[str], str]:
-    from kit.models.tfidf import PIPELINE_FILE, load_pipeline, predict_tfidf
-
-    pipeline = load_pipeline(model_dir / PIPELINE_FILE)
-    task = params.competition.task
-
-    def predict(texts: list[str]) -> np.ndarray:
-        return predict_tfidf(pipeline, texts, task, len(labels))
-
-    return predict, list(labels), "cpu"
-
-
-def _load_transformer(folder: Path, params: Params, device: str | None, export: Path,
-                      ) -> tuple[Callable, list[str], str, str]:
-    from kit.models.export import EXPORT_INFO, load_exported
-
-    if not (export / EXPORT_INFO).is_file():
-        raise KitError(
-            f"No transformer export at {export} ({EXPORT_INFO} missing): the run did not finish "
-            "training. Finish 02_train, or serve with `submit.model: tfidf`."
-        )
-    info = json.loads((export / EXPORT_INFO).read_text())
-    model, tokenizer, labels = load_exported(export, device=device)
-    from kit.models.hf.data import set_truncation_side
-
-    set_truncation_side(tokenizer, info.get("truncation_side", "right"))
-    head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
-    task = info.get("task", params.competition.task)
-    max_length = int(info.get("max_length") or params.transformer.max_length or 512)
-    dev = next(model.parameters()).device
-    amp = _autocast_dtype() if dev.type == "cuda" else None
-    batch_size = params.transformer.eval_batch_size
-
-    def predict(texts: list[str]) -> np.ndarray:
-        from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
-
-        return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
-                             progress=False, autocast_dtype=amp, head_tokens=head_tokens)
-
-    return predict, list(labels), str(dev), task
-
-
-def _autocast_dtype() -> Any:
-    """The precision training predicted with on this GPU (bf16 from sm_80, else fp16)."""
-    import torch
-
-    from kit.models.hardware import detect_hardware
-
-    profile = detect_hardware()
-    return torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None

@@ -23,20 +23,23 @@ from kit.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from kit.evaluation.ordinal import apply_cuts, fit_cuts, rounding_cuts
 from kit.evaluation.plots import (
     plot_confusion_matrix,
     plot_per_class_thresholds,
     plot_reliability,
     plot_threshold_curve,
 )
+from kit.evaluation.rule_guard import RuleGuard, cross_fitted_gain
+from kit.evaluation.rule_store import RULE_FILE, chosen_model
 from kit.evaluation.thresholds import (
     DecisionRule,
+    apply_class_bias,
+    apply_per_class_thresholds,
     choose_binary_threshold,
     choose_per_class_thresholds,
     fit_class_bias,
 )
-
-RULE_FILE = "decision_rule.json"
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DecisionResult:
     threshold: dict[str, Any] | None = None  # binary: the threshold search
     per_class_thresholds: pd.DataFrame | None = None  # multilabel
     threshold_plot: Figure | None = None
+    guard: dict[str, Any] | None = None  # multiclass offsets / multilabel thresholds: kept?
 
     def describe_rule(self) -> str:
         """One line saying which rule 04_submit applies and why."""
@@ -61,15 +65,19 @@ class DecisionResult:
         if rule.kind == "binary_threshold":
             why = (self.threshold or {}).get("reason", "")
             return f"binary threshold {rule.threshold:.2f}{temp}" + (f": {why}" if why else "")
+        why = f" ({(self.guard or {}).get('reason')})" if self.guard else ""
         if rule.kind == "per_class":
             pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(rule.labels, rule.thresholds or [],
                                                                 strict=True))
-            return f"per-class thresholds{temp}: {pairs}"
+            return f"per-class thresholds{temp}: {pairs}{why}"
         if rule.kind == "bias":
             pairs = ", ".join(f"{n} {b:+.2f}" for n, b in zip(rule.labels, rule.bias or [],
                                                                 strict=True))
-            return f"argmax after class offsets{temp}: {pairs}"
-        return f"{rule.kind} (no tuned rule){temp}"
+            return f"argmax after class offsets{temp}: {pairs}{why}"
+        if rule.kind == "ordinal":
+            cuts = ", ".join(f"{c:.2f}" for c in rule.cuts or [])
+            return f"ordinal: expected grade{temp} cut at {cuts}{why}"
+        return f"{rule.kind} (no tuned rule){temp}{why}"
 
 
 @dataclass
@@ -79,20 +87,6 @@ class Validation:
     model: str
     y: np.ndarray
     probs: np.ndarray
-
-
-def chosen_model(run: RunDir) -> str:
-    """`submit.model`, or the model with the best validation metric."""
-    wanted = run.params.submit.model
-    if wanted != "best":
-        choices = [*run.params.models, *(["ensemble"] if run.params.ensemble.enabled else [])]
-        if wanted not in choices:
-            raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
-        return wanted
-    best = run.read_metrics().get("best_model")
-    if best is None:
-        raise KitError("No trained model recorded in metrics.json; run 02_train first.")
-    return best
 
 
 def validation_of(run: RunDir, comp: Competition, model: str) -> Validation:
@@ -113,6 +107,45 @@ def per_class_report(val: Validation, labels: list[str], pred: np.ndarray) -> pd
     rep = classification_report(val.y, pred, labels=list(range(len(labels))),
                                 target_names=labels, output_dict=True, zero_division=0)
     return pd.DataFrame(rep).T.round(4)
+
+
+def ordinal_decoding(run: RunDir) -> bool:
+    """Ordered grades: `competition.ordinal`, or a QWK competition (which counts class ids
+    as grades)."""
+    comp = run.params.competition
+    return comp.ordinal or (comp.metric == "qwk" and comp.task == "multiclass")
+
+
+def fit_ordinal_rule(y: np.ndarray, probs: np.ndarray, labels: list[str], metric: str,
+                     temperature: float | None, bootstrap: int, seed: int,
+                     ) -> tuple[DecisionRule, RuleGuard]:
+    """Expected-grade decoding with fitted cuts, or plain rounding, or argmax: the first whose
+    cross-fitted gain over argmax is clear of 0."""
+    if len(labels) < 3:
+        raise KitError(f"Ordinal decoding needs 3 or more grades; {labels} has "
+                       f"{len(labels)}. Set competition.ordinal: false.")
+    argmax = probs.argmax(axis=1)
+    fitted = cross_fitted_gain(y, probs, lambda yy, pp: fit_cuts(yy, pp, metric), apply_cuts,
+                               argmax, metric, "multiclass", what="fitted ordinal cuts",
+                               n_bootstrap=bootstrap, seed=seed)
+    if fitted.kept:
+        cuts = fit_cuts(y, probs, metric)
+        guard = fitted
+    else:
+        rounded = cross_fitted_gain(y, probs, lambda yy, pp: rounding_cuts(len(labels)),
+                                    apply_cuts, argmax, metric, "multiclass",
+                                    what="rounded expected grade", n_bootstrap=bootstrap,
+                                    seed=seed)
+        guard = rounded if rounded.kept else fitted
+        cuts = rounding_cuts(len(labels)) if rounded.kept else None
+    if cuts is None:
+        rule = DecisionRule("multiclass", "argmax", labels, temperature=temperature,
+                            notes={"reason": guard.reason})
+    else:
+        rule = DecisionRule("multiclass", "ordinal", labels, cuts=cuts.tolist(),
+                            temperature=temperature, metric=metric,
+                            notes={"reason": guard.reason})
+    return rule, guard
 
 
 def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
@@ -162,17 +195,40 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         }
     elif cfg.enabled and task == "multilabel":
         table = choose_per_class_thresholds(val.y, probs, "f1", labels=comp.labels)
+        half = np.full(len(comp.labels), 0.5)
+        guard = cross_fitted_gain(
+            val.y, probs,
+            lambda y, p: choose_per_class_thresholds(y, p, "f1")["threshold"].to_numpy(),
+            lambda p, t: apply_per_class_thresholds(p, t, cfg.require_label),
+            apply_per_class_thresholds(probs, half, cfg.require_label), metric, task,
+            what="per-class thresholds", n_bootstrap=cfg.bootstrap, seed=run.params.seed)
+        out.guard = guard.to_dict()
+        thresholds = table["threshold"].to_numpy() if guard.kept else half
         rule = DecisionRule(task, "per_class", comp.labels,
-                            thresholds=table["threshold"].tolist(), temperature=temperature,
-                            require_label=cfg.require_label, metric=metric)
+                            thresholds=thresholds.tolist(), temperature=temperature,
+                            require_label=cfg.require_label, metric=metric,
+                            notes={"reason": guard.reason})
         fig = plot_per_class_thresholds(table)
         run.save_plot(fig, "per_class_thresholds")
         out.per_class_thresholds = table
         out.threshold_plot = fig
+    elif cfg.enabled and task == "multiclass" and ordinal_decoding(run):
+        rule, guard = fit_ordinal_rule(val.y, probs, comp.labels, metric, temperature,
+                                       cfg.bootstrap, run.params.seed)
+        out.guard = guard.to_dict()
     elif cfg.enabled and task == "multiclass" and cfg.multiclass_bias:
-        bias = fit_class_bias(val.y, probs, metric)
-        rule = DecisionRule(task, "bias", comp.labels, bias=bias.tolist(),
-                            temperature=temperature, metric=metric)
+        guard = cross_fitted_gain(
+            val.y, probs, lambda y, p: fit_class_bias(y, p, metric), apply_class_bias,
+            probs.argmax(axis=1), metric, task, what="class offsets",
+            n_bootstrap=cfg.bootstrap, seed=run.params.seed)
+        out.guard = guard.to_dict()
+        if guard.kept:
+            rule = DecisionRule(task, "bias", comp.labels,
+                                bias=fit_class_bias(val.y, probs, metric).tolist(),
+                                temperature=temperature, metric=metric,
+                                notes={"reason": guard.reason})
+        else:
+            rule.notes = {"reason": guard.reason}
 
     rule_pred = rule.apply(val.probs)
     rule_report = metrics.report(val.y, rule.probabilities(val.probs), rule_pred, task, metric)
@@ -184,7 +240,7 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
         "temperature": temperature, "calibration": out.calibration,
         "validation_default": float(out.report.loc[metric, "default rule"]),
         "validation_rule": float(rule_report[metric]),
-        "threshold_search": out.threshold,
+        "threshold_search": out.threshold, "rule_guard": out.guard,
     })
     run.record_resources("decide")
     return out

@@ -1,7 +1,8 @@
 """01_eda's step: class balance, label mapping, text lengths (`max_length`), duplicates, examples.
 
-Numbers land in metrics.json under `eda` (the training step reads the suggested `max_length`),
-plots in the run folder.
+Numbers land in metrics.json under `eda`; the suggested `max_length` becomes the run's resolved
+`transformer.max_length` (kit.core.run_state, params.yaml) when the params leave it null; plots
+go to the run folder.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
         "label_mapping": mapping_summary(mapping),
         "data": {k: v for k, v in data.items() if k != "class_rows_read"},
     })
+    cfg = params.transformer
+    if "transformer" in params.models and cfg.max_length is None and unit == cfg.model:
+        # Measured with this model's tokenizer: training uses it, and params.yaml says so.
+        run.resolve_param("transformer.max_length", int(max_length),
+                          f"01_eda: p{pct:g} of the training texts' token lengths")
     plt.close("all")  # the returned figures still display in a notebook
     run.record_resources("eda")
     return EdaResult(balance, balance_fig, lengths_table, lengths_fig, max_length, unit, checks,

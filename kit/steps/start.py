@@ -7,8 +7,9 @@ import difflib
 import logging
 from typing import Any
 
+from kit.core.carry_over import carry_over_session
 from kit.core.logs import show_logs
-from kit.core.rundir import RunDir, open_run
+from kit.core.rundir import RunDir, open_run, resolve_params, run_path
 from kit.data.competition import Competition, load_competition
 from kit.errors import KitError, show_kit_errors_without_traceback
 
@@ -61,6 +62,9 @@ def start(params_path: str, run_name: str = "", overrides: dict[str, Any] | None
         pass
     if overrides is not None and not isinstance(overrides, dict):
         raise KitError(f"`overrides` must be a dict of params keys to values, got {overrides!r}.")
+    params, root = resolve_params(params_path, run_name, overrides)
+    # A continued Kaggle training session starts from the previous session's attached output.
+    carry_over_session(run_path(params, root), params.name)
     run = open_run(params_path, run_name, overrides)
     log.info(f"Run {run.params.name!r} in {run.path}")
     comp = load_competition(run.params, run.root) if load_data else None

@@ -18,9 +18,9 @@ from kit.core.rundir import RunDir, run_path
 from kit.data.competition import Competition
 from kit.errors import KitError
 from kit.evaluation import metrics
+from kit.evaluation.rule_store import chosen_model, load_rule
 from kit.evaluation.thresholds import DecisionRule
 from kit.kaggle import cli as kaggle_cli
-from kit.steps.decide import RULE_FILE, chosen_model
 from kit.submission.build import build_submission, score_local, validate_submission
 from kit.submission.store import log_submission, read_log, save_submission
 from kit.tracking import track_submission
@@ -36,16 +36,6 @@ class SubmissionResult:
     command: str  # the kaggle command, shell-quoted (no secrets)
     answer: str  # Kaggle's answer, or the dry-run note
     rule: DecisionRule
-
-
-def load_rule(run: RunDir, task: str, labels: list[str]) -> DecisionRule:
-    """The rule 03_thresholds saved; the untuned default when thresholds are disabled."""
-    path = run.path / RULE_FILE
-    if path.exists():
-        return DecisionRule.from_json(path)
-    if run.params.thresholds.enabled:
-        raise KitError(f"No {RULE_FILE} in {run.path}: run 03_thresholds before 04_submit.")
-    return DecisionRule.default(task, labels)
 
 
 def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
@@ -83,6 +73,9 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
                                    version=params.submit.kernel_version)
         ok, answer = result.ok, result.answer
         command = result.command
+        if result.dry_run:  # the switch a notebook user has is the params key, not an argument
+            answer = ("dry run: not sent to Kaggle (set submit.enabled: true in the params, or "
+                      "overrides={\"submit.enabled\": True}, to submit)")
     except kaggle_cli.SubmitError as err:
         ok, answer, command = False, err.result.answer, err.result.command
         _log(run, path, message, model, scores, validation, answer, ok, dry_run=False)

@@ -42,7 +42,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
     """
     params = run.params
     folds = load_or_make_folds(run, comp)
-    if folds[0].fold < 0:
+    if folds[0].is_holdout:
         log.info("Split: %d train / %d validation rows (seed %d).", len(folds[0].train_rows),
                  len(folds[0].val_rows), params.seed)
     else:
@@ -59,7 +59,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         fits, extra = [], {}
         for n, fold in enumerate(folds):
             fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra, callbacks))
-            if on_fold is not None and fold.fold >= 0:
+            if on_fold is not None and not fold.is_holdout:
                 scores = run.read_metrics()["folds"][kind]
                 on_fold(kind, n, scores[fold.tag][metric])
         preds = assemble(kind, comp, fits)
@@ -70,7 +70,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         rep["train_seconds"] = round(time.time() - start, 1)
         run.update_metrics(models={kind: {**rep, **extra}})
         spread = f" (folds {rep['cv_mean']:.4f} ± {rep['cv_std']:.4f})" if "cv_mean" in rep else ""
-        what = "OOF" if folds[0].fold >= 0 else "validation"
+        what = "validation" if folds[0].is_holdout else "OOF"
         show_progress(log, f"{kind}: {what} {metric} = {rep[metric]:.4f}{spread} "
                            f"({rep['train_seconds']} s)")
         tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
@@ -87,17 +87,17 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
 def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int,
               tracker: Tracker, extra: dict, callbacks: list | None) -> FoldPredictions:
     """One fit of `kind`, or its saved probabilities when it finished in an earlier session."""
-    done = load_fold(run, kind, fold) if fold.fold >= 0 else None
+    done = None if fold.is_holdout else load_fold(run, kind, fold)
     if done is not None:
         log.info(f"{kind} fold {fold.tag}: finished earlier; reusing its predictions.")
         return done
-    label = kind if fold.fold < 0 else f"{kind} fold {_nth(run, fold)}/{n_fits}"
+    label = kind if fold.is_holdout else f"{kind} fold {_nth(run, fold)}/{n_fits}"
     show_progress(log, f"{label}: training started")
     started = time.time()
-    with progress_stage(label if fold.fold >= 0 else kind):
+    with progress_stage(kind if fold.is_holdout else label):
         val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
     extra.update(fit_extra)
-    if fold.fold >= 0:
+    if not fold.is_holdout:
         save_fold(run, kind, fold, val_probs, test_probs)
         score = metrics.report(comp.y[fold.val_rows], val_probs, None, comp.task,
                                run.params.competition.metric)[run.params.competition.metric]
@@ -119,7 +119,7 @@ def _rows(comp: Competition, ids: np.ndarray) -> np.ndarray:
 
 def _fold_summary(run: RunDir, kind: str, folds: list[Fold]) -> dict:
     """Mean and std of the per-fold scores (k-fold only), from metrics.json's `folds`."""
-    if folds[0].fold < 0:
+    if folds[0].is_holdout:
         return {}
     metric = run.params.competition.metric
     per_fold = run.read_metrics().get("folds", {}).get(kind, {})

@@ -162,12 +162,31 @@ def _label_text(value: object) -> str:
     return str(value)
 
 
+class LocalScores(dict):
+    """The local scores (a plain dict); empty, it prints why instead of `{}`."""
+
+    def __init__(self, scores: dict | None = None, note: str = "") -> None:
+        super().__init__(scores or {})
+        self.note = note
+
+    def __repr__(self) -> str:
+        return self.note if not self and self.note else super().__repr__()
+
+    __str__ = __repr__
+
+
 def score_local(sub: pd.DataFrame, comp: Competition, metric: str,
                 delimiter: str | None = None) -> dict[str, float]:
-    """Score a label submission against the demo answer key: public, private and their gap."""
+    """Score a label submission against the demo answer key: public, private and their gap.
+
+    Without an answer key (every real competition) the result is an empty LocalScores that
+    says so when printed.
+    """
     key = comp.answer_key
     if key is None:
-        return {}
+        return LocalScores(note=(
+            f"none: {comp.folder} has no answer key (competition.answer_key_file), so nothing "
+            "was scored locally; Kaggle scores the submission."))
     idc, col = comp.id_column, comp.label_column
     merged = key.merge(sub, on=idc, suffixes=("_true", ""))
     true_col = f"{col}_true" if f"{col}_true" in merged else col

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
-from kit.tracking.mlflow_tracker import Tracker
+
+class CurveLog(Protocol):
+    """Where the curves go (kit.tracking.mlflow_tracker.Tracker): what was logged, and more."""
+
+    def last_step(self, key: str) -> int | None: ...
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None: ...
 
 
 class MetricsCallback(TrainerCallback):
@@ -17,7 +23,7 @@ class MetricsCallback(TrainerCallback):
     already: steps up to the last one logged for a key are skipped (one query per key).
     """
 
-    def __init__(self, tracker: Tracker, prefix: str):
+    def __init__(self, tracker: CurveLog, prefix: str):
         self.tracker = tracker
         self.prefix = prefix
         self.logged_up_to: dict[str, int | None] = {}

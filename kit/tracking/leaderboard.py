@@ -2,8 +2,10 @@
 
 Each row: the params that differ between the runs (dotted keys), the chosen model, its CV score
 (OOF, or validation for a hold-out run) with the mean ± std over folds, the local public/private
-scores of the run's last submission, wall time and peak memory. Runs are compared on the metric
-they share; runs of other competitions are listed with their own metric.
+scores of the run's last submission, wall time and peak memory; with Kaggle's answer
+(kit.kaggle.scores) also Kaggle's public score and status. Runs are compared within
+their competition, on its metric: `by_competition` splits the table, one part (and one plot)
+per competition with its metric named.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from kit.core.atomic import write_atomic
+from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -106,8 +109,9 @@ def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return row, _flatten(params, _section_paths())
 
 
-def build_leaderboard(outputs: str | Path) -> pd.DataFrame:
-    """All runs under `outputs`, best first per metric; saves outputs/leaderboard.csv."""
+def build_leaderboard(outputs: str | Path, kaggle: pd.DataFrame | None = None) -> pd.DataFrame:
+    """All runs under `outputs`, grouped by competition, best first; saves
+    outputs/leaderboard.csv. `kaggle`: per-run Kaggle columns (kit.kaggle.scores)."""
     outputs = Path(outputs)
     rows, params = [], []
     for run in sorted(p for p in outputs.iterdir() if (p / "params.yaml").is_file()):
@@ -128,15 +132,42 @@ def build_leaderboard(outputs: str | Path) -> pd.DataFrame:
                       len({json.dumps(p.get(k), default=str) for p in group}) > 1]
     for key in sorted(differing):
         table[key] = [p.get(key) for p in params]
-    table = table.sort_values(["metric", "cv_score"], ascending=[True, False], kind="stable")
+    if kaggle is not None:
+        table = table.merge(kaggle, on="run", how="left")
+    table = table.sort_values(["competition", "metric", "cv_score"],
+                              ascending=[True, True, False], kind="stable")
     write_atomic(outputs / LEADERBOARD_FILE, table.to_csv(index=False))
     return table.reset_index(drop=True)
 
 
-def plot_leaderboard(table: pd.DataFrame, metric: str | None = None) -> Figure:
-    """CV score (± std over folds) and local private score per run, for one metric."""
+def by_competition(table: pd.DataFrame,
+                   competition: str | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+    """(competition, metric) -> its runs, best first; only `competition` when given."""
+    if competition is not None and competition not in set(table.get("competition", [])):
+        known = ", ".join(sorted(map(str, table.get("competition", pd.Series()).unique())))
+        raise KitError(f"No run of competition {competition!r} on the leaderboard. Fix: pass "
+                       f"one of: {known or '(no runs yet)'}.")
+    parts: dict[tuple[str, str], pd.DataFrame] = {}
+    if table.empty:
+        return parts
+    for (slug, metric), part in table.groupby(["competition", "metric"], sort=True):
+        if competition is None or slug == competition:
+            # Params that differ only in another competition's runs are empty here.
+            empty = [c for c in part.columns if "." in c and part[c].isna().all()]
+            parts[(str(slug), str(metric))] = part.drop(columns=empty).reset_index(drop=True)
+    return parts
+
+
+def plot_leaderboard(table: pd.DataFrame, metric: str | None = None,
+                     competition: str | None = None) -> Figure:
+    """CV score (± std over folds), local private and Kaggle public score per run, for one
+    competition (default: the one with the most runs) on its metric."""
+    if competition is not None:
+        table = table[table["competition"] == competition]
     metric = metric or table["metric"].mode().iloc[0]
-    part = table[table["metric"] == metric].iloc[::-1]
+    part = table[table["metric"] == metric]
+    competition = competition or part["competition"].mode().iloc[0]
+    part = part[part["competition"] == competition].iloc[::-1]
     fig = Figure(figsize=(7, 0.45 * len(part) + 1.2))
     ax = fig.subplots()
     y = range(len(part))
@@ -145,12 +176,15 @@ def plot_leaderboard(table: pd.DataFrame, metric: str | None = None) -> Figure:
     if part["local_private"].notna().any():
         ax.scatter(part["local_private"].astype(float), y, color="#dd8452", zorder=3,
                    label="local private")
+    kaggle = part.get("kaggle_public", pd.Series(dtype=float)).astype(float)
+    if kaggle.notna().any():
+        ax.scatter(kaggle, y, color="#55a868", marker="D", zorder=3, label="Kaggle public")
     ax.set_yticks(list(y), [f"{r} ({m})" for r, m in zip(part["run"], part["model"],
                                                           strict=True)])
-    low = pd.concat([part["cv_score"], part["local_private"]]).astype(float).min()  # skips NaN
-    ax.set_xlim(max(0.0, low - 0.05), None)
+    low = pd.concat([part["cv_score"], part["local_private"], kaggle]).astype(float).min()
+    ax.set_xlim(max(0.0, low - 0.05), None)  # min skips NaN
     ax.set_xlabel(metric)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Runs")
+    ax.set_title(f"Runs of {competition}, scored by {metric}")
     fig.tight_layout()
     return fig

@@ -119,7 +119,7 @@ class Tracker:
         """TrainerCallbacks that log the training curves as `<prefix>/<name>` (none when off)."""
         if not self.active:
             return []
-        from kit.tracking.callback import MetricsCallback  # transformers: only when training
+        from kit.tracking.callback import MetricsCallback  # lazy: transformers, when training
 
         return [MetricsCallback(self, prefix)]
 

@@ -22,18 +22,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     BertConfig,
     BertModel,
     BertTokenizer,
     BitsAndBytesConfig,
+    DebertaV2Config,
     DistilBertConfig,
     DistilBertModel,
     DistilBertTokenizer,
+    Gemma2Config,
     LlamaConfig,
+    ModernBertConfig,
     Phi3Config,
     PretrainedConfig,
     PreTrainedTokenizerFast,
+    Qwen3Config,
 )
 
 
@@ -53,6 +58,11 @@ REAL_MODELS: dict[str, Family] = {
     "distilbert-base-uncased": Family("distilbert", DistilBertConfig),
     "minilm": Family("bert", BertConfig),  # all-MiniLM-L6-v2 (packaged)
     "smollm2-135m": Family("llama", LlamaConfig),  # SmolLM2-135M-Instruct (packaged GGUF)
+    "microsoft/deberta-v3-base": Family("deberta-v2", DebertaV2Config),  # v3 = v2 architecture
+    "microsoft/deberta-v3-large": Family("deberta-v2", DebertaV2Config),
+    "answerdotai/ModernBERT-base": Family("modernbert", ModernBertConfig),
+    "Qwen/Qwen3-8B": Family("qwen3", Qwen3Config),
+    "google/gemma-2-9b-it": Family("gemma2", Gemma2Config),
 }
 
 MAX_POSITIONS = 128
@@ -131,6 +141,23 @@ def _bpe_tokenizer(bos: str, eos: str, pad: str | None) -> PreTrainedTokenizerFa
                                    pad_token=pad, model_max_length=MAX_POSITIONS)
 
 
+def _cls_sep_tokenizer() -> PreTrainedTokenizerFast:
+    """[CLS] text [SEP] with [PAD] id 0, as DeBERTa-v3's SentencePiece and ModernBERT's BPE
+    tokenizers frame a text; a word-level vocabulary of the test words is enough here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(specials + vocabulary()))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]",
+                                   model_max_length=MAX_POSITIONS)
+
+
 # --- models ---------------------------------------------------------------------------------------
 
 
@@ -166,10 +193,30 @@ def build_tiny_model(name: str, folder: Path) -> Path:
         config = DistilBertConfig(vocab_size=len(vocab), dim=32, n_layers=2, n_heads=2,
                                   hidden_dim=64, max_position_embeddings=MAX_POSITIONS)
         DistilBertModel(config).save_pretrained(folder)
-    elif family.config in (LlamaConfig, Phi3Config):
+    elif family.config in (DebertaV2Config, ModernBertConfig):
+        tokenizer = _cls_sep_tokenizer()
+        tokenizer.save_pretrained(folder)
+        size = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64,
+                "max_position_embeddings": MAX_POSITIONS, "pad_token_id": 0}
+        if family.config is ModernBertConfig:  # alternating global/local attention, as shipped
+            size.update(global_attn_every_n_layers=2, local_attention=32,
+                        cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+        else:  # DeBERTa-v3: relative positions (position buckets), no absolute embeddings
+            size.update(relative_attention=True, position_buckets=32, position_biased_input=False,
+                        pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm")
+        AutoModel.from_config(family.config(**size)).save_pretrained(folder)
+    elif family.config in (LlamaConfig, Phi3Config, Qwen3Config, Gemma2Config):
         if family.config is LlamaConfig:  # Llama-3's specials; no pad token, as shipped
             tokenizer = _bpe_tokenizer("<|begin_of_text|>", "<|end_of_text|>", None)
             extra = {}
+        elif family.config is Qwen3Config:  # Qwen: <|endoftext|> is eos and pad, no bos token
+            tokenizer = _bpe_tokenizer("<|endoftext|>", "<|im_end|>", "<|endoftext|>")
+            extra = {"head_dim": 16}
+        elif family.config is Gemma2Config:  # Gemma: <bos>/<eos>/<pad>, soft-capped logits
+            tokenizer = _bpe_tokenizer("<bos>", "<eos>", "<pad>")
+            extra = {"head_dim": 16, "tie_word_embeddings": True}
         else:  # Phi-4-mini: <|endoftext|> is bos, eos and pad; partial rotary embeddings
             tokenizer = _bpe_tokenizer("<|endoftext|>", "<|endoftext|>", "<|endoftext|>")
             extra = {"partial_rotary_factor": 0.75, "tie_word_embeddings": True}

@@ -4,10 +4,10 @@
 Kaggle T4 x2) and in this process with one; `off` never launches; `ddp` insists. The calling
 process (a notebook cell, ./run_all.sh) does not train itself: `launch_training` starts
 `accelerate launch --multi_gpu` (on CPU, for tests: `torchrun` with gloo, since accelerate's
-multi-CPU launch needs MPI) as a child process group running this module, and every rank calls
-`train_transformer` with the same arguments. A child process, rather than `notebook_launcher`'s
-fork, works the same from a notebook and a script, and after CUDA was initialised by the
-hardware detection. Rank 0 writes the result; the caller reads it back.
+multi-CPU launch needs MPI) as a child process group running kit.models.hf.ddp_worker, and
+every rank calls `train_transformer` with the same arguments. A child process, rather than
+`notebook_launcher`'s fork, works the same from a notebook and a script, and after CUDA was
+initialised by the hardware detection. Rank 0 writes the result; the caller reads it back.
 
 What keeps a DDP run exactly resumable (kit.models.hf.trainer): the data order comes from the
 (seed, epoch)-seeded sampler over the global batch, which accelerate deals out to the ranks
@@ -131,7 +131,7 @@ def launch_training(call: dict[str, Any], work_dir: Path, num_processes: int, *,
     write_atomic(spec, pickle.dumps(call))
     (work_dir / RESULT_FILE).unlink(missing_ok=True)
     cmd = [*launch_command(num_processes, cpu=cpu, port=_free_port()),
-           "-m", "kit.models.hf.distributed", str(spec)]
+           "-m", "kit.models.hf.ddp_worker", str(spec)]
     child_env = {**os.environ, **(env or {})}
     if cpu:
         child_env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's hostname lookup is flaky
@@ -203,29 +203,3 @@ def predict_probs_gathered(predict: Callable[[list[str]], np.ndarray],
         if len(idx):
             out[idx] = p
     return out
-
-
-def _main(spec: str) -> None:
-    from kit.core.logs import show_logs
-    from kit.core.progress import FILE_ENV
-    from kit.models.hf.train import train_transformer
-
-    show_logs(logging.INFO if is_main_process() else logging.WARNING)  # one progress log
-    if not is_main_process():
-        os.environ.pop(FILE_ENV, None)  # and one progress file for ./run_all.sh: rank 0's
-    call = pickle.loads(Path(spec).read_bytes())
-    result = train_transformer(**call)  # `callbacks`, if any, were pickled with the call
-    if is_main_process():
-        write_atomic(Path(call["work_dir"]) / RESULT_FILE, pickle.dumps(result))
-    # Every rank waits for rank 0's export and result, then leaves the group cleanly: a rank
-    # that exits while the others still use the group aborts (gloo), and the launcher then
-    # ends rank 0 mid-write.
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1])

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from kit.config.params import TransformerParams
-from kit.models.source import resolve_model
+from kit.core.model_source import resolve_model
 
 
 def load_classifier(

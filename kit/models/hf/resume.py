@@ -19,7 +19,7 @@ import numpy as np
 from kit.config.params import TransformerParams, diff_params
 from kit.core.atomic import save_npz, write_json
 from kit.errors import KitError
-from kit.models.hf.checkpoints import complete_checkpoints
+from kit.models.hf.checkpoints import complete_checkpoints, marked_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ FINGERPRINT_FILE = "kit_fingerprint.json"
 NOT_FINGERPRINTED = {
     "time_budget_minutes", "checkpoint_dir", "disk_budget_gb", "save_total_limit",
     "eval_batch_size", "memory_budget_gb", "checkpoint_fsync", "distributed",
+    "keep_checkpoints",
 }
 
 
@@ -127,8 +128,15 @@ def claim(checkpoint_root: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def load_finished(
-    work_dir: Path, fingerprint: dict[str, Any], test_hash: str
+    work_dir: Path, fingerprint: dict[str, Any], test_hash: str,
+    test_texts: list[str] | None = None, eval_batch_size: int = 64,
 ) -> TransformerResult | None:
+    """The saved result of a finished run in `work_dir`, or None when it has to (re)train.
+
+    Other `test_texts` than those predicted: with the checkpoints still there, None (the caller
+    reloads the finished checkpoint and predicts); with them released (kit.models.hf.checkpoints
+    `release_checkpoints`), the export predicts them here and the result is saved again.
+    """
     marker = work_dir / RESULT_FILE
     if not marker.is_file():
         return None
@@ -140,16 +148,28 @@ def load_finished(
             f"({'; '.join(diff[:6])}). Delete {work_dir / RESULT_FILE} and the checkpoints to "
             "retrain there, or give this run another name (a new run folder)."
         )
-    if saved.get("test_hash") != test_hash:
-        # Same training, other test texts: the finished checkpoint is reloaded, not retrained.
-        log.info("The test texts differ from those predicted in %s: predicting them again with "
-                 "the trained model.", work_dir)
-        return None
+    info = saved["result"]
     with np.load(work_dir / PREDICTIONS_FILE) as arrays:
         val_probs, test_probs = arrays["val_probs"], arrays["test_probs"]
-    info = saved["result"]
-    log.info("Transformer already trained in %s (step %s): loaded its saved predictions.",
-             work_dir, info["global_step"])
+    if saved.get("test_hash") != test_hash:
+        # Same training, other test texts: the finished model predicts them, not retrained.
+        log.info("The test texts differ from those predicted in %s: predicting them again with "
+                 "the trained model.", work_dir)
+        released = not (info.get("checkpoint_dir")
+                        and marked_checkpoints(Path(info["checkpoint_dir"])))
+        from kit.models.export import EXPORT_INFO
+
+        export = Path(info["model_dir"])
+        if test_texts is None or not released or not (export / EXPORT_INFO).is_file():
+            return None  # the caller reloads the finished checkpoint
+        test_probs = _predict_with_export(export, test_texts, eval_batch_size)
+        # No matching hash while the predictions change: a kill in between re-predicts.
+        write_json(marker, {**saved, "test_hash": None})
+        save_npz(work_dir / PREDICTIONS_FILE, val_probs=val_probs, test_probs=test_probs)
+        write_json(marker, {**saved, "test_hash": test_hash})
+    else:
+        log.info("Transformer already trained in %s (step %s): loaded its saved predictions.",
+                 work_dir, info["global_step"])
     return TransformerResult(
         val_probs=val_probs,
         test_probs=test_probs,
@@ -167,6 +187,26 @@ def load_finished(
         train_seconds=info.get("train_seconds", 0.0),
         extra={"loaded_from": str(marker)},
     )
+
+
+def _predict_with_export(export: Path, texts: list[str], batch_size: int) -> np.ndarray:
+    """Probabilities of `texts` from a finished run's export (its checkpoints are gone)."""
+    import torch
+
+    from kit.models.export import EXPORT_INFO, load_exported
+    from kit.models.hardware import detect_hardware
+    from kit.models.hf.data import predict_probs, set_truncation_side
+
+    info = json.loads((export / EXPORT_INFO).read_text())
+    model, tokenizer, _ = load_exported(export)
+    set_truncation_side(tokenizer, info.get("truncation_side", "right"))
+    amp = None
+    if next(model.parameters()).device.type == "cuda":  # as training predicted on this GPU
+        profile = detect_hardware()
+        amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
+    return predict_probs(model, tokenizer, texts, batch_size, int(info["max_length"]),
+                         info["task"], autocast_dtype=amp, desc="predict test",
+                         head_tokens=info.get("head_tokens"))
 
 
 def save_finished(

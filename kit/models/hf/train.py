@@ -7,6 +7,9 @@ same arguments and `work_dir`:
   (weights, optimizer, scheduler, grad scaler, RNG states, data order, early-stopping counter,
   best metric) and ends with the same model and predictions as an uninterrupted run.
 
+Its named steps, in order: `check_training_texts` (kit.models.hf.inputs), `load_and_tokenize`,
+`build_trainer`, `resume_or_train`, `predict_val_and_test`, then the export.
+
 The pieces (PITFALLS.md "Resume after a killed session"): atomic checkpoints and rotation
 (kit.models.hf.checkpoints), a per-epoch seeded length-grouped sampler and the weighted loss
 (kit.models.hf.trainer), the time budget (kit.models.hf.budget).
@@ -18,6 +21,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ from kit.models.hf.data import (
     suggest_max_length,
     tokenize_texts,
 )
+from kit.models.hf.inputs import TrainingTexts, check_training_texts
 from kit.models.hf.loading import load_classifier
 from kit.models.hf.options import training_options
 from kit.models.hf.progress import TextProgress, use_text_progress
@@ -85,67 +90,112 @@ def train_transformer(
     (memory-mapped Arrow, kit.models.hf.token_cache) and reused by reruns.
     """
     started = budget.now()
-    from kit.evaluation.metrics import get_metric, score
     from kit.models.hardware import detect_hardware, pin_single_gpu
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    val_texts = list(val_texts) if val_texts is not None else []
-    test_texts = list(test_texts) if test_texts is not None else []
-    train_texts = list(train_texts)
-    num_labels = len(label_names)
-    y_train = _check_labels(train_labels, len(train_texts), num_labels, task, "train_labels")
-    y_val = (
-        _check_labels(val_labels, len(val_texts), num_labels, task, "val_labels")
-        if val_texts
-        else None
-    )
-    has_val = bool(val_texts)
-    metric_spec = get_metric(metric)
-    if task not in metric_spec.tasks:
-        raise KitError(
-            f"metric {metric!r} is not defined for a {task} task; pick one of the metrics for "
-            f"{task} (e.g. f1_macro)."
-        )
-    if cfg.early_stopping_patience > 0 and not has_val:  # the arguments, not params: see schema
-        raise KitError(
-            "transformer.early_stopping_patience > 0 needs validation texts to score; pass "
-            "val_texts or set early_stopping_patience: 0."
-        )
+    data = check_training_texts(train_texts, train_labels, val_texts, val_labels, test_texts,
+                                task=task, label_names=label_names, metric=metric, cfg=cfg)
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
     # In a DDP rank: the job's processes; else as many as this call would launch.
     launched = distributed.launched_world_size()
     processes = launched if launched > 1 else distributed.processes_for(
         cfg.distributed, distributed.visible_gpus())
-    fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, train_texts, y_train,
-                                   val_texts, y_val, processes=processes)
-    test_hash = hash_data(test_texts)
-    done = load_finished(work_dir, fingerprint, test_hash)
+    fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, data.train_texts,
+                                   data.y_train, data.val_texts, data.y_val, processes=processes)
+    test_hash = hash_data(data.test_texts)
+    done = load_finished(work_dir, fingerprint, test_hash, data.test_texts,
+                         cfg.eval_batch_size)
     if done is not None:
         return done
     if processes > 1 and launched == 1:
         # `callbacks` (e.g. a tracking client) stay here; they get the ranks' logs afterwards.
-        call = dict(train_texts=train_texts, train_labels=train_labels, val_texts=val_texts,
-                    val_labels=val_labels, test_texts=test_texts, task=task,
-                    label_names=list(label_names), cfg=cfg, seed=seed, work_dir=work_dir,
-                    metric=metric)
+        call = dict(train_texts=data.train_texts, train_labels=train_labels,
+                    val_texts=data.val_texts, val_labels=val_labels, test_texts=data.test_texts,
+                    task=task, label_names=list(label_names), cfg=cfg, seed=seed,
+                    work_dir=work_dir, metric=metric)
         result = distributed.launch_training(call, work_dir, processes)
         distributed.replay_logs(callbacks or [], result.history)
         return result
     claim(checkpoint_root, fingerprint)
 
     profile = pin_single_gpu(detect_hardware())
-    from kit.models.hardware import SingleGpuTrainingArguments, training_precision_kwargs
-
     set_seed(seed)  # the classification head's initialisation depends on it
+    prepared = load_and_tokenize(cfg, data, task, label_names, profile, token_cache_dir)
+    trainer, time_budget = build_trainer(cfg, prepared, data, task=task, metric=metric,
+                                         seed=seed, checkpoint_root=checkpoint_root,
+                                         callbacks=callbacks, started=started)
+    resumed_from, train_seconds = resume_or_train(trainer, checkpoint_root, cfg)
+    state = trainer.state
+    completed = time_budget.stopped_at is None
+    if not completed:
+        log.warning(
+            f"Stopped at step {state.global_step} of {state.max_steps} to stay within "
+            f"transformer.time_budget_minutes={cfg.time_budget_minutes:g}; the checkpoint is in "
+            f"{checkpoint_root}. Run the same call again (same work_dir, e.g. rerun the notebook "
+            "or the cell) to continue from there; predictions below come from the best model so "
+            "far."
+        )
+    val_probs, test_probs = predict_val_and_test(trainer.model, prepared, data, cfg, task,
+                                                 token_cache_dir)
+    result = TransformerResult(
+        val_probs=val_probs,
+        test_probs=test_probs,
+        global_step=int(state.global_step),
+        max_steps=int(state.max_steps),
+        resumed_from_step=resumed_from,
+        history=list(state.log_history),
+        model_dir=None,
+        max_length=int(prepared.max_length),
+        hardware=profile.to_dict(),
+        completed=completed,
+        best_metric=None if state.best_metric is None else float(state.best_metric),
+        best_step=(checkpoint_step(state.best_model_checkpoint)
+                   if state.best_model_checkpoint else None),
+        checkpoint_dir=checkpoint_root,
+        train_seconds=float(train_seconds),
+        extra={"load_report": prepared.load_report} if prepared.load_report else {},
+    )
+    if trainer.save_timings:
+        result.extra["checkpoint_saves"] = [dataclasses.asdict(t) for t in trainer.save_timings]
+    if prepared.load_report:
+        from kit.models.llm.memory_peak import measured_peak_gb
+
+        prepared.load_report["measured_peak_after_training_gb"] = measured_peak_gb(
+            profile.device)
+    if completed and distributed.is_main_process():  # under DDP: rank 0 writes
+        result.model_dir = _export_model(trainer, prepared.tokenizer, work_dir, task,
+                                         label_names, prepared.max_length, cfg)
+        save_finished(work_dir, result, fingerprint, test_hash)
+    return result
+
+
+@dataclass
+class Prepared:
+    """The loaded model and tokenizer and the tokenised texts, at the length training uses."""
+
+    model: Any
+    tokenizer: Any
+    profile: Any  # kit.models.hardware.HardwareProfile
+    load_report: dict[str, Any]
+    max_length: int
+    head_tokens: int | None
+    train_ds: Any
+    val_ds: Any
+
+
+def load_and_tokenize(cfg: TransformerParams, data: TrainingTexts, task: str,
+                      label_names: list[str], profile: Any,
+                      token_cache_dir: Path | None) -> Prepared:
+    """Step 1: the model and tokenizer, `max_length` (given, or the 99th percentile), tokens."""
     load_report: dict[str, Any] = {}
-    model, tokenizer = load_classifier(cfg, num_labels, task, label_names, profile,
+    model, tokenizer = load_classifier(cfg, data.num_labels, task, label_names, profile,
                                        report=load_report)
     set_truncation_side(tokenizer, cfg.truncation_side)
     limit = model_max_length(tokenizer, getattr(model, "config", None))
     # The percentile from at most ~20k texts: as good, and no second full tokenisation pass.
-    sample = train_texts[:: max(1, len(train_texts) // 20_000)]
+    sample = data.train_texts[:: max(1, len(data.train_texts) // 20_000)]
     max_length = cfg.max_length or suggest_max_length(tokenizer, sample, 99.0, limit=limit)
     if max_length > limit:
         raise KitError(
@@ -153,15 +203,26 @@ def train_transformer(
             f"tokens. Set transformer.max_length <= {limit} (or null to derive it from the data)."
         )
     head = head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)
-    train_ds = tokenize_texts(tokenizer, train_texts, max_length, y_train, task, head_tokens=head,
-                              cache_dir=token_cache_dir)
-    val_ds = (tokenize_texts(tokenizer, val_texts, max_length, y_val, task, head_tokens=head,
-                             cache_dir=token_cache_dir) if has_val else None)
+    train_ds = tokenize_texts(tokenizer, data.train_texts, max_length, data.y_train, task,
+                              head_tokens=head, cache_dir=token_cache_dir)
+    val_ds = (tokenize_texts(tokenizer, data.val_texts, max_length, data.y_val, task,
+                             head_tokens=head, cache_dir=token_cache_dir)
+              if data.has_val else None)
+    return Prepared(model, tokenizer, profile, load_report, max_length, head, train_ds, val_ds)
 
+
+def build_trainer(cfg: TransformerParams, prepared: Prepared, data: TrainingTexts, *, task: str,
+                  metric: str, seed: int, checkpoint_root: Path,
+                  callbacks: list[TrainerCallback] | None,
+                  started: float) -> tuple[KitTrainer, budget.TimeBudget]:
+    """Step 2: the KitTrainer with the run's arguments, metric, time budget and progress."""
+    from kit.evaluation.metrics import get_metric, score
+    from kit.models.hardware import SingleGpuTrainingArguments, training_precision_kwargs
     from kit.models.llm.lora import (
         resolve_optimizer,  # 8-bit/paged optimizers fall back without bitsandbytes
     )
 
+    profile, has_val = prepared.profile, data.has_val
     optim, notice = resolve_optimizer(cfg.optimizer, profile)
     if notice:
         log.info(notice)
@@ -193,7 +254,7 @@ def train_transformer(
         save_total_limit=None,  # rotation is done after each atomic save, see _KitTrainer
         load_best_model_at_end=has_val,
         metric_for_best_model=metric if has_val else None,
-        greater_is_better=metric_spec.greater_is_better if has_val else None,
+        greater_is_better=get_metric(metric).greater_is_better if has_val else None,
         logging_strategy="steps",
         logging_steps=max(1, cfg.eval_steps // 4),
         train_sampling_strategy="group_by_length",
@@ -214,26 +275,33 @@ def train_transformer(
     callbacks = [time_budget, progress, *(callbacks or [])]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    tokenizer = prepared.tokenizer
     trainer = KitTrainer(
-        model=model,
+        model=prepared.model,
         args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
+        train_dataset=prepared.train_ds,
+        eval_dataset=prepared.val_ds,
         data_collator=make_collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics if has_val else None,
         callbacks=callbacks,
         task=task,
-        class_weights=class_weight_vector(y_train, num_labels, task, cfg.class_weights),
+        class_weights=class_weight_vector(data.y_train, data.num_labels, task,
+                                          cfg.class_weights),
         label_smoothing=cfg.label_smoothing,
-        train_lengths=train_ds.lengths,
+        train_lengths=prepared.train_ds.lengths,
         keep_last=cfg.save_total_limit,
         disk_budget_gb=cfg.disk_budget_gb,
-        options=training_options(cfg, model),
+        options=training_options(cfg, prepared.model),
         checkpoint_fsync=cfg.checkpoint_fsync,
     )
     use_text_progress(trainer, progress)
+    return trainer, time_budget
 
+
+def resume_or_train(trainer: KitTrainer, checkpoint_root: Path,
+                    cfg: TransformerParams) -> tuple[int | None, float]:
+    """Step 3: train from the latest complete checkpoint (or the start); (resumed step, seconds)."""
     shutil.rmtree(checkpoint_root / STAGING, ignore_errors=True)  # a save cut short earlier
     checkpoints = complete_checkpoints(checkpoint_root)
     resume = checkpoints[-1] if checkpoints else None
@@ -254,96 +322,26 @@ def train_transformer(
         trainer.load_trained(best if best and Path(best).is_dir() else str(resume))
     else:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = budget.now() - t_train
-    state = trainer.state
-    completed = time_budget.stopped_at is None
-    if not completed:
-        log.warning(
-            f"Stopped at step {state.global_step} of {state.max_steps} to stay within "
-            f"transformer.time_budget_minutes={cfg.time_budget_minutes:g}; the checkpoint is in "
-            f"{checkpoint_root}. Run the same call again (same work_dir, e.g. rerun the notebook "
-            "or the cell) to continue from there; predictions below come from the best model so "
-            "far."
-        )
+    return resumed_from, budget.now() - t_train
 
+
+def predict_val_and_test(model: Any, prepared: Prepared, data: TrainingTexts,
+                         cfg: TransformerParams, task: str,
+                         token_cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: validation and test probabilities from the trained (best) model."""
+    profile = prepared.profile
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
-    model = trainer.model
 
     def predict(texts: list[str], desc: str) -> np.ndarray:
         # Under DDP each rank predicts a share; the probabilities come back in input order.
         return distributed.predict_probs_gathered(
-            lambda share: predict_probs(model, tokenizer, share, cfg.eval_batch_size, max_length,
-                                        task, autocast_dtype=amp, desc=desc, head_tokens=head,
+            lambda share: predict_probs(model, prepared.tokenizer, share, cfg.eval_batch_size,
+                                        prepared.max_length, task, autocast_dtype=amp, desc=desc,
+                                        head_tokens=prepared.head_tokens,
                                         cache_dir=token_cache_dir),
             texts)
 
-    val_probs = predict(val_texts, "predict validation")
-    test_probs = predict(test_texts, "predict test")
-    best_step = None
-    if state.best_model_checkpoint:
-        best_step = checkpoint_step(state.best_model_checkpoint)
-    result = TransformerResult(
-        val_probs=val_probs,
-        test_probs=test_probs,
-        global_step=int(state.global_step),
-        max_steps=int(state.max_steps),
-        resumed_from_step=resumed_from,
-        history=list(state.log_history),
-        model_dir=None,
-        max_length=int(max_length),
-        hardware=profile.to_dict(),
-        completed=completed,
-        best_metric=None if state.best_metric is None else float(state.best_metric),
-        best_step=best_step,
-        checkpoint_dir=checkpoint_root,
-        train_seconds=float(train_seconds),
-        extra={"load_report": load_report} if load_report else {},
-    )
-    if trainer.save_timings:
-        result.extra["checkpoint_saves"] = [dataclasses.asdict(t) for t in trainer.save_timings]
-    if load_report:
-        from kit.models.llm.memory_plan import measured_peak_gb
-
-        load_report["measured_peak_after_training_gb"] = measured_peak_gb(profile.device)
-    if completed and distributed.is_main_process():  # under DDP: rank 0 writes
-        result.model_dir = _export_model(trainer, tokenizer, work_dir, task, label_names,
-                                         max_length, cfg)
-        save_finished(work_dir, result, fingerprint, test_hash)
-    return result
-
-
-
-def _check_labels(
-    labels: Any, n: int, num_labels: int, task: str, name: str
-) -> np.ndarray:
-    if labels is None:
-        raise KitError(f"{name} is missing; pass one label per text.")
-    y = np.asarray(labels)
-    if task not in ("binary", "multiclass", "multilabel"):
-        raise KitError(f"task is {task!r}; use binary, multiclass or multilabel.")
-    if task == "binary" and num_labels != 2:
-        raise KitError(f"A binary task needs 2 label_names [negative, positive], got {num_labels}.")
-    if task == "multilabel":
-        if y.ndim != 2 or y.shape != (n, num_labels):
-            raise KitError(
-                f"{name} has shape {y.shape}; a multilabel task needs a multi-hot array of shape "
-                f"({n}, {num_labels}) (one 0/1 column per label name)."
-            )
-        if not np.isin(y, (0, 1)).all():
-            raise KitError(f"{name} holds values other than 0/1; multilabel rows are multi-hot.")
-        return y.astype(np.int64)
-    if y.shape != (n,):
-        raise KitError(f"{name} has shape {y.shape}; expected ({n},): one class id per text.")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise KitError(f"{name} must hold class ids 0..{num_labels - 1}, not {y.dtype} values.")
-    bad = (y < 0) | (y >= num_labels)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise KitError(
-            f"{name}[{i}] is {y[i]}; class ids must be in 0..{num_labels - 1} "
-            f"(label_names has {num_labels} entries)."
-        )
-    return y.astype(np.int64)
+    return predict(data.val_texts, "predict validation"), predict(data.test_texts, "predict test")
 
 
 def _export_model(

@@ -4,7 +4,6 @@ checkpoints with rotation by count and disk budget, and the options of kit.model
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -21,7 +20,13 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from kit.core.atomic import fsync_dir, fsync_tree
 from kit.errors import KitError
-from kit.models.hf.checkpoints import COMPLETE_MARKER, STAGING, rotate_checkpoints
+from kit.models.hf.checkpoints import (
+    STAGING,
+    disk_full_message,
+    is_disk_full,
+    rotate_checkpoints,
+    write_marker,
+)
 from kit.models.hf.data import EpochSeededLengthGroupedSampler
 from kit.models.hf.ema import EmaCallback
 from kit.models.hf.llrd import layerwise_param_groups
@@ -235,6 +240,21 @@ class KitTrainer(Trainer):
         step = self.state.global_step
         staging_root = run_dir / STAGING
         main = self.args.should_save  # rank 0 (or the only process) owns the folders
+        try:
+            self._save_staged(model, trial, run_dir, staging_root, step, main)
+        except Exception as exc:
+            # A full disk: the staged half goes (the previous checkpoint was never touched), and
+            # the message says where, how much is free and what to do; the rerun resumes.
+            if not is_disk_full(exc, run_dir):
+                raise
+            shutil.rmtree(staging_root, ignore_errors=True)
+            raise KitError(disk_full_message(run_dir, step, self.keep_last)) from exc
+        self.accelerator.wait_for_everyone()  # nobody reads or stages until it is complete
+        self.save_timings.append(SaveTiming(step, time.perf_counter() - started,
+                                            self._last_fsync_seconds))
+
+    def _save_staged(self, model: torch.nn.Module, trial: Any, run_dir: Path, staging_root: Path,
+                     step: int, main: bool) -> None:
         if main:
             shutil.rmtree(staging_root, ignore_errors=True)
             staging_root.mkdir(parents=True)
@@ -256,17 +276,13 @@ class KitTrainer(Trainer):
                 self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
         if main:
             self._complete_checkpoint(run_dir, staged, staging_root, step)
-        self.accelerator.wait_for_everyone()  # nobody reads or stages until it is complete
-        self.save_timings.append(SaveTiming(step, time.perf_counter() - started,
-                                            self._last_fsync_seconds))
 
     def _complete_checkpoint(self, run_dir: Path, staged: Path, staging_root: Path,
                              step: int) -> None:
         if self.options.ema is not None:
             self.options.ema.save(staged)  # training state: in the checkpoint before its marker
-        (staged / COMPLETE_MARKER).write_text(
-            json.dumps({"step": step, "max_steps": self.state.max_steps, "time": time.time()})
-        )
+        # Last file in: the sizes (and small files' hashes) resume checks the checkpoint against.
+        write_marker(staged, step, self.state.max_steps)
         flushed = 0.0
         if self.checkpoint_fsync:  # on disk before the rename makes it count: a crash-safe save
             flushed = time.perf_counter()

@@ -13,21 +13,18 @@
   (early 2025) transformers pools the last non-pad token, right for either side, and older
   versions were right only for right padding (#35909). When pad == eos, an eos inside a text
   only counts as padding if it is the last token, which is then skipped by the pooling.
-- Trainable parameters (LoRA + head) are float32 even when the frozen base is fp16/bf16 or 4-bit,
-  so fp16 autocast never unscales fp16 gradients (transformers #30559).
+- Trainable parameters (LoRA + head) are float32 (kit.models.llm.precision: transformers #30559).
 - bf16 only on compute capability >= 8.0 (a T4 claims bf16 through emulation); fp16 on T4/P100,
   float32 on CPU. bitsandbytes >= 0.50 quantizes on CPU too, so the 4-bit path is tested here.
 - unsloth is used only when installed (checked without importing it) on a GPU of capability >= 7.0;
   on a CPU or a P100 it is never imported (it fails there: unsloth #813, #1355).
 
-Which backend ran, the target modules, the memory estimate and peak are written to the optional
-`report` dict, which the caller saves beside the run.
+The backend, target modules, memory estimate and peak go to the optional `report` dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ import torch
 from torch import nn
 
 from kit.config.params import TransformerParams
+from kit.core.model_source import resolve_model
 from kit.errors import KitError
 from kit.models.hardware import HardwareProfile, model_device_map
 from kit.models.hf.data import set_truncation_side
@@ -52,6 +50,12 @@ from kit.models.llm.backend import (
     is_gpu,
     quantization_config,
     resolve_optimizer,
+)
+from kit.models.llm.precision import (
+    cast_head_input,
+    keep_cpu_4bit_layout,
+    trainable_to_float32,
+    use_compute_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -110,11 +114,7 @@ def read_config(path: str, **overrides: Any) -> Any:
 
 
 def resolve_model_path(name: str) -> str:
-    """A local folder for `transformer.model` (aliases, Kaggle inputs: kit.models.source)."""
-    if importlib.util.find_spec("kit.models.source") is None:
-        return name
-    from kit.models.source import resolve_model
-
+    """A local folder for `transformer.model` (aliases, Kaggle inputs: kit.core.model_source)."""
     return str(resolve_model(name))
 
 
@@ -158,7 +158,7 @@ def plan_memory(
     if cfg.lora.quantization != "none":
         planned = dataclasses.replace(cfg, gradient_checkpointing=True)
     config = read_config(path)
-    estimate = memory_plan.plan_from_params(planned, config, profile, num_labels=num_labels)
+    estimate = memory_fit.plan_from_params(planned, config, profile, num_labels=num_labels)
     report["memory_estimate"] = estimate.to_dict()
     report["memory_estimate_gb"] = estimate.total_gb
     if is_gpu(profile):
@@ -215,65 +215,6 @@ def load_base_classifier(
     return model
 
 
-def use_compute_dtype(model: nn.Module, quant: Any) -> int:
-    """Make `quant`'s 4-bit compute dtype the one the model computes in; return layers changed.
-
-    A pre-quantized checkpoint (unsloth's *-bnb-4bit uploads) carries its own
-    quantization_config, and transformers keeps that one's compute dtype over the one passed
-    (bitsandbytes configs have no "loading attributes"): bfloat16 on a T4, a P100 or a CPU,
-    where the kit computes in float16 / float32. The config is updated too, so an export records
-    (and its reload uses) the dtype that trained.
-    """
-    want = getattr(quant, "bnb_4bit_compute_dtype", None)
-    if want is None or not getattr(quant, "load_in_4bit", False):
-        return 0
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit" and module.compute_dtype != want:
-            module.compute_dtype = want
-            changed += 1
-    recorded = getattr(model.config, "quantization_config", None)
-    if recorded is not None and hasattr(recorded, "bnb_4bit_compute_dtype"):
-        recorded.bnb_4bit_compute_dtype = want
-    return changed
-
-
-def cast_head_input(model: nn.Module, heads: list[str]) -> None:
-    """Feed the float32 head in its own dtype when the frozen backbone runs in fp16/bf16.
-
-    Under autocast this is a no-op; without it (plain inference) fp16 hidden states would meet
-    float32 weights.
-    """
-    inner = unwrap_peft(model)
-    for head in heads:
-        module = getattr(inner, head)
-        if getattr(module, "_kit_head_cast", False):
-            continue
-        # peft wraps the head: its trained copy lives in `modules_to_save`, the frozen original
-        # beside it. The copy's dtype is the one that computes.
-        weights = getattr(module, "modules_to_save", module)
-
-        def _pre_hook(_module: nn.Module, args: tuple, weights: nn.Module = weights) -> tuple:
-            if not args or not torch.is_tensor(args[0]) or not args[0].is_floating_point():
-                return args
-            dtype = next(p.dtype for p in weights.parameters() if p.is_floating_point())
-            return (args[0].to(dtype), *args[1:])
-
-        module.register_forward_pre_hook(_pre_hook)
-        module._kit_head_cast = True
-
-
-def trainable_to_float32(model: nn.Module) -> int:
-    """Cast every trainable parameter (LoRA, head) to float32; return how many values train."""
-    count = 0
-    for param in model.parameters():
-        if param.requires_grad:
-            if param.dtype != torch.float32:
-                param.data = param.data.float()
-            count += param.numel()
-    return count
-
-
 def load_lora_classifier(
     cfg: TransformerParams,
     num_labels: int,
@@ -284,7 +225,7 @@ def load_lora_classifier(
 ) -> tuple[nn.Module, Any]:
     """A decoder LLM (or encoder) as a LoRA / QLoRA sequence classifier, and its tokenizer.
 
-    `cfg.model` is a local folder or an alias resolved by kit.models.source. `profile` is the
+    `cfg.model` is a local folder or an alias resolved by kit.core.model_source. `profile` is the
     kit.models.hardware profile (kind, device, capability). `report`, when given, receives the
     backend and why, target modules, head names, dtypes, parameter counts, memory estimate and peak.
     """
@@ -389,23 +330,6 @@ def _load_with_peft(
     model = get_peft_model(model, _lora_config(cfg, targets, heads))
     _check_head_saved(model, heads)
     return model, tokenizer
-
-
-def keep_cpu_4bit_layout(model: nn.Module) -> int:
-    """Stop bitsandbytes (>= 0.48) from repacking 4-bit weights on CPU at the first eval forward.
-
-    On CPUs with AVX512-BF16, `Linear4bit.forward` converts its weights to a packed layout the
-    first time it runs without grad in eval mode, and every later forward, training included, uses
-    that layout, which computes differently. Training then depends on whether an evaluation ran in
-    this process, so a resumed run drifts from an uninterrupted one (seen: 1e-4 to 1e-1 in
-    probabilities). One layout throughout keeps resume exact. Returns the layers changed.
-    """
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
 
 
 def _check_head_saved(model: nn.Module, heads: list[str]) -> None:

@@ -1,16 +1,67 @@
-"""Whether a memory plan fits the GPU budget; if not, the params changes that make it fit.
+"""A run's memory plan from its params; whether it fits the GPU budget; if not, what makes it fit.
 
-The advice names the `transformer` params fields to change, re-estimated with each change
+`plan_from_params` reads the `transformer` section into the plan (kit.models.llm.memory_plan). The
+advice names the `transformer` params fields to change, re-estimated with each change
 (kit.models.llm.memory_plan), biggest saving first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
-from kit.models.llm.memory_plan import MemoryEstimate, MemoryInputs, estimate_from_inputs
+from kit.models.llm.memory_plan import (
+    DEFAULT_PLAN_LENGTH,
+    MemoryEstimate,
+    MemoryInputs,
+    estimate_from_config,
+    estimate_from_inputs,
+)
+
+if TYPE_CHECKING:
+    from kit.config.params import TransformerParams
+    from kit.models.hardware import HardwareProfile
+
+
+def plan_from_params(
+    cfg: TransformerParams,
+    config: Any,
+    profile: HardwareProfile,
+    *,
+    max_length: int | None = None,
+    num_labels: int | None = 2,
+) -> MemoryEstimate:
+    """Estimate for the `transformer` params section, a model config and the chosen hardware.
+
+    `max_length` overrides `cfg.max_length` (e.g. the EDA's percentile when that is None); with
+    neither, the plan assumes DEFAULT_PLAN_LENGTH tokens and says so in its notes.
+    """
+    seq_len = max_length or cfg.max_length
+    notes: tuple[str, ...] = ()
+    if seq_len is None:
+        seq_len = DEFAULT_PLAN_LENGTH
+        notes = (
+            f"transformer.max_length is null (derived from the data later): planned with "
+            f"{DEFAULT_PLAN_LENGTH} tokens; set transformer.max_length to plan exactly",
+        )
+    lora = cfg.lora
+    estimate = estimate_from_config(
+        config,
+        quantization=lora.quantization if lora.enabled else "none",
+        compute_dtype_bytes=profile.compute_dtype_bytes,
+        lora_rank=lora.r if lora.enabled else 0,
+        batch_size=cfg.batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        optimizer=cfg.optimizer,
+        # Without LoRA the adapters only size the "use QLoRA" advice: planned as all-linear.
+        lora_targets=lora.target_modules if lora.enabled else "all-linear",
+        num_labels=num_labels,
+        lora_dropout=lora.dropout,
+        double_quant=lora.double_quant,
+    )
+    return dataclasses.replace(estimate, notes=notes)
 
 
 def check_fits(estimate: MemoryEstimate, budget_gb: float | None, context: str) -> None:

@@ -11,17 +11,12 @@ training, to compare against the plan.
 from __future__ import annotations
 
 import dataclasses
-import resource
-import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from kit.errors import KitError
+from kit.models.llm.memory_peak import measured_peak_gb, measured_peak_label
 from kit.models.llm.model_shape import read_shape
-
-if TYPE_CHECKING:
-    from kit.config.params import TransformerParams
-    from kit.models.hardware import HardwareProfile
 
 Quantization = Literal["none", "8bit", "4bit"]
 
@@ -356,77 +351,6 @@ def estimate_from_config(
     )
 
 
-def plan_from_params(
-    cfg: TransformerParams,
-    config: Any,
-    profile: HardwareProfile,
-    *,
-    max_length: int | None = None,
-    num_labels: int | None = 2,
-) -> MemoryEstimate:
-    """Estimate for the `transformer` params section, a model config and the chosen hardware.
-
-    `max_length` overrides `cfg.max_length` (e.g. the EDA's percentile when that is None); with
-    neither, the plan assumes DEFAULT_PLAN_LENGTH tokens and says so in its notes.
-    """
-    seq_len = max_length or cfg.max_length
-    notes: tuple[str, ...] = ()
-    if seq_len is None:
-        seq_len = DEFAULT_PLAN_LENGTH
-        notes = (
-            f"transformer.max_length is null (derived from the data later): planned with "
-            f"{DEFAULT_PLAN_LENGTH} tokens; set transformer.max_length to plan exactly",
-        )
-    lora = cfg.lora
-    estimate = estimate_from_config(
-        config,
-        quantization=lora.quantization if lora.enabled else "none",
-        compute_dtype_bytes=profile.compute_dtype_bytes,
-        lora_rank=lora.r if lora.enabled else 0,
-        batch_size=cfg.batch_size,
-        seq_len=seq_len,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        optimizer=cfg.optimizer,
-        # Without LoRA the adapters only size the "use QLoRA" advice: planned as all-linear.
-        lora_targets=lora.target_modules if lora.enabled else "all-linear",
-        num_labels=num_labels,
-        lora_dropout=lora.dropout,
-        double_quant=lora.double_quant,
-    )
-    return dataclasses.replace(estimate, notes=notes)
-
-
-def measured_peak_gb(device: Any) -> float | None:
-    """The real peak after a run: torch.cuda.max_memory_allocated on a GPU, peak RSS on CPU.
-
-    The two are not the same measure (see `measured_peak_label`): on CPU it is the whole
-    process's resident memory, including Python, libraries and data. None when unavailable.
-    """
-    kind = str(device).split(":")[0]
-    if kind == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        return round(torch.cuda.max_memory_allocated(device) / GIB, 3)
-    if kind == "cpu":
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
-        peak_bytes = peak if sys.platform == "darwin" else peak * 1024
-        return round(peak_bytes / GIB, 3)
-    return None
-
-
-def measured_peak_label(device: Any) -> str:
-    """What `measured_peak_gb(device)` measures, for tables and logs."""
-    kind = str(device).split(":")[0]
-    if kind == "cuda":
-        return "GPU peak (torch.cuda.max_memory_allocated; excludes the CUDA context)"
-    if kind == "cpu":
-        return "CPU process peak RSS (resource.getrusage; not GPU memory)"
-    return f"no peak measure for device {device}"
-
-
 __all__ = [
     "MemoryEstimate",
     "MemoryInputs",
@@ -435,5 +359,4 @@ __all__ = [
     "estimate_memory",
     "measured_peak_gb",
     "measured_peak_label",
-    "plan_from_params",
 ]

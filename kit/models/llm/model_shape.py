@@ -97,8 +97,6 @@ def read_shape(
     `lora_targets` is `transformer.lora.target_modules` ("auto", "all-linear" or names); None
     reads no adapters.
     """
-    # Imported here: kit.models.llm.lora imports the memory plan, which imports this module.
-
     text = text_config(config)
     model = build_meta_model(config, num_labels)
     h, n_layers = text.hidden_size, text.num_hidden_layers

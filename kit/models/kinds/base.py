@@ -1,0 +1,75 @@
+"""What a model kind is: the small interface every kind implements, and where its fits live.
+
+A kind (TF-IDF, transformer, ...) is one module in kit/models/kinds/ with one object satisfying
+`ModelKind`, listed in the registry (kit/models/kinds/__init__.py). Training (kit.models.fit),
+serving (kit.serve.models) and packaging (kit.kaggle.package) go through the registry and never
+name a kind, in the spirit of scikit-learn's estimator contract and AutoGluon's model classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from kit.config.params import Params
+    from kit.core.rundir import RunDir
+    from kit.data.competition import Competition
+    from kit.data.folds import Fold
+    from kit.tracking import Tracker
+
+__all__ = ["FitOutput", "LoadedModel", "ModelKind", "model_dir", "persistent_checkpoint_dir"]
+
+Predict = Callable[[list[str]], np.ndarray]
+# One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
+FitOutput = tuple[np.ndarray, np.ndarray, dict[str, Any]]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict raw probabilities, with what rendering its texts needs."""
+
+    predict: Predict
+    labels: list[str]
+    device: str
+    task: str
+    template: str | None
+
+
+class ModelKind(Protocol):
+    """One kind of model: how it fits a fold, what it leaves behind, how it loads to predict."""
+
+    name: str  # its entry in params `models` and its folder under models/
+    params_section: str  # the params section it reads (a field of kit.config.schema.Params)
+    artifact: str  # the file or folder a fit leaves in its model folder: loaded, packaged
+
+    def fit(self, run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
+            callbacks: list) -> FitOutput:
+        """Train on `fold.train_rows`, save `artifact`; probabilities on val rows and test."""
+        ...
+
+    def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
+             labels: list[str] | None) -> LoadedModel:
+        """The fit saved in `model_dir`, ready to predict (labels: names when not recorded)."""
+        ...
+
+
+def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
+    """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's."""
+    base = run.models / kind
+    return base if fold.is_holdout else base / fold.tag
+
+
+def persistent_checkpoint_dir(run: RunDir) -> str | None:
+    """This run's transformer checkpoints under the platform's persistent folder (env.json)."""
+    try:
+        where = json.loads((run.path / "env.json").read_text()).get("where") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    root = where.get("checkpoint_dir")
+    return str(Path(root) / run.params.name / "transformer") if root else None

@@ -1,0 +1,140 @@
+"""The fine-tuned transformer kind (encoder, or decoder LLM with LoRA): fit, export, load.
+
+A fit trains through kit.models.hf.train (torch and transformers are imported only then) and
+leaves the kit's one export format in `model/` (kit.models.export), which `load` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.config.params import Params
+from kit.core.atomic import write_json
+from kit.core.rundir import RunDir
+from kit.data.cache import token_cache_dir
+from kit.data.competition import Competition, render_texts
+from kit.data.folds import Fold
+from kit.errors import KitError
+from kit.models.kinds.base import FitOutput, LoadedModel, model_dir, persistent_checkpoint_dir
+from kit.tracking import Tracker
+
+__all__ = ["TRANSFORMER"]
+
+log = logging.getLogger(__name__)
+
+
+class TransformerKind:
+    """A Hugging Face sequence classifier fine-tuned with the kit's Trainer (resumable)."""
+
+    name = "transformer"
+    params_section = "transformer"
+    artifact = "model"  # the export folder (kit.models.export)
+
+    def fit(self, run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
+            callbacks: list) -> FitOutput:
+        from kit.models.hf.checkpoints import release_checkpoints
+        from kit.models.hf.train import train_transformer  # torch/transformers only when needed
+
+        params = run.params
+        cfg = params.transformer
+        resolved = run.state().resolved.get("transformer.max_length")
+        if resolved is not None and cfg.max_length == resolved.value:
+            log.info(f"max_length {cfg.max_length}: {resolved.source}")
+        eda = run.read_metrics().get("eda", {})
+        if cfg.max_length is None and eda.get("token_unit") == cfg.model:
+            # A run folder from before run_state.json: its EDA entry still sets the length.
+            cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
+            log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
+                     "training texts' token lengths (01_eda)")
+        checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run)
+        if checkpoints:
+            # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
+            # folder that survives the session; every fold keeps its own checkpoints there.
+            checkpoints = checkpoints if fold.is_holdout else str(Path(checkpoints) / fold.tag)
+            cfg = dataclasses.replace(cfg, checkpoint_dir=checkpoints)
+            log.info(f"Checkpoints go to {checkpoints}")
+        texts, test_texts = comp.train_texts, comp.test_texts
+        if cfg.prompt_template:
+            texts = render_texts(comp.train, params.competition, "train", cfg.prompt_template)
+            test_texts = render_texts(comp.test, params.competition, "test", cfg.prompt_template)
+        prefix = "transformer" if fold.is_holdout else f"transformer/{fold.tag}"
+        result = train_transformer(
+            [texts[i] for i in fold.train_rows], comp.y[fold.train_rows],
+            [texts[i] for i in fold.val_rows], comp.y[fold.val_rows], test_texts,
+            task=comp.task, label_names=comp.labels, cfg=cfg,
+            seed=params.seed + max(fold.fold, 0) + 1000 * fold.repeat,
+            work_dir=model_dir(run, self.name, fold), metric=params.competition.metric,
+            callbacks=[*tracker.callbacks(prefix), *callbacks],
+            token_cache_dir=token_cache_dir(params, run.root, comp.data_info is not None,
+                                            len(comp.train_texts)),
+        )
+        if not result.completed:
+            raise KitError(
+                f"Training stopped at step {result.global_step} of {result.max_steps}: "
+                f"`transformer.time_budget_minutes` ({cfg.time_budget_minutes}) ran out. The "
+                f"checkpoint is in {result.checkpoint_dir}; rerun the same command (same params "
+                "and run name) to continue from it."
+            )
+        # Predictions and export are saved (train_transformer's result file): the checkpoints go,
+        # here or in the persistent folder, so k-fold holds one fold's checkpoints at a time.
+        release_checkpoints(result.checkpoint_dir, keep=cfg.keep_checkpoints)
+        write_json(run.path / "hardware.json", result.hardware)
+        extra = {"global_step": result.global_step, "max_length": result.max_length,
+                 "resumed_from_step": result.resumed_from_step,
+                 "best_step": result.best_step, "model_dir": str(result.model_dir)}
+        if result.extra.get("load_report"):
+            write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
+            extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
+            extra["measured_peak_gb"] = result.extra["load_report"].get(
+                "measured_peak_after_training_gb")
+        return result.val_probs, result.test_probs, extra
+
+    def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
+             labels: list[str] | None) -> LoadedModel:
+        from kit.models.export import EXPORT_INFO, load_exported
+
+        export = model_dir / self.artifact
+        if not (export / EXPORT_INFO).is_file():
+            raise KitError(
+                f"No transformer export at {export} ({EXPORT_INFO} missing): the run did not "
+                "finish training. Finish 02_train, or serve with `submit.model: tfidf`."
+            )
+        info = json.loads((export / EXPORT_INFO).read_text())
+        model, tokenizer, labels = load_exported(export, device=device)
+        from kit.models.hf.data import set_truncation_side
+
+        set_truncation_side(tokenizer, info.get("truncation_side", "right"))
+        head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
+        task = info.get("task", params.competition.task)
+        max_length = int(info.get("max_length") or params.transformer.max_length or 512)
+        dev = next(model.parameters()).device
+        amp = _autocast_dtype() if dev.type == "cuda" else None
+        batch_size = params.transformer.eval_batch_size
+
+        def predict(texts: list[str]) -> np.ndarray:
+            from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
+
+            return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
+                                 progress=False, autocast_dtype=amp, head_tokens=head_tokens)
+
+        template = params.transformer.prompt_template or params.competition.text_template
+        return LoadedModel(predict, list(labels), str(dev), task, template)
+
+
+def _autocast_dtype() -> Any:
+    """The precision training predicted with on this GPU (bf16 from sm_80, else fp16)."""
+    import torch
+
+    from kit.models.hardware import detect_hardware
+
+    profile = detect_hardware()
+    return torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
+
+
+TRANSFORMER = TransformerKind()
