@@ -9,11 +9,19 @@
   3. An answer-correctness-shaped CSV of `--csv-rows` rows (question, answer, solution,
      is_correct): load through the streamed path, tokenise, `--steps` training steps of
      `--model`; cold (no caches) vs cached rerun. Peak RSS; time until training starts.
+     Before it, the rows and texts of that CSV into Arrow through the kit (pyarrow, streamed
+     reads) and through Hugging Face `datasets` when installed: peak RSS of each.
 
 Every measurement runs in its own process, so each peak RSS is that step's alone.
 
     .venv/bin/python bench/bench_data.py --sizes 0.5 2
     .venv/bin/python bench/bench_data.py --sizes 0.5 --csv-rows 200000   # quicker
+
+Measured (2 cores shared with six other sessions, load average 4-10; peak RSS is not slowed by
+a busy CPU, timings are): the 1M-row CSV with `--model words`, peak RSS 1,284 MB cold and
+1,178 MB cached (was 4.2-4.5 GB with rows and texts as Python lists); the cached rerun started
+training at 1.7 % of the cold time. MiniLM's WordPiece (`--model tiny`) tokenised at ~4 ms a
+text on that machine, an hour for the cold run; its token arrays are the same size.
 
 Files are generated once under `--workdir` and reused. Timings swing with the machine's load;
 run it on an otherwise idle machine for figures to publish.
@@ -131,6 +139,8 @@ def model_folder(model: str) -> str:
     encoder) or a local folder."""
     from kit.core.model_source import resolve_model
 
+    if model == "words":
+        return words_model_folder()
     if model != "tiny":
         return str(resolve_model(model))
     folder = Path("/tmp/compkit-bench-tiny-minilm-vocab")
@@ -142,6 +152,33 @@ def model_folder(model: str) -> str:
         config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=128)
         BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def words_model_folder() -> str:
+    """A word-level tokenizer over the generated texts' words (trained here) on the same toy
+    BERT: the data path's memory at the full row count where WordPiece would take an hour."""
+    folder = Path("/tmp/compkit-bench-words")
+    if (folder / "config.json").is_file():
+        return str(folder)
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = [WORDS, "question answer solution find the final answer is ? : .",
+              " ".join(str(i) for i in range(1000))]
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
+    fast.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=128)
+    BertModel(config).save_pretrained(folder)
     return str(folder)
 
 
@@ -215,6 +252,50 @@ def child_train(folder: Path, model: str, cache: Path, steps: int, max_length: i
             "rss_after_tokens_mb": round(rss_data), "peak_rss_mb": round(peak_rss_mb())}
 
 
+CSV_COLUMNS = ["id", "question", "answer", "solution", "is_correct"]
+TEMPLATE = "Question: {question}\nAnswer: {answer}\nSolution: {solution}"
+
+
+def child_rows(folder: Path, mode: str, cache: Path) -> dict:
+    """Rows of train.csv into Arrow, texts rendered into Arrow, every text read once: the kit
+    (pyarrow, streamed reads) or Hugging Face `datasets` (mapped table, batched `map` with a
+    cache file, `iter`). Peak RSS of each; neither imports torch."""
+    from kit.config.schema import CompetitionParams
+
+    comp = CompetitionParams(slug="correctness", text_columns=["question", "answer", "solution"],
+                             text_template=TEMPLATE, label_column="is_correct", task="binary")
+    path = folder / "train.csv"
+    started = time.perf_counter()
+    if mode == "kit":
+        from kit.data.cache import read_streamed
+        from kit.data.texts import render_rows
+
+        texts, _ = render_rows(read_streamed(path, CSV_COLUMNS, cache).rows, comp, str(path))
+        chars = sum(len(t) for t in texts)
+    else:
+        from datasets import Dataset, Features, Value
+        from datasets.arrow_writer import ArrowWriter
+
+        from kit.data.stream import StreamStats, iter_chunks
+        from kit.data.texts import _render
+
+        rows_file = cache / "datasets-rows.arrow"
+        writer = ArrowWriter(features=Features({c: Value("string") for c in CSV_COLUMNS}),
+                             path=str(rows_file))
+        for chunk in iter_chunks(path, CSV_COLUMNS, StreamStats()):
+            writer.write_batch({c: [r[j] for r in chunk] for j, c in enumerate(CSV_COLUMNS)})
+        writer.finalize()
+        writer.close()
+        names = comp.text_columns
+        rendered = Dataset.from_file(str(rows_file)).map(
+            lambda b: {"text": _render([b[c] for c in names], names, TEMPLATE)}, batched=True,
+            batch_size=10_000, remove_columns=CSV_COLUMNS, new_fingerprint="bench",
+            cache_file_name=str(cache / "datasets-texts.arrow"))
+        chars = sum(len(t) for b in rendered.iter(batch_size=10_000) for t in b["text"])
+    return {"chars": chars, "seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
 def run_child(*args: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
@@ -238,16 +319,19 @@ def main() -> None:
     ap.add_argument("--csv-rows", type=int, default=1_000_000)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--model", default="tiny",
-                    help="tiny (a toy BERT from a config), minilm, or a local model folder")
+                    help="tiny (MiniLM's tokenizer on a toy BERT), words (a word-level tokenizer "
+                    "on it: fast), minilm, or a local model folder")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/compkit-bench-data"))
-    ap.add_argument("--skip", nargs="*", default=[], choices=["pass", "tokens", "train"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["pass", "tokens", "rows", "train"])
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
-        if kind == "pass":
+        if kind == "rows":
+            out = child_rows(Path(rest[0]), rest[1], Path(rest[2]))
+        elif kind == "pass":
             out = child_pass(Path(rest[0]), int(rest[1]), Path(rest[2]) if rest[2:] else None)
         elif kind == "tokens":
             out = child_tokens(Path(rest[0]), rest[1], Path(rest[2]), int(rest[3]))
@@ -285,6 +369,23 @@ def main() -> None:
         print(f"cold   {cold['seconds']:>7.1f} s  peak RSS {cold['peak_rss_mb']} MB")
         print(f"cached {warm['seconds']:>7.1f} s  peak RSS {warm['peak_rss_mb']} MB  "
               f"({100 * warm['seconds'] / cold['seconds']:.1f} % of cold; hit={warm['hit']})")
+    if "rows" not in args.skip:
+        import importlib.util
+
+        folder = correctness_folder(work, args.csv_rows)
+        print(f"\n## {args.csv_rows} rows into Arrow, texts rendered, every text read once")
+        for mode in ("kit", "datasets"):
+            if mode == "datasets" and importlib.util.find_spec("datasets") is None:
+                print("datasets   (not installed: pip install datasets to compare)")
+                continue
+            cache = work / f"rows-{mode}-{args.csv_rows}"
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.mkdir(parents=True)
+            r = run_child("rows", str(folder), mode, str(cache))
+            name = "kit (pyarrow, streamed reads)" if mode == "kit" else "datasets (map, iter)"
+            print(f"{name:<30} peak RSS {r['peak_rss_mb']:>6} MB  ({r['chars']} chars)",
+                  flush=True)
+            shutil.rmtree(cache, ignore_errors=True)
     if "train" not in args.skip:
         folder = correctness_folder(work, args.csv_rows)
         cache = work / f"train-cache-{args.csv_rows}"

@@ -1,4 +1,4 @@
-"""The streamed data path: one-pass stratified sample, the Parquet cache, bad records by line."""
+"""The streamed data path: one-pass stratified sample, the Arrow cache, bad records by line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,7 +83,9 @@ def test_cache_is_hit_on_rerun_and_missed_when_a_param_or_the_file_changes(tmp_p
     assert first.data_info["cache_hit"] is False
     cached = Path(first.data_info["cache_file"])
     assert cached.is_file() and cached.is_relative_to(tmp_path / "outputs" / ".cache")
-    assert len(list((tmp_path / "outputs" / ".cache" / "data").glob("test-*.parquet"))) == 1
+    data = tmp_path / "outputs" / ".cache" / "data"
+    assert len(list(data.glob("test-*.json"))) == 1  # the rows' file, and its texts beside it
+    assert len(list(data.glob("test-*.texts-*.arrow"))) == 1 and cached.suffix == ".arrow"
     hits = EVENTS["data hit"]
     again = load_competition(_params(folder, tmp_path, sample_per_class=30), tmp_path)
     assert again.data_info["cache_hit"] is True
@@ -211,3 +214,125 @@ def test_a_streamed_csv_that_is_not_utf8_is_read_in_the_detected_encoding(tmp_pa
     stats = StreamStats()
     rows = [row for chunk in iter_chunks(path, ["id", "text"], stats) for row in chunk]
     assert [r[1] for r in rows] == ["café crème", "naïve"]
+
+
+def _text_folder(folder: Path) -> Path:
+    """A CSV competition with missing cells, quotes, newlines, accents and rows without text."""
+    topics = {"sport": "the team won, \"late\"\nin the final", "food": "soup with salt — café",
+              "tech": "code compiles faster"}
+    rows = [{"id": i + 1, "title": f"{label} {i}" if i % 5 else None,
+             "body": f"{sentence} item{i}" if i % 7 else None, "label": label}
+            for i, (label, sentence) in enumerate(list(topics.items()) * 30)]
+    rows[10]["title"] = rows[10]["body"] = None  # no text: dropped from train, with a warning
+    rows[20]["title"], rows[20]["body"] = "   ", None
+    train = pd.DataFrame(rows)
+    test = pd.DataFrame({"id": range(1000, 1012), "title": ["t"] * 11 + [None],
+                         "body": [f"body {i}" for i in range(11)] + [None]})
+    folder.mkdir(parents=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"id": test["id"], "label": "food"}).to_csv(folder / "sample_submission.csv",
+                                                             index=False)
+    return folder
+
+
+def test_streamed_arrow_texts_are_the_plain_reads_texts_in_the_same_order(tmp_path: Path):
+    from kit.data.arrow_rows import TextColumn
+    from kit.data.folds import assign_folds
+    from kit.data.split import make_split
+    from kit.models.tfidf import fit_predict_tfidf
+
+    folder = _text_folder(tmp_path / "c")
+
+    def load(cache: str):
+        params = params_from_dict({"competition": {
+            "slug": "t", "data_dir": str(folder), "answer_key_file": None, "cache": cache,
+            "text_columns": ["title", "body"], "text_template": "{title}: {body}"},
+            "output_dir": str(tmp_path / "outputs")})
+        return params, load_competition(params, tmp_path)
+
+    params, plain = load("off")
+    _, streamed = load("on")
+    _, again = load("on")  # the cache hit maps the rows and the rendered texts
+    assert isinstance(plain.train_texts, list) and isinstance(streamed.train_texts, TextColumn)
+    assert again.data_info["cache_hit"] and isinstance(again.test_texts, TextColumn)
+    assert len(plain.train_texts) == 85  # rows 0, 10, 20, 35, 70 have no text: dropped
+    for comp in (streamed, again):
+        assert list(comp.train_texts) == plain.train_texts
+        assert list(comp.test_texts) == plain.test_texts and comp.test_texts[-1] == ": "
+        assert (comp.y == plain.y).all() and comp.labels == plain.labels
+        assert list(comp.train_ids) == list(plain.train_ids)
+        assert list(comp.test_ids) == list(plain.test_ids)
+        assert (assign_folds(comp, 3, 7) == assign_folds(plain, 3, 7)).all()
+        for a, b in zip(make_split(comp, 0.2, 7), make_split(plain, 0.2, 7), strict=True):
+            assert (a == b).all()
+    probs = [fit_predict_tfidf(c.train_texts, c.y, [c.test_texts], params.tfidf, c.task,
+                               len(c.labels), 0)[0] for c in (plain, streamed)]
+    np.testing.assert_array_equal(probs[0], probs[1])
+
+
+def test_text_column_indexes_slices_takes_and_streams_across_batches(tmp_path: Path):
+    import pyarrow as pa
+
+    from kit.data.arrow_rows import ArrowRows, TextColumn, write_arrow_file
+
+    texts = [f"text {i} é" for i in range(23)]
+    schema = pa.schema([("text", pa.string())])
+    path = tmp_path / "t.arrow"
+    write_arrow_file(path, schema, ({"text": texts[i : i + 7]} for i in range(0, 23, 7)))
+    column = TextColumn(ArrowRows(path))
+    assert len(column) == 23 and column[0] == texts[0] and column[-1] == texts[-1]
+    assert column[3:17:4] == texts[3:17:4] and column == texts and column != texts[:-1]
+    assert list(column.iter_batches(5)) == [texts[i : i + 5] for i in range(0, 23, 5)]
+    order = [22, 0, 7, 7, 13, -1]
+    assert column.take(order) == [texts[i] for i in order]
+    keep = np.array([1, 6, 7, 8, 20, 22])  # rows across three record batches
+    picked = TextColumn(column.rows, positions=keep)
+    assert list(picked) == [texts[i] for i in keep] and picked[2] == texts[7]
+    assert picked.take([5, 0]) == [texts[22], texts[1]]
+    with pytest.raises(IndexError):
+        _ = picked[6]
+
+
+def _rss_file_kb() -> int:
+    """Resident pages of mapped files (kB): what reading through a memory map adds."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status (not Linux)")
+
+
+def test_a_pass_over_all_texts_reads_batches_not_the_memory_map(tmp_path: Path):
+    """The bound at a million rows: a whole pass (iteration, take, tokenising) must not leave
+    the file's pages resident, as reading through the map does (the control below)."""
+    import pyarrow as pa
+
+    from kit.data.arrow_rows import ArrowRows, TextColumn, write_arrow_file
+
+    block = "x" * 1000
+    path = tmp_path / "texts.arrow"
+    write_arrow_file(path, pa.schema([("text", pa.string())]),
+                     ({"text": [f"{k} {block}"] * 10_000} for k in range(4)))  # 40 MB
+    column = TextColumn(ArrowRows(path))
+    before = _rss_file_kb()
+    assert sum(len(t) for t in column) == 40_000 * 1002
+    assert len(column.take(np.arange(0, 40_000, 3))) == 13_334
+    streamed = _rss_file_kb() - before
+    assert len(column[:]) == 40_000  # a slice reads through the map
+    mapped = _rss_file_kb() - before
+    assert streamed < 8_000 and mapped > 30_000, (streamed, mapped)
+
+
+def test_pickled_text_column_carries_the_path_not_the_rows(tmp_path: Path):
+    import pickle
+
+    import pyarrow as pa
+
+    from kit.data.arrow_rows import ArrowRows, TextColumn, write_arrow_file
+
+    path = tmp_path / "t.arrow"
+    write_arrow_file(path, pa.schema([("text", pa.string())]), [{"text": ["a" * 1000] * 500}])
+    column = TextColumn(ArrowRows(path), positions=np.arange(0, 500, 2))
+    assert column[0] == "a" * 1000  # mapped now
+    blob = pickle.dumps(column)
+    assert len(blob) < 10_000 and pickle.loads(blob) == list(column)

@@ -78,3 +78,28 @@ def test_inference_reads_the_cached_tokens(tiny, tmp_path):
     assert EVENTS["tokens hit"] == hits + 1
     np.testing.assert_allclose(warm, plain, atol=1e-6)
     np.testing.assert_allclose(cold, plain, atol=1e-6)
+
+
+def test_arrow_texts_tokenise_to_the_same_tokens_and_the_same_cache_file(tiny, tmp_path,
+                                                                          monkeypatch):
+    import pyarrow as pa
+
+    from kit.data.arrow_rows import ArrowRows, TextColumn, write_arrow_file
+    from kit.models.hf import data, token_cache
+
+    _, tok = tiny
+    monkeypatch.setattr(token_cache, "BATCH_TEXTS", 4)  # streamed in many small batches
+    monkeypatch.setattr(data, "_CHUNK", 3)
+    texts, labels = rw.make_corpus(30, seed=9)
+    path = tmp_path / "texts.arrow"
+    write_arrow_file(path, pa.schema([("text", pa.string())]),
+                     ({"text": texts[i : i + 7]} for i in range(0, 30, 7)))
+    column = TextColumn(ArrowRows(path))
+    assert token_cache.texts_digest(column) == token_cache.texts_digest(texts)
+    plain = tokenize_texts(tok, texts, 24, labels, head_tokens=5)
+    uncached = tokenize_texts(tok, column, 24, labels, head_tokens=5)
+    cold = tokenize_texts(tok, column, 24, labels, head_tokens=5, cache_dir=tmp_path / "c")
+    hits = EVENTS["tokens hit"]
+    warm = tokenize_texts(tok, texts, 24, labels, head_tokens=5, cache_dir=tmp_path / "c")
+    assert EVENTS["tokens hit"] == hits + 1  # a list of the same texts finds the same file
+    assert _items(uncached) == _items(cold) == _items(warm) == _items(plain)

@@ -88,7 +88,7 @@ class CompetitionParams(Section):
     skip_bad_records: bool = field(default=False, metadata={
         "help": "Skip malformed training records (counted, lines logged); false: stop at one."})
     cache: Literal["auto", "on", "off"] = field(default="auto", metadata={
-        "help": "Parquet cache of the streamed train rows; auto: for files >= 64 MB or sampled."})
+        "help": "Arrow cache of the streamed rows and texts; auto: for files >= 64 MB or sampled."})
     cache_dir: str | None = field(default=None, metadata={
         "help": "Data and token caches; null: `<output_dir>/.cache` under the project root."})
     csv_delimiter: str | None = field(default=None, metadata={

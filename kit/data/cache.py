@@ -1,9 +1,11 @@
-"""A Parquet cache of parsed, filtered, sampled table rows, reused by every later notebook and run.
+"""A cache of parsed, filtered, sampled table rows in Arrow, reused by every later notebook and run.
 
 Where: `competition.cache_dir`, else `<output_dir>/.cache` under the project root (Kaggle's
 /kaggle/input is read-only, and outputs/ is the one writable place every notebook shares).
-`data/<file stem>-<key>.parquet` holds the rows (every cell as text, as the file wrote it) and a
-`.json` next to it what the pass saw (records, malformed lines, rows per raw label code, seconds).
+`data/<file stem>-<key>.arrow` holds the rows (every cell as text, as the file wrote it; an
+Arrow IPC file that later loads memory-map, kit.data.arrow_rows), a `.json` next to it what the
+pass saw (records, malformed lines, rows per raw label code, seconds), and
+`<file stem>-<key>.texts-<key>.arrow` the rendered texts (kit.data.texts.render_rows).
 
 The key is a SHA-256 over the input file's fingerprint and the settings that shape the rows
 (columns, label rules, sample size, seed, bad-record policy, encoding, delimiter, a format
@@ -17,22 +19,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from kit.core.atomic import write_json
 from kit.core.envinfo import CACHE_EVENTS as EVENTS  # hits and misses, for env.json
+from kit.data.arrow_rows import ROW_GROUP, ArrowRows, write_arrow_file
 from kit.data.stream import Sampler, StreamStats, iter_chunks
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Arrow IPC rows (1 was Parquet)
 EDGE_BYTES = 1 << 20
 
 
@@ -64,12 +67,20 @@ def cache_key(path: Path, settings: dict[str, Any]) -> str:
 
 @dataclass
 class StreamedTable:
-    """Rows of one file after the streamed pass (or from the cache), and what the pass saw."""
+    """Rows of one file after the streamed pass (or from the cache), and what the pass saw.
 
-    frame: pd.DataFrame
+    `rows` are Arrow (kit.data.arrow_rows): in the cache file, or in memory without a cache.
+    """
+
+    rows: ArrowRows
     info: dict[str, Any] = field(default_factory=dict)
     cache_hit: bool = False
     cache_file: Path | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame of Arrow-backed text columns (missing cells NaN)."""
+        return self.rows.frame()
 
 
 def _as_text(value: Any) -> str | None:
@@ -83,40 +94,15 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
-ROW_GROUP = 50_000  # rows converted at a time between Python strings and Arrow
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    """Text columns to Parquet a row group at a time (one Arrow copy of 50k rows, not of all),
-    atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([(c, pa.string()) for c in frame.columns])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for start in range(0, max(len(frame), 1), ROW_GROUP):
-                part = frame.iloc[start : start + ROW_GROUP]
-                writer.write_table(pa.table({c: pa.array(part[c].tolist(), type=pa.string())
-                                             for c in frame.columns}, schema=schema))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_parquet_as_objects(path: Path) -> pd.DataFrame:
-    """The cache file as object columns of Python strings (None for missing), row group by
-    row group, so the whole file never sits in memory twice."""
-    import pyarrow.parquet as pq
-
-    file = pq.ParquetFile(path)
-    values: dict[str, list] = {c: [] for c in file.schema_arrow.names}
-    for batch in file.iter_batches(batch_size=ROW_GROUP):
-        for c in values:
-            values[c].extend(batch.column(c).to_pylist())
-    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in values.items()},
-                        columns=list(values))
+def _text_batches(rows: list[list[Any]], columns: list[str], seen: set[str],
+                  ) -> Iterator[dict[str, list]]:
+    """Rows as column batches of `ROW_GROUP` text cells; notes the columns with a value."""
+    for start in range(0, len(rows), ROW_GROUP):
+        part = rows[start : start + ROW_GROUP]
+        batch = {c: [_as_text(row[j]) for row in part] for j, c in enumerate(columns)}
+        seen.update(c for c, values in batch.items() if c not in seen
+                    and any(v is not None for v in values))
+        yield batch
 
 
 def read_streamed(path: Path, columns: list[str], cache_folder: Path | None, *,
@@ -125,58 +111,70 @@ def read_streamed(path: Path, columns: list[str], cache_folder: Path | None, *,
                   skip_bad: bool = False, encoding: str | None = None,
                   delimiter: str | None = None, settings: dict[str, Any] | None = None,
                   code_counts: Callable[[], dict[str, int]] | None = None) -> StreamedTable:
-    """Stream `path` once (sampling as asked) into a DataFrame, or read the cached result.
+    """Stream `path` once (sampling as asked) into Arrow rows, or map the cached result.
 
-    `settings` are the extra params that shape the rows (the label rules); they join the key.
-    `code_counts()` after the pass gives rows per raw label code, stored with the cache.
+    Rows go to the Arrow file chunk by chunk as they are read (a sample, once the pass ends),
+    so the pass holds one chunk, or the sample, never the file. `settings` are the extra
+    params that shape the rows (the label rules); they join the key. `code_counts()` after the
+    pass gives rows per raw label code, stored with the cache.
     """
-    key = None
+    key = data = meta = None
     if cache_folder is not None:
         key = cache_key(path, {"columns": columns, "label_column": label_column,
                                "per_class": per_class, "max_rows": max_rows, "seed": seed,
                                "skip_bad": skip_bad, "encoding": encoding,
                                "delimiter": delimiter, **(settings or {})})
         stem = path.name.split(".")[0]
-        data = cache_folder / "data" / f"{stem}-{key}.parquet"
+        data = cache_folder / "data" / f"{stem}-{key}.arrow"
         meta = data.with_suffix(".json")
         if data.is_file() and meta.is_file():
             EVENTS["data hit"] += 1
             info = json.loads(meta.read_text())
-            frame = _read_parquet_as_objects(data)
-            log.info(f"{path.name}: {len(frame)} rows from the cache {data} (key {key}; "
-                     f"the pass took {info.get('seconds', 0):.0f} s).")
-            return StreamedTable(frame, info, cache_hit=True, cache_file=data)
+            rows = ArrowRows(data, info.get("columns"))
+            log.info(f"{path.name}: {rows.num_rows} rows from the cache {data} (key {key}; "
+                     f"the pass took {info.get('seconds', 0):.0f} s; memory-mapped).")
+            return StreamedTable(rows, info, cache_hit=True, cache_file=data)
         EVENTS["data miss"] += 1
     started = time.perf_counter()
     stats = StreamStats()
     sampler = Sampler(key_of or (lambda _: ""), per_class, max_rows, seed)
-    for chunk in iter_chunks(path, columns, stats, skip_bad=skip_bad, encoding=encoding,
-                             delimiter=delimiter):
-        sampler.offer_chunk(chunk, columns.index(label_column)
-                            if label_column in columns else None)
-        if sampler.full:
-            break
-    frame = sampler.frame(columns, _as_text)
-    if len(frame):  # a column no record has is missing, as a plain read would find it
-        frame = frame[[c for c in frame.columns if frame[c].notna().any()]]
+    label_index = columns.index(label_column) if label_column in columns else None
+    seen: set[str] = set()
+
+    def batches() -> Iterator[dict[str, list]]:
+        for chunk in iter_chunks(path, columns, stats, skip_bad=skip_bad, encoding=encoding,
+                                 delimiter=delimiter):
+            sampler.offer_chunk(chunk, label_index)
+            if per_class is None:  # every row is kept: out as it comes
+                yield from _text_batches(sampler.drain(), columns, seen)
+            if sampler.full:
+                break
+        yield from _text_batches(sampler.drain(), columns, seen)
+
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    if data is None:
+        table = pa.Table.from_batches([pa.record_batch(b, schema=schema) for b in batches()],
+                                      schema=schema)
+        kept = table.num_rows
+    else:
+        kept = write_arrow_file(data, schema, batches())
+    # A column no record has is missing, as a plain read would find it.
+    present = [c for c in columns if c in seen] if kept else columns
     info = {"file": str(path), "bytes": stats.bytes, "records": stats.records,
-            "rows_read": sampler.offered, "rows_kept": len(frame), "bad_records": stats.bad,
+            "rows_read": sampler.offered, "rows_kept": kept, "bad_records": stats.bad,
             "bad_lines": stats.bad_lines, "class_rows_read": dict(sampler.seen),
             "label_codes": dict(code_counts()) if code_counts else {},
-            "seconds": round(time.perf_counter() - started, 3)}
+            "columns": present, "seconds": round(time.perf_counter() - started, 3)}
     if stats.bad:
         shown = ", ".join(f"line {n} ({why})" for n, why in stats.bad_lines[:5])
         log.warning(f"{path}: skipped {stats.bad} malformed record(s): {shown}"
                     + (" ..." if stats.bad > 5 else "") + ".")
-    if cache_folder is None or key is None:
-        return StreamedTable(frame, info)
-    data.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(data, frame)
+    if data is None or meta is None:
+        return StreamedTable(ArrowRows(table, present), info)
     write_json(meta, info)
-    log.info(f"{path.name}: {info['rows_kept']} of {info['rows_read']} rows kept in "
+    log.info(f"{path.name}: {kept} of {info['rows_read']} rows kept in "
              f"{info['seconds']:.1f} s; cached as {data}.")
-    return StreamedTable(frame, info, cache_file=data)
-
+    return StreamedTable(ArrowRows(data, present), info, cache_file=data)
 
 
 STREAM_BYTES = 64 * 1024 * 1024  # `competition.cache: auto` streams and caches files this big

@@ -6,13 +6,14 @@ Each function returns a table or a figure; `kit.steps.eda` runs them for the 01_
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from kit.data.arrow_rows import text_batches
 from kit.data.competition import Competition
 from kit.data.labelmap import mapping_report
 
@@ -61,14 +62,21 @@ def load_tokenizer(name: str | None) -> tuple[Callable[[list[str]], list[int]], 
     return count, name
 
 
+def _count_in_batches(count_tokens: Callable[[list[str]], list[int]],
+                      texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text, counted a batch (a list) at a time: texts may be an Arrow TextColumn."""
+    return np.array([n for part in text_batches(texts, 4096) for n in count_tokens(part)],
+                    dtype=np.int64)
+
+
 def text_lengths(comp: Competition, count_tokens: Callable[[list[str]], list[int]]
                  ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Percentiles of characters and tokens per text, train and test."""
     lengths = {
         "train chars": np.array([len(t) for t in comp.train_texts]),
         "test chars": np.array([len(t) for t in comp.test_texts]),
-        "train tokens": np.array(count_tokens(comp.train_texts)),
-        "test tokens": np.array(count_tokens(comp.test_texts)),
+        "train tokens": _count_in_batches(count_tokens, comp.train_texts),
+        "test tokens": _count_in_batches(count_tokens, comp.test_texts),
     }
     table = pd.DataFrame(
         {name: np.percentile(v, PERCENTILES).round().astype(int) for name, v in lengths.items()},

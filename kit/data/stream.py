@@ -257,6 +257,16 @@ class Sampler:
             position += 1
         self.offered = position
 
+    def drain(self) -> list[list[Any]]:
+        """The rows kept so far, in file order, handed over (the sampler forgets them).
+
+        Without `per_class` every offered row is kept: draining after each chunk streams them.
+        """
+        items = sorted((item for bucket in self.kept.values() for item in bucket),
+                       key=lambda item: item[0])
+        self.kept.clear()
+        return [row for _, row in items]
+
     def frame(self, columns: list[str], cell: Callable[[Any], Any] = lambda v: v,
               ) -> pd.DataFrame:
         """The sample as a DataFrame of object columns (`cell` applied), in file order.

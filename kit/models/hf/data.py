@@ -25,6 +25,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from kit.core.progress import ProgressLine, count_line
+from kit.data.arrow_rows import text_batches
 from kit.data.lengths import percentile_length
 from kit.errors import KitError
 
@@ -46,7 +47,7 @@ __all__ = [
     "tokenize_texts",
 ]
 
-_CHUNK = 4096  # texts per tokenizer call: bounded memory on million-row sets
+_CHUNK = 1024  # texts per tokenizer call: its Python lists of ints are the transient peak
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +133,15 @@ def _encode(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None,
     head_tokens: int | None = None,
 ) -> Encodings:
-    texts = [str(t) for t in texts]
     parts: dict[str, list[np.ndarray]] = {}
     lengths: list[np.ndarray] = []
     cut = head_tokens is not None and max_length is not None  # head_tail: tokenise whole, cut
     if cut and not 0 < head_tokens < max_length:
         raise KitError(f"head_tokens is {head_tokens}; use a value in [1, {max_length - 1}] "
                        f"(below max_length {max_length}).")
-    for start in range(0, len(texts), _CHUNK):
+    for part in text_batches(texts, _CHUNK):  # streamed from Arrow texts, never all as str
         enc = tokenizer(
-            texts[start : start + _CHUNK],
+            part,
             truncation=max_length is not None and not cut,
             max_length=None if cut else max_length,
             padding=False,
