@@ -436,8 +436,11 @@ def test_include_base_puts_a_lora_runs_base_in_the_dataset(project, tmp_path, ca
                       {"name": "topics", "transformer": {"model": str(base)}})
     freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
                             capture_output=True, text=True, check=True).stdout
+    from packaging import tags
+
     image = tmp_path / "image.txt"  # this environment as the image: only the kit's wheel
-    image.write_text(freeze)
+    image.write_text(f"# python: {sys.version.split()[0]}\n# platform: "
+                     f"{next(t for t in tags.platform_tags() if 'manylinux_' in t)}\n{freeze}")
     notebook, dataset = tmp_path / "nb", tmp_path / "ds"
     code = kit_main(["push", str(run), "--out", str(notebook), "--dataset", str(dataset),
                      "--include-base", "--image-packages", str(image), "--dry-run",

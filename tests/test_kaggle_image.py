@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from kaggle_standin.server import StandinKaggle
 
 from kit.cli import main as kit_main
 from kit.errors import KitError
@@ -25,17 +24,11 @@ from kit.kaggle import image
 SAVE = "kernels.KernelsApiService/SaveKernel"
 
 
-@pytest.fixture(scope="module")
-def standin():
-    try:
-        server = StandinKaggle()
-    except OSError as exc:
-        why = f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST mode needs it"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with server:
-        yield server
+@pytest.fixture
+def standin(standin):
+    """The session's one stand-in (tests/conftest.py: port 80 is bound once), its state fresh."""
+    standin.state.reset()
+    return standin
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from kaggle_standin.kernels import KernelRunner, KernelVersion
-from kaggle_standin.server import SUBMISSION_MESSAGE, StandinKaggle
+from kaggle_standin.server import SUBMISSION_MESSAGE
 
 from kit.cli import main as kit_main
 from kit.core import platform
@@ -39,26 +39,17 @@ CODE_SUBMIT = "competitions.CompetitionApiService/CreateCodeSubmission"
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def standin():
-    try:
-        server = StandinKaggle()
-    except OSError as exc:
-        why = f"cannot bind 127.0.0.1:80 ({exc}): the kaggle CLI's LOCALHOST mode needs it"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with server:
-        yield server
+@pytest.fixture
+def standin(standin):
+    """The session's one stand-in (tests/conftest.py: port 80 is bound once), its state fresh."""
+    standin.state.reset()
+    return standin
 
 
 @pytest.fixture
 def kaggle(standin, tmp_path):
     """The stand-in's state, with a kernel runner whose sandboxes live under tmp_path."""
     state = standin.state
-    for store in (state.requests, state.failures, state.uploads, state.datasets,
-                  state.kernel_statuses, state.kernel_versions, state.dataset_files):
-        store.clear()
     state.runner = KernelRunner(tmp_path / "standin-kaggle", time_limit_seconds=300)
     yield state
     state.runner = None
