@@ -179,3 +179,20 @@ def standin():
         pytest.skip(why)
     with server:
         yield server
+
+
+def standin_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    token: str | None = None) -> dict[str, str]:
+    """The environment the real kaggle CLI gets in a stand-in test: this machine's Kaggle and
+    Colab variables removed, an empty HOME, requests to the LOCALHOST stand-in, and `token`
+    (KAGGLE_API_TOKEN) when one is given."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith(("KAGGLE_", "COLAB_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1"}
+    if token is not None:
+        env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_API_TOKEN=token)
+    return env

@@ -32,6 +32,7 @@ from kit.kaggle.cli import (
     submit_command,
 )
 from kit.submission.store import log_submission
+from tests.conftest import standin_cli_env
 
 SLUG = "standin-text-comp"
 # Not KGAT_-shaped on purpose: redaction must work by value, not only by pattern.
@@ -54,13 +55,7 @@ def kaggle(standin):
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch) -> dict[str, str]:
     """An environment with no Kaggle credentials at all and an empty HOME."""
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in list(os.environ):
-        if name.startswith(("KAGGLE_", "COLAB_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(home))
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1"}
+    return standin_cli_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ connection and a failed kernel.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from kit.kaggle import metadata
 from kit.kaggle.package import send_dataset
 from kit.kaggle.push import push_run
 from kit.submission.store import read_log, sha256_of
+from tests.conftest import standin_cli_env
 
 TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
 SAVE = "kernels.KernelsApiService/SaveKernel"
@@ -46,14 +46,7 @@ def kaggle(standin):
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in list(os.environ):
-        if name.startswith(("KAGGLE_", "COLAB_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(home))
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1",
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_API_TOKEN": TOKEN}
+    return standin_cli_env(tmp_path, monkeypatch, TOKEN)
 
 
 def make_run(project: Path, name: str = "", **kaggle) -> Path:

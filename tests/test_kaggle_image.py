@@ -10,7 +10,6 @@ file then says this interpreter's version, platform tag and packages.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from kit.cli import main as kit_main
 from kit.errors import KitError
 from kit.kaggle import image
+from tests.conftest import standin_cli_env
 
 SAVE = "kernels.KernelsApiService/SaveKernel"
 
@@ -33,14 +33,7 @@ def standin(standin):
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in list(os.environ):
-        if name.startswith(("KAGGLE_", "COLAB_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(home))
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1",
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_API_TOKEN": "tok-probe-1234abcd"}
+    return standin_cli_env(tmp_path, monkeypatch, "tok-probe-1234abcd")
 
 
 def test_the_probe_dry_run_writes_an_internet_on_notebook(tmp_path: Path, capsys):

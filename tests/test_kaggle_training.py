@@ -30,6 +30,7 @@ from kit.kaggle.kernels import fetch_output, follow
 from kit.kaggle.package import copy_inference_run, dataset_slug, run_params, send_dataset
 from kit.kaggle.push import push_run
 from kit.kaggle.remote_train import budget_minutes, pull_run, push_training
+from tests.conftest import standin_cli_env
 
 TOKEN = "tok-5e4d3c2b1a0f9e8d7c6b"
 OWNER = "standin-user"
@@ -57,14 +58,7 @@ def kaggle(standin, tmp_path):
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in list(os.environ):
-        if name.startswith(("KAGGLE_", "COLAB_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(home))
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "NO_PROXY": "localhost,127.0.0.1",
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_API_TOKEN": TOKEN}
+    return standin_cli_env(tmp_path, monkeypatch, TOKEN)
 
 
 def probe_notebook(*cells: str) -> str:
