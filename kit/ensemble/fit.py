@@ -70,7 +70,7 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     extra: dict = {}
     compared: dict[str, float] = {}
     if cfg.method == "stack":  # the level-2 model, compared with hill climbing on the same rows
-        stacked = fit_stack(val_stack, test_stack, y, _oof_folds(run, comp, val_ids, y),
+        stacked = fit_stack(val_stack, test_stack, y, _oof_folds(run, val_ids, y),
                             comp.task, cfg.stack_c, run.params.seed)
         compared = {f"hill_climb_{metric_name}": sign * blend.score,
                     f"stack_{metric_name}": sign * score(stacked.oof)}
@@ -98,42 +98,36 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     return result
 
 
-def _oof_folds(run: RunDir, comp: Competition, val_ids: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The run's fold of each OOF row (folds.json, first repeat); a hold-out run's validation
-    rows, or members from runs with other folds, get 5 seeded stratified folds instead."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
+def _saved_folds(run: RunDir, val_ids: np.ndarray) -> np.ndarray | None:
+    """The run's fold of each OOF row (folds.json, first repeat), or None when the run has no
+    folds or a row is not in them (members from runs with other folds)."""
     from kit.data.folds import FOLDS_FILE
 
     path = run.path / FOLDS_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        fold_of = dict(zip(saved["ids"], saved["fold_of"][0], strict=True))
-        folds = np.array([fold_of.get(str(v), -1) for v in val_ids.tolist()])
-        if (folds >= 0).all():
-            return folds
-    folds = np.empty(len(y), dtype=int)
-    splitter = (KFold(5, shuffle=True, random_state=run.params.seed) if y.ndim > 1 else
-                StratifiedKFold(5, shuffle=True, random_state=run.params.seed))
-    for k, (_, rows) in enumerate(splitter.split(np.zeros(len(y)), None if y.ndim > 1 else y)):
-        folds[rows] = k
-    return folds
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    fold_of = dict(zip(saved["ids"], saved["fold_of"][0], strict=True))
+    folds = np.array([fold_of.get(str(v), -1) for v in val_ids.tolist()])
+    return None if (folds < 0).any() else folds
+
+
+def _oof_folds(run: RunDir, val_ids: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The run's folds of the OOF rows; a hold-out run's validation rows, or members from runs
+    with other folds, get 5 seeded folds (stratified for single-label rows) instead."""
+    from kit.evaluation.rule_guard import seeded_folds
+
+    folds = _saved_folds(run, val_ids)
+    return seeded_folds(y, 5, run.params.seed) if folds is None else folds
 
 
 def _per_fold(run: RunDir, comp: Competition, val_ids: np.ndarray, y: np.ndarray,
               probs: np.ndarray, metric_name: str) -> dict:
     """The blend's score on each fold's OOF rows (first repeat), as the members report theirs."""
-    from kit.data.folds import FOLDS_FILE
-
-    path = run.path / FOLDS_FILE
-    if not path.is_file():
-        return {}
-    saved = json.loads(path.read_text())
-    fold_of = dict(zip(saved["ids"], saved["fold_of"][0], strict=True))
-    folds = np.array([fold_of.get(str(v), -1) for v in val_ids.tolist()])
-    if (folds < 0).any():  # members from runs with other folds: no per-fold score
+    folds = _saved_folds(run, val_ids)
+    if folds is None:  # a hold-out run, or members from runs with other folds
         return {}
     scores = [metrics.score(metric_name, y[folds == k], probs[folds == k], None, comp.task)
-              for k in range(saved["folds"])]
+              for k in np.unique(folds)]
     return {"cv_mean": float(np.mean(scores)), "cv_std": float(np.std(scores)),
             "folds": len(scores)}

@@ -23,7 +23,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from kit.errors import KitError
 from kit.evaluation.metrics import get_metric
 
-__all__ = ["RuleGuard", "cross_fitted_gain"]
+__all__ = ["RuleGuard", "cross_fitted_gain", "seeded_folds"]
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RuleGuard:
                 "cross_fitted_score": self.cross_fitted_score, "folds": self.folds}
 
 
-def _fold_ids(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def seeded_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Seeded fold ids: stratified on the class for single-label rows, plain for multi-hot."""
     fold = np.empty(len(y), dtype=int)
     if y.ndim == 1:
@@ -86,7 +86,7 @@ def cross_fitted_gain(
                          f"few to check it on {n_folds} folds", gain_interval=(0.0, 0.0),
                          default_score=float(score(y, base, task)),
                          cross_fitted_score=float("nan"), folds=0)
-    folds = _fold_ids(y, n_folds, seed)
+    folds = seeded_folds(y, n_folds, seed)
     pred = np.empty_like(base)
     for k in range(n_folds):
         held = folds == k
