@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
                         help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
-    export.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
-                        help="u8 (default; no saturation on CPUs without VNNI) or s8 (faster "
-                        "kernels on CPUs with AVX512-VNNI)")
+    export.add_argument("--int8-weights", choices=("auto", "u8", "s8"), default="auto",
+                        help="auto (default: s8 on a CPU with VNNI, else u8), u8 (no "
+                        "saturation on CPUs without VNNI) or s8 (fast kernels with VNNI)")
     _add_kaggle_commands(sub)
     cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
