@@ -57,7 +57,7 @@ def load_texts(run: Path, input_path: Path, n: int) -> list[str]:
     from kit.serve.predict_file import read_chunks
     from kit.serve.predictor import Predictor
 
-    predictor = Predictor.load(run)
+    predictor = Predictor.load(run, backend="torch")
     comp = predictor.params.competition
     chunk = next(read_chunks(input_path, n, comp.csv_delimiter, comp.encoding))
     return predictor.render(chunk.head(n), str(input_path))
@@ -74,21 +74,22 @@ def throughput(predictor, texts: list[str], size: int, min_seconds: float) -> fl
                 return done / elapsed
 
 
-def ceiling(run: Path, texts: list[str], batch: int, min_seconds: float) -> tuple[float, float]:
+def ceiling(run: Path, texts: list[str], batch: int, min_seconds: float,
+            backend: str = "auto") -> tuple[float, float]:
     """Texts/s in one process without HTTP: in batches of `batch`, and one text per call."""
     from kit.serve.predictor import Predictor
 
-    predictor = Predictor.load(run)
+    predictor = Predictor.load(run, backend=backend)
     predictor.predict(texts[:batch])  # warm-up
     return (throughput(predictor, texts, batch, min_seconds),
             throughput(predictor, texts, 1, min_seconds))
 
 
-def start_server(run: Path, batching: bool, max_queue: int, log: Path):
+def start_server(run: Path, batching: bool, max_queue: int, log: Path, backend: str = "auto"):
     """The real `python -m kit serve` on a free loopback port (the tests' helper)."""
     from tests.serve_helpers import start_server as start
 
-    args = ["--max-queue", str(max_queue), "--max-texts", "1024"]
+    args = ["--max-queue", str(max_queue), "--max-texts", "1024", "--backend", backend]
     return start(run, log, *args, *([] if batching else ["--no-batching"]), timeout=300)
 
 
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512, help="distinct texts to send")
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
     parser.add_argument("--modes", default="on,off", help="micro-batching on, off, or both")
+    parser.add_argument("--backend", default="auto", help="auto, torch, onnx, onnx-int8")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     modes = [m.strip() == "on" for m in args.modes.split(",")]
@@ -197,11 +199,12 @@ def main() -> None:
     batch = BatchingConfig().max_texts
     print(f"run {run.name}: {len(texts)} texts; machine: {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f}")
-    batch_ceiling, single = ceiling(run, texts, batch, args.ceiling_seconds)
+    batch_ceiling, single = ceiling(run, texts, batch, args.ceiling_seconds, args.backend)
 
     rows: list[Row] = []
     for batching in modes:
-        server = start_server(run, batching, max(clients) * 2, work / f"server-{batching}.log")
+        server = start_server(run, batching, max(clients) * 2, work / f"server-{batching}.log",
+                              args.backend)
         port = int(server.url.rsplit(":", 1)[1])
         try:
             load(port, texts, 1, 3, args.texts_per_request, batching)  # warm-up

@@ -316,6 +316,8 @@ def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
                        help="how long a micro-batch waits for more requests")
     serve.add_argument("--max-queue", type=int, default=batching.max_queue,
                        help="requests waiting (more: 503)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="the model's CPU threads (torch and ONNX Runtime; default: torch's)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
 
@@ -335,8 +337,9 @@ def _serving_command(args: argparse.Namespace) -> int:
     from kit.serve.api import serve
     from kit.serve.settings import BatchingConfig, Limits, ServeSettings
 
-    for flag in ("max_texts", "max_chars", "max_body_bytes", "batch_texts", "max_queue"):
-        if getattr(args, flag) < 1:
+    for flag in ("max_texts", "max_chars", "max_body_bytes", "batch_texts", "max_queue",
+                 "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise KitError(f"--{flag.replace('_', '-')} is {getattr(args, flag)}; use >= 1.")
     if args.batch_wait_ms < 0:
         raise KitError(f"--batch-wait-ms is {args.batch_wait_ms}; use >= 0.")
@@ -348,6 +351,7 @@ def _serving_command(args: argparse.Namespace) -> int:
                                 args.max_queue),
         device=args.device,
         backend=args.backend,
+        threads=args.threads,
     )
     serve(settings, args.host, args.port, access_log=args.access_log)
     return 0
