@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -182,6 +183,8 @@ def _health(served: _Served) -> dict[str, Any]:
         "reason": served.reason,
         "limits": asdict(settings.limits),
         "batching": asdict(settings.batching),
+        # The model's CPU threads in effect (torch's count, which ONNX Runtime sessions take).
+        "threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
     }
     if predictor is not None and served.batcher is not None:
         out.update(model=predictor.model_name, device=predictor.device,
