@@ -22,6 +22,8 @@ from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
+from kit.models.seeds import fit_seeds, seed_scores
+from kit.steps.refit import train_refits
 from kit.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
         rep.update(_fold_summary(run, kind, folds))
+        rep.update(seed_scores(run, comp, kind, folds))  # each seed's own, with `seeds`
         rep["train_seconds"] = round(time.time() - start, 1)
         run.update_metrics(models={kind: {**rep, **extra}})
         spread = f" (folds {rep['cv_mean']:.4f} ± {rep['cv_std']:.4f})" if "cv_mean" in rep else ""
@@ -75,6 +78,9 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
                            f"({rep['train_seconds']} s)")
         tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
                              for name, value in rep.items() if not isinstance(value, dict)})
+    if params.cv.refit:  # each model once more on all rows: model `<kind>_full`
+        train_refits(run, comp, lambda kind, fold: fit_model(kind, run, comp, fold, tracker,
+                                                             callbacks))
     if params.ensemble.enabled:
         from kit.ensemble.fit import fit_ensemble
 
@@ -95,7 +101,8 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
     show_progress(log, f"{label}: training started")
     started = time.time()
     with progress_stage(kind if fold.is_holdout else label):
-        val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
+        val_probs, test_probs, fit_extra = fit_seeds(  # once per seed of `seeds`, averaged
+            run, comp, kind, fold, lambda f: fit_model(kind, run, comp, f, tracker, callbacks))
     extra.update(fit_extra)
     if not fold.is_holdout:
         save_fold(run, kind, fold, val_probs, test_probs)
@@ -155,18 +162,42 @@ def training_curves(run: RunDir) -> object:
 
 
 def cv_summary(run: RunDir) -> pd.DataFrame | str:
-    """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights."""
+    """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights.
+
+    With `seeds`, each seed of a model has its column (`transformer s43`: its fold scores and its
+    own OOF) beside the model's (their mean); a refit `<kind>_full` has only its OOF, which is
+    its kind's (row `OOF from`). A hold-out run with seeds shows each seed's validation score.
+    """
     m = run.read_metrics()
+    metric = m.get("metric") or run.params.competition.metric
+    models = m.get("models", {})
     per_fold = m.get("folds", {})
     if not per_fold:
+        seeded = {kind: {**{f"s{seed}": v for seed, v in e["seed_scores"].items()},
+                         "seed mean": e.get(metric)}
+                  for kind, e in models.items() if e.get("seed_scores")}
+        if seeded:
+            return pd.DataFrame(seeded).round(4)
         return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
-    metric = m.get("metric") or run.params.competition.metric
-    table = pd.DataFrame({kind: {tag: s[metric] for tag, s in folds.items()}
-                          for kind, folds in per_fold.items()})
+    columns, oof = {}, {}
+    for kind, folds in per_fold.items():
+        columns[kind] = {tag: s.get(metric) for tag, s in folds.items()}
+        oof[kind] = models.get(kind, {}).get(metric)
+        for seed in sorted({x for s in folds.values() for x in s.get("seeds", {})}, key=int):
+            columns[f"{kind} s{seed}"] = {tag: s.get("seeds", {}).get(seed)
+                                          for tag, s in folds.items()}
+            oof[f"{kind} s{seed}"] = models.get(kind, {}).get("seed_scores", {}).get(seed)
+    refits = {name: e["oof_from"] for name, e in models.items() if e.get("oof_from")}
+    table = pd.DataFrame(columns, columns=[*columns, *refits], dtype=float)
     table.loc["mean"] = table.mean()
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
-    table.loc["OOF"] = [m["models"].get(kind, {}).get(metric) for kind in table.columns]
-    weights = m["models"].get("ensemble", {}).get("weights")
+    table.loc["OOF"] = [models.get(c, {}).get(metric) if c in refits else oof[c]
+                        for c in table.columns]
+    weights = models.get("ensemble", {}).get("weights")
     if weights:
         table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
-    return table.round(4)
+    table = table.round(4)
+    if refits:  # a refit has no OOF of its own: say whose stands in for it
+        table.loc["OOF from"] = [f"{refits[c]}'s (stand-in)" if c in refits else "own"
+                                 for c in table.columns]
+    return table
