@@ -105,6 +105,46 @@ def test_tfidf_refit_fits_every_row_and_is_a_member_for_blend_submit_serve_and_p
     assert fits == []
 
 
+def test_a_hold_out_model_with_seeds_saves_each_resumes_per_seed_and_serves_the_mean(
+        project: Path, monkeypatch: pytest.MonkeyPatch):
+    """The seeds loop is the kind's, whatever it is: TF-IDF given seeds [1, 2] here (TF-IDF has
+    no `seeds` key, and ignores the seed: the loop's files, resume and serving are tested)."""
+    import kit.models.seeds as seeds
+    import kit.steps.train as train_step
+    from kit.serve.models import load_model
+
+    monkeypatch.setattr(seeds, "seeds_of", lambda params, kind: [1, 2])
+    run = open_run("params/topics.yaml", "held", {"tracking.enabled": False})
+    comp = load_competition(run.params, project)
+    fits: list[int | None] = []
+    real = train_step.fit_model
+
+    def spying(kind, run_, comp_, fold, tracker, callbacks):
+        fits.append(fold.seed)
+        return real(kind, run_, comp_, fold, tracker, callbacks)
+
+    monkeypatch.setattr(train_step, "fit_model", spying)
+    train_models(run, comp)
+    assert fits == [1, 2]
+    assert sorted(p.parent.name for p in (run.models / "tfidf").rglob("*.joblib")) == ["s1", "s2"]
+    one, two = (np.load(run.predictions / "folds" / "tfidf" / f"holdout_s{s}.npz")
+                for s in (1, 2))
+    preds = run.load_predictions("tfidf")
+    np.testing.assert_allclose(preds.test_probs, (one["test_probs"] + two["test_probs"]) / 2)
+    served = load_model(run.path, run.params, "tfidf", None, labels=comp.labels)
+    np.testing.assert_allclose(served.predict(list(comp.test_texts)), preds.test_probs,
+                               atol=1e-12)
+    table = cv_summary(run)  # hold-out: each seed's validation score and their mean's
+    assert list(table.index) == ["s1", "s2", "seed mean"] and list(table.columns) == ["tfidf"]
+    # killed after seed 1 finished (seed 2's file and the model's own never written)
+    (run.predictions / "folds" / "tfidf" / "holdout_s2.npz").unlink()
+    (run.predictions / "tfidf.npz").unlink()
+    fits.clear()
+    train_models(run, comp)
+    assert fits == [2]
+    np.testing.assert_allclose(run.load_predictions("tfidf").test_probs, preds.test_probs)
+
+
 # ----------------------------------------------------------------------------- transformer
 
 SEEDS = [5, 6]
