@@ -107,7 +107,8 @@ def model_parts(run_folder: Path) -> list[str]:
     for base in sorted(models.iterdir()) if models.is_dir() else []:
         final = FINAL_FILES.get(refit_source(base.name) or base.name)
         if final is not None:
-            parts += [str((d / final).relative_to(run_folder)) for d in fit_dirs(base, final)]
+            parts += [str((d / final).relative_to(run_folder)) for d in fit_dirs(base)
+                      if (d / final).exists()]
     return parts
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.config.compete import run_models
 from kit.config.params import Params
 from kit.errors import KitError
 from kit.kaggle.kernels import fetch_output, log_tail
@@ -159,13 +160,14 @@ def pull_run(run_folder: str | Path, *, env: Mapping[str, str] | None = None) ->
 
 
 def trained_everything(run_dir: Path, params: Params) -> bool:
-    """Whether `run_dir` holds every model of `params.models` trained (metrics and predictions)."""
+    """Whether `run_dir` holds every model of `params.models` (and their refits, `cv.refit`)
+    trained (metrics and predictions)."""
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return False
     trained = json.loads(metrics.read_text()).get("models", {})
     return all(kind in trained and (run_dir / "predictions" / f"{kind}.npz").is_file()
-               for kind in params.models)
+               for kind in run_models(params.models, params.cv))
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

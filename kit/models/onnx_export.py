@@ -94,7 +94,7 @@ def run_exports(folder: str | Path) -> list[Path]:
     if (folder / EXPORT_INFO).is_file():
         return [folder]
     found = [d / "model" for name in ("transformer", refit_name("transformer"))
-             for d in fit_dirs(folder / "models" / name, "model")
+             for d in fit_dirs(folder / "models" / name)
              if (d / "model" / EXPORT_INFO).is_file()]
     if not found:
         raise KitError(f"{folder}: no transformer export (models/transformer/model/{EXPORT_INFO}"

@@ -43,7 +43,7 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
     base = folder / "models" / name
     kind = kind_of_model(name)
     parts = [kind.load(folder, params, d, device, labels, backend)
-             for d in (fit_dirs(base, kind.artifact) or [base])]
+             for d in fit_dirs(base)]
     if len(parts) == 1:
         return parts[0]
 

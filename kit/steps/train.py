@@ -3,6 +3,8 @@
 Every model ends as a `Predictions` (validation and test probabilities) in the run folder and a
 metrics entry, so thresholds and the submission never care which model made them. A model whose
 predictions already exist is not trained again (a rerun continues where the last one stopped).
+With `seeds` each fit is one per seed, averaged (kit.models.seeds); with `cv.refit` each model is
+fitted once more on all rows after its folds (kit.steps.refit).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
 
     `cv.folds` 1 trains each model once on the hold-out split; k >= 2 trains it k times (times
     `cv.repeats`), each fit scored on its held-out fold, and the model's validation rows become
-    its out-of-fold predictions of every training row. With `ensemble.enabled` the blend of all
-    models (weights fitted on those predictions) follows as model `ensemble`.
+    its out-of-fold predictions of every training row. A kind with `seeds` fits each fold once
+    per seed and averages them. `cv.refit` then fits each model on all rows (model
+    `<kind>_full`). With `ensemble.enabled` the blend of all models (weights fitted on those
+    predictions) follows as model `ensemble`.
 
     `callbacks` (TrainerCallbacks) watch each transformer fit; `on_fold(kind, n, score)` hears
     each fit's score as it ends (a search prunes a trial there).

@@ -28,7 +28,12 @@ __all__ = ["fold_best_steps", "refit_settings"]
 def fold_best_steps(folds_dir: Path) -> list[int]:
     """The best checkpoint step of each finished fold fit under `folds_dir` (models/transformer),
     in fold and seed order."""
-    found = [d for d in fit_dirs(folds_dir, RESULT_FILE) if d != folds_dir]
+    found = [d for d in fit_dirs(folds_dir) if d != folds_dir]
+    unfinished = [str(d) for d in found if not (d / RESULT_FILE).is_file()]
+    if unfinished:
+        raise KitError(f"The fold fit(s) {', '.join(unfinished)} have not finished (no "
+                       f"{RESULT_FILE}); the full-data refit takes its step count from all folds. "
+                       "Rerun 02_train: the folds finish first, then the refit.")
     if not found:
         raise KitError(
             f"No finished fold fit (r*_f*/{RESULT_FILE}) under {folds_dir}: the full-data refit "

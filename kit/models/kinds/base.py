@@ -76,16 +76,16 @@ def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     return base if fold.seed is None else base / f"s{fold.seed}"
 
 
-def fit_dirs(base: Path, artifact: str) -> list[Path]:
-    """The folders under a model's `base` (`models/<name>`) that hold a fit's `artifact`: one per
-    fold and seed (`r0_f2/s43`), per fold, per seed, or `base` itself. A model predicts as the
-    mean of them all: training's test probabilities (seeds averaged per fold, folds averaged) are
-    that mean too, since every fold has the same seeds."""
-    for pattern in ("r*_f*/s*", "r*_f*", "s*"):
-        found = sorted(p.parent for p in base.glob(f"{pattern}/{artifact}"))
+def fit_dirs(base: Path) -> list[Path]:
+    """The folders of a model's fits under `base` (`models/<name>`): one per fold and seed
+    (`r0_f2/s43`), per fold, per seed, or `base` itself. A model predicts as the mean of them all:
+    training's test probabilities (seeds averaged per fold, folds averaged) are that mean too,
+    since every fold has the same seeds."""
+    for pattern in ("r[0-9]*_f[0-9]*/s[0-9]*", "r[0-9]*_f[0-9]*", "s[0-9]*"):
+        found = sorted(p for p in base.glob(pattern) if p.is_dir())
         if found:
             return found
-    return [base] if (base / artifact).exists() else []
+    return [base]
 
 
 def persistent_checkpoint_dir(run: RunDir) -> str | None:
