@@ -6,20 +6,23 @@ fold's validation rows and on test. Each seed's fit is saved the moment it ends
 (kit.models.oof: `predictions/folds/<kind>/r0_f2_s43.npz`), so a killed run never trains a
 finished seed again and the seed in progress resumes from its own checkpoints (its model folder
 is `models/<kind>/r0_f2/s43`, kit.models.kinds.base.model_dir). Each seed's score on each fold
-goes to metrics.json's folds table (`seeds`), and each seed's own OOF (or validation) score to
-the model's entry (`seed_scores`), so 02 shows what averaging the seeds gained.
+is a fold score of its own in the run state (`r0_f2/s43`), and each seed's own OOF (or
+validation) score goes to the model's report (`seed_scores`), so 02 shows what averaging the
+seeds gained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from kit.config.params import Params
 from kit.core.progress import show_progress
+from kit.core.run_state import FoldScore
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
@@ -58,14 +61,16 @@ def fit_seeds(run: RunDir, comp: Competition, kind: str, fold: Fold,
             tests.append(done.test_probs)
             continue
         show_progress(log, f"{kind} {fold.tag} seed {seed}: training started")
+        started = time.time()
         val, test, fit_extra = fit(seeded)
         save_fold(run, kind, seeded, val, test)
         extra.update(fit_extra)
         vals.append(val)
         tests.append(test)
         if len(fold.val_rows) and not fold.is_holdout:  # the hold-out's: seed_scores
-            score = metrics.score(metric, comp.y[fold.val_rows], val, None, comp.task)
-            run.update_metrics(folds={kind: {fold.tag: {"seeds": {str(seed): score}}}})
+            score = float(metrics.score(metric, comp.y[fold.val_rows], val, None, comp.task))
+            run.update_state(folds={kind: {f"{fold.tag}/s{seed}": FoldScore(
+                metric, score, round(time.time() - started, 1), len(fold.val_rows))}})
             show_progress(log, f"{kind} {fold.tag} seed {seed}: {metric} = {score:.4f}")
     extra["seeds"] = seeds
     return np.mean(vals, axis=0), np.mean(tests, axis=0), extra

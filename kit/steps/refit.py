@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from kit.config.compete import refit_name
 from kit.core.progress import progress_stage, show_progress
+from kit.core.run_state import ModelReport
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold, refit_fold
@@ -40,8 +41,7 @@ def train_refits(run: RunDir, comp: Competition, fit: Callable[[str, Fold], FitO
     fold = refit_fold(comp)
     for kind in run.params.models:
         name = refit_name(kind)
-        if (run.predictions / f"{name}.npz").exists() and name in run.read_metrics().get(
-                "models", {}):
+        if (run.predictions / f"{name}.npz").exists() and name in run.state().models:
             log.info(f"{name}: already trained in this run; reusing its predictions.")
             continue
         start = time.time()
@@ -55,8 +55,9 @@ def train_refits(run: RunDir, comp: Competition, fit: Callable[[str, Fold], FitO
         row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
         y = comp.y[[row_of[v] for v in oof.val_ids.tolist()]]
         rep = metrics.report(y, oof.val_probs, None, comp.task, metric)
-        rep.update(oof_from=kind, train_seconds=round(time.time() - start, 1))
-        run.update_metrics(models={name: {**rep, **extra}})
-        show_progress(log, f"{name}: trained on all rows ({rep['train_seconds']} s); no row was "
-                           f"held out, so its OOF stand-in is {kind}'s k-fold OOF ({metric} = "
+        seconds = round(time.time() - start, 1)
+        run.update_state(models={name: ModelReport(scores=dict(rep), train_seconds=seconds,
+                                                   details={"oof_from": kind, **extra})})
+        show_progress(log, f"{name}: trained on all rows ({seconds} s); no row was held out, so "
+                           f"its OOF stand-in is {kind}'s k-fold OOF ({metric} = "
                            f"{rep[metric]:.4f}) for the blend and the decision rule")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kit.core.progress import progress_stage, show_progress
+from kit.core.run_state import BestModel, FoldScore, ModelReport
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold, load_or_make_folds
@@ -57,8 +58,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
     metric = params.competition.metric
     tracker = open_tracker(run)  # MLflow when installed (tracking params); never stops a run
     for kind in params.models:
-        if (run.predictions / f"{kind}.npz").exists() and kind in run.read_metrics().get(
-                "models", {}):
+        if (run.predictions / f"{kind}.npz").exists() and kind in run.state().models:
             log.info(f"{kind}: already trained in this run; reusing its predictions.")
             continue
         start = time.time()
@@ -66,16 +66,18 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         for n, fold in enumerate(folds):
             fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra, callbacks))
             if on_fold is not None and not fold.is_holdout:
-                scores = run.read_metrics()["folds"][kind]
-                on_fold(kind, n, scores[fold.tag][metric])
+                on_fold(kind, n, run.state().folds[kind][fold.tag].score)
         preds = assemble(kind, comp, fits)
         run.save_predictions(preds)
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
-        rep.update(_fold_summary(run, kind, folds))
-        rep.update(seed_scores(run, comp, kind, folds))  # each seed's own, with `seeds`
-        rep["train_seconds"] = round(time.time() - start, 1)
-        run.update_metrics(models={kind: {**rep, **extra}})
+        spread = _fold_summary(run, kind, folds)
+        seconds = round(time.time() - start, 1)
+        extra.update(seed_scores(run, comp, kind, folds))  # each seed's own, with `seeds`
+        run.update_state(models={kind: ModelReport(scores=dict(rep), train_seconds=seconds,
+                                                   details=extra, **spread)})
+        rep.update(spread)
+        rep["train_seconds"] = seconds
         spread = f" (folds {rep['cv_mean']:.4f} ± {rep['cv_std']:.4f})" if "cv_mean" in rep else ""
         what = "validation" if folds[0].is_holdout else "OOF"
         show_progress(log, f"{kind}: {what} {metric} = {rep[metric]:.4f}{spread} "
@@ -112,9 +114,9 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
         save_fold(run, kind, fold, val_probs, test_probs)
         score = metrics.report(comp.y[fold.val_rows], val_probs, None, comp.task,
                                run.params.competition.metric)[run.params.competition.metric]
-        run.update_metrics(folds={kind: {fold.tag: {
-            run.params.competition.metric: score, "seconds": round(time.time() - started, 1),
-            "rows": len(fold.val_rows)}}})
+        run.update_state(folds={kind: {fold.tag: FoldScore(
+            run.params.competition.metric, float(score), round(time.time() - started, 1),
+            len(fold.val_rows))}})
         show_progress(log, f"{label}: {run.params.competition.metric} = {score:.4f}")
     return FoldPredictions(fold, val_probs, test_probs)
 
@@ -129,21 +131,20 @@ def _rows(comp: Competition, ids: np.ndarray) -> np.ndarray:
 
 
 def _fold_summary(run: RunDir, kind: str, folds: list[Fold]) -> dict:
-    """Mean and std of the per-fold scores (k-fold only), from metrics.json's `folds`."""
+    """Mean and std of the per-fold scores (k-fold only), from the run state's fold scores."""
     if folds[0].is_holdout:
         return {}
-    metric = run.params.competition.metric
-    per_fold = run.read_metrics().get("folds", {}).get(kind, {})
-    scores = [per_fold[f.tag][metric] for f in folds if f.tag in per_fold]
+    per_fold = run.state().folds.get(kind, {})
+    scores = [per_fold[f.tag].score for f in folds if f.tag in per_fold]
     return {"cv_mean": float(np.mean(scores)), "cv_std": float(np.std(scores)),
             "folds": len(scores)}
 
 
 def summarize(run: RunDir) -> pd.DataFrame:
-    """Validation table of the trained models; records the best one in metrics.json."""
-    m = run.read_metrics()
+    """Validation table of the trained models; records the best one in the run state."""
+    state = run.state()
     metric = run.params.competition.metric
-    table = pd.DataFrame(m.get("models", {})).T
+    table = pd.DataFrame({kind: report.row() for kind, report in state.models.items()}).T
     # weights, member scores: per-model details that belong in metrics.json, not the table
     table = table[[c for c in table.columns
                    if not table[c].map(lambda v: isinstance(v, (dict, list))).any()]]
@@ -151,7 +152,7 @@ def summarize(run: RunDir) -> pd.DataFrame:
         raise KitError("No model has been trained in this run yet; run 02_train first.")
     greater = metrics.get_metric(metric).greater_is_better
     best = table[metric].astype(float).idxmax() if greater else table[metric].astype(float).idxmin()
-    run.update_metrics(metric=metric, best_model=best, validation=float(table.loc[best, metric]))
+    run.update_state(best=BestModel(best, metric, float(table.loc[best, metric])))
     return table
 
 
@@ -172,32 +173,35 @@ def cv_summary(run: RunDir) -> pd.DataFrame | str:
     own OOF) beside the model's (their mean); a refit `<kind>_full` has only its OOF, which is
     its kind's (row `OOF from`). A hold-out run with seeds shows each seed's validation score.
     """
-    m = run.read_metrics()
-    metric = m.get("metric") or run.params.competition.metric
-    models = m.get("models", {})
-    per_fold = m.get("folds", {})
-    if not per_fold:
-        seeded = {kind: {**{f"s{seed}": v for seed, v in e["seed_scores"].items()},
-                         "seed mean": e.get(metric)}
-                  for kind, e in models.items() if e.get("seed_scores")}
-        if seeded:
-            return pd.DataFrame(seeded).round(4)
+    state = run.state()
+    metric = state.best.metric if state.best else run.params.competition.metric
+    models = state.models
+    seeds = {kind: r.details.get("seed_scores") for kind, r in models.items()
+             if r.details.get("seed_scores")}
+    if not state.folds:
+        if seeds:
+            return pd.DataFrame({kind: {**{f"s{s}": v for s, v in scores.items()},
+                                        "seed mean": state.model_score(kind, metric)}
+                                 for kind, scores in seeds.items()}).round(4)
         return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
-    columns, oof = {}, {}
-    for kind, folds in per_fold.items():
-        columns[kind] = {tag: s.get(metric) for tag, s in folds.items()}
-        oof[kind] = models.get(kind, {}).get(metric)
-        for seed in sorted({x for s in folds.values() for x in s.get("seeds", {})}, key=int):
-            columns[f"{kind} s{seed}"] = {tag: s.get("seeds", {}).get(seed)
-                                          for tag, s in folds.items()}
-            oof[f"{kind} s{seed}"] = models.get(kind, {}).get("seed_scores", {}).get(seed)
-    refits = {name: e["oof_from"] for name, e in models.items() if e.get("oof_from")}
+    columns: dict[str, dict[str, float]] = {}
+    oof: dict[str, float | None] = {}
+    for kind, fits in state.folds.items():
+        for key, s in fits.items():  # "r0_f2", or one seed's fit of it "r0_f2/s43"
+            tag, _, seed = key.partition("/s")
+            column = f"{kind} s{seed}" if seed else kind
+            columns.setdefault(column, {})[tag] = s.score
+            oof[column] = (seeds.get(kind, {}).get(seed) if seed
+                           else state.model_score(kind, metric))
+    refits = {name: r.details["oof_from"] for name, r in models.items()
+              if r.details.get("oof_from")}
     table = pd.DataFrame(columns, columns=[*columns, *refits], dtype=float)
     table.loc["mean"] = table.mean()
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
-    table.loc["OOF"] = [models.get(c, {}).get(metric) if c in refits else oof[c]
+    table.loc["OOF"] = [state.model_score(c, metric) if c in refits else oof[c]
                         for c in table.columns]
-    weights = models.get("ensemble", {}).get("weights")
+    ensemble = state.models.get("ensemble")
+    weights = ensemble.details.get("weights") if ensemble else None
     if weights:
         table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
     table = table.round(4)
