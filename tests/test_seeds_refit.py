@@ -224,7 +224,8 @@ def test_seeds_train_different_models_whose_mean_is_saved_predicted_and_served(
     kfold = _preds(seeded, "whole", "transformer")
     np.testing.assert_allclose(kfold["test_probs"], np.mean(tests, axis=0), atol=1e-12)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["folds"]["transformer"]["r0_f0"]["seeds"]) == {"5", "6"}
+    assert set(metrics["folds"]["transformer"]) == {f"r0_f{k}{s}" for k in (0, 1)
+                                                    for s in ("", "/s5", "/s6")}
     assert set(metrics["models"]["transformer"]["seed_scores"]) == {"5", "6"}
     run = open_run("params/seeded.yaml", "whole", root=seeded)
     assert {"transformer s5", "transformer s6"} <= set(cv_summary(run).columns)

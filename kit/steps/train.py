@@ -187,12 +187,12 @@ def cv_summary(run: RunDir) -> pd.DataFrame | str:
     columns: dict[str, dict[str, float]] = {}
     oof: dict[str, float | None] = {}
     for kind, fits in state.folds.items():
-        for key, s in fits.items():  # "r0_f2", or one seed's fit of it "r0_f2/s43"
-            tag, _, seed = key.partition("/s")
+        columns[kind], oof[kind] = {}, state.model_score(kind, metric)
+        for key in sorted(fits, key=lambda k: int(k.partition("/s")[2] or -1)):
+            tag, _, seed = key.partition("/s")  # "r0_f2", or one seed's fit of it "r0_f2/s43"
             column = f"{kind} s{seed}" if seed else kind
-            columns.setdefault(column, {})[tag] = s.score
-            oof[column] = (seeds.get(kind, {}).get(seed) if seed
-                           else state.model_score(kind, metric))
+            columns.setdefault(column, {})[tag] = fits[key].score
+            oof[column] = seeds.get(kind, {}).get(seed) if seed else oof[kind]
     refits = {name: r.details["oof_from"] for name, r in models.items()
               if r.details.get("oof_from")}
     table = pd.DataFrame(columns, columns=[*columns, *refits], dtype=float)
