@@ -148,6 +148,9 @@ def test_a_hold_out_model_with_seeds_saves_each_resumes_per_seed_and_serves_the_
 # ----------------------------------------------------------------------------- transformer
 
 SEEDS = [5, 6]
+# The tests below share one trained run (module fixture `seeded`): under pytest-xdist they go to
+# one worker (`--dist loadgroup`), which trains it once.
+SEEDED = pytest.mark.xdist_group("seeded-run")
 
 
 def _worker(root: Path, run: str, log: Path, kill_at: tuple[str, int] | None = None,
@@ -200,6 +203,7 @@ def _result(folder: Path) -> dict:
 
 
 @pytest.mark.slow
+@SEEDED
 def test_seeds_train_different_models_whose_mean_is_saved_predicted_and_served(
         seeded: Path, tmp_path: Path):
     from kit.cli import main
@@ -251,6 +255,7 @@ def test_seeds_train_different_models_whose_mean_is_saved_predicted_and_served(
 
 
 @pytest.mark.slow
+@SEEDED
 def test_the_refit_trains_all_rows_for_the_folds_mean_best_step_and_joins_the_blend(
         seeded: Path):
     from kit.models.hf.resume import hash_data
@@ -293,6 +298,7 @@ def test_the_refit_trains_all_rows_for_the_folds_mean_best_step_and_joins_the_bl
 
 
 @pytest.mark.slow
+@SEEDED
 def test_a_run_killed_in_a_seed_and_in_the_refit_resumes_each_and_ends_equal(seeded: Path):
     """Killed in fold 0's second seed (its first seed finished), then in the refit's first seed:
     each rerun trains only what was unfinished, from its last checkpoint, and the run ends
