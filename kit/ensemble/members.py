@@ -81,9 +81,9 @@ def share_with_refits(names: list[str], weights: np.ndarray) -> np.ndarray:
     weights = np.asarray(weights, dtype=float).copy()
     where = {name: i for i, name in enumerate(names)}
     for name, i in where.items():
-        run_name, _, model = name.rpartition("/")
+        run_name, slash, model = name.rpartition("/")  # "<run>/transformer_full" from a run
         source = refit_source(model)
-        j = where.get(f"{run_name}/{source}" if run_name else source or "")
-        if source is not None and j is not None:
+        j = None if source is None else where.get(run_name + slash + source)
+        if j is not None:
             weights[i] = weights[j] = (weights[i] + weights[j]) / 2
     return weights
