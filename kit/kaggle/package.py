@@ -31,6 +31,7 @@ from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
 from kit.kaggle.metadata import PLACEHOLDER_OWNER
 from kit.models.kinds import KINDS
+from kit.models.kinds.base import MERGED_FOLDS
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,14 @@ FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.model
 
 
 def model_parts(run_folder: Path) -> list[str]:
-    """The final model files of a run: `models/<kind>/<final>`, or per fold `r0_f2/<final>`."""
+    """The final model files of a run: `models/<kind>/<final>`, the folds merged into one
+    (`merged/<final>`, which is what kit.serve loads), or per fold `r0_f2/<final>`."""
     parts = []
     for kind, final in FINAL_FILES.items():
         base = run_folder / "models" / kind
-        found = [base / final] if (base / final).exists() else sorted(base.glob(f"r*_f*/{final}"))
+        found = ([base / final] if (base / final).exists()
+                 else [base / MERGED_FOLDS / final] if (base / MERGED_FOLDS / final).exists()
+                 else sorted(base.glob(f"r*_f*/{final}")))  # merged: one model for the folds
         parts += [str(p.relative_to(run_folder)) for p in found]
     return parts
 

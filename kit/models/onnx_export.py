@@ -84,13 +84,18 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 
 
 def run_exports(folder: str | Path) -> list[Path]:
-    """The transformer export folders of a run (one, or one per fold), or `folder` if it is one."""
+    """The transformer export folders of a run (one, the merged folds', or one per fold), or
+    `folder` if it is one. With the folds merged (kit.models.fold_merge) only that one is
+    served, so only that one is returned."""
     from kit.models.export import EXPORT_INFO
+    from kit.models.kinds.base import MERGED_FOLDS
 
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         return [folder]
     base = folder / "models" / "transformer"
+    if (base / MERGED_FOLDS / "model" / EXPORT_INFO).is_file():
+        return [base / MERGED_FOLDS / "model"]
     found = [d / "model" for d in sorted(base.glob("r*_f*"))
              if (d / "model" / EXPORT_INFO).is_file()]
     if (base / "model" / EXPORT_INFO).is_file():

@@ -4,12 +4,15 @@ Each loader returns a `LoadedModel` (a fit is loaded by its kind, kit.models.kin
 registry entry and never by name here); `predict(texts)` gives the raw
 probabilities (n, K) that predictions/<model>.npz holds for test: the fold models' mean for a
 k-fold model, as in training, and the ensemble's weighted blend of its members (each member
-loaded the same way, from this run or the run it came from).
+loaded the same way, from this run or the run it came from). A k-fold model whose folds were
+merged into one (`models/<kind>/merged/`, kit.models.fold_merge: `kit export --merge-folds`)
+is loaded as that one model instead: close to the folds' mean, at the cost of one model.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,9 @@ from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
 from kit.evaluation.rule_store import rule_labels
 from kit.models.kinds import KINDS, LoadedModel
+from kit.models.kinds.base import MERGED_FOLDS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "load_model", "rule_labels"]
 
@@ -40,6 +46,12 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
     base = folder / "models" / name
     fold_dirs = sorted(p for p in base.glob("r*_f*") if p.is_dir())
     kind = KINDS[name]
+    merged = base / MERGED_FOLDS
+    if fold_dirs and (merged / kind.artifact).exists():
+        # `kit export --merge-folds` (or transformer.merge_folds): one model for the k folds.
+        log.info("%s: predicting with the %d folds merged into one model (%s); delete that "
+                 "folder to predict with the fold models' mean.", name, len(fold_dirs), merged)
+        fold_dirs = [merged]
     parts = [kind.load(folder, params, d, device, labels, backend)
              for d in (fold_dirs or [base])]
     if len(parts) == 1:
@@ -50,7 +62,7 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
 
     first = parts[0]
     return LoadedModel(mean, first.labels, first.device, first.task, first.template,
-                       _joined(p.backend for p in parts))
+                       _joined(p.backend for p in parts), first.pair_columns)
 
 
 def _joined(backends: Any) -> str:
@@ -77,6 +89,10 @@ def _load_ensemble(folder: Path, params: Params, device: str | None,
                        f"({sorted(map(str, templates))}); kit.serve renders one text per row.")
     first = loaded[0][0]
     normalize = first.task != "multilabel"
+    pairs = {m.pair_columns for m, _ in loaded if m.pair_columns}
+    if len(pairs) > 1:
+        raise KitError(f"{folder}: the ensemble's members swap different text columns "
+                       f"({sorted(pairs)}) in their `swap` views; kit.serve renders one pair.")
 
     def blend(texts: list[str]) -> np.ndarray:
         if "stack" in info:  # the level-2 model on every member's probabilities
@@ -89,7 +105,7 @@ def _load_ensemble(folder: Path, params: Params, device: str | None,
         return out / out.sum(axis=1, keepdims=True) if normalize else out
 
     return LoadedModel(blend, first.labels, first.device, first.task, first.template,
-                       _joined(m.backend for m, _ in loaded))
+                       _joined(m.backend for m, _ in loaded), next(iter(pairs), None))
 
 
 def _member(folder: Path, params: Params, name: str, device: str | None,

@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from kit.data.folds import Fold
     from kit.tracking import Tracker
 
-__all__ = ["FitOutput", "LoadedModel", "ModelKind", "model_dir", "persistent_checkpoint_dir"]
+__all__ = ["MERGED_FOLDS", "FitOutput", "LoadedModel", "ModelKind", "model_dir",
+           "persistent_checkpoint_dir"]
+
+# `models/<kind>/merged/`: one model standing for the k fold models (kit export --merge-folds,
+# kit.models.fold_merge); loaders prefer it, packaging ships it instead of the folds.
+MERGED_FOLDS = "merged"
 
 Predict = Callable[[list[str]], np.ndarray]
 # One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
@@ -40,6 +45,9 @@ class LoadedModel:
     task: str
     template: str | None
     backend: str = "torch"  # what runs it: sklearn (tfidf), torch, onnx or onnx-int8
+    # A `swap` test-time view's two text columns: rows are rendered with kit.data.pairs so each
+    # text carries its swapped rendering (kit.serve.Predictor.render); None: plain texts.
+    pair_columns: tuple[str, str] | None = None
 
 
 class ModelKind(Protocol):
