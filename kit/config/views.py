@@ -7,13 +7,10 @@ text columns and labels or the folds, run from `Params.check` so `kit check` ref
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Any, Literal, get_args
 
 from kit.config.label_text import label_str
 from kit.errors import KitError
-
-if TYPE_CHECKING:
-    from kit.config.model_sections import TransformerParams
 
 __all__ = ["VIEWS", "View", "check_view_keys", "check_views_against", "swap_label_order"]
 
@@ -21,8 +18,8 @@ View = Literal["right", "left", "head_tail", "swap"]
 VIEWS: tuple[str, ...] = get_args(View)
 
 
-def check_view_keys(cfg: TransformerParams) -> None:
-    """Rules between the transformer's view and merge keys (no other section needed)."""
+def check_view_keys(cfg: Any) -> None:
+    """Rules between the transformer's view and merge keys (`cfg`: its TransformerParams)."""
     views = cfg.predict_views
     if views is not None:
         if not views:
@@ -49,9 +46,14 @@ def check_view_keys(cfg: TransformerParams) -> None:
         raise KitError("transformer.merge_folds merges the k folds' LoRA adapters into one "
                        "model; a fully fine-tuned model has none. Set transformer.lora.enabled: "
                        "true, or merge_folds: false.")
+    if cfg.merge_folds and cfg.lora.merge_on_export:
+        raise KitError("transformer.merge_folds needs each fold's adapter, and "
+                       "lora.merge_on_export: true saves merged weights instead. Set "
+                       "merge_on_export: false (`kit export RUN --merge-folds --merge-weights` "
+                       "then writes the merged folds as weights).")
 
 
-def check_views_against(cfg: TransformerParams, text_columns: list[str],
+def check_views_against(cfg: Any, text_columns: list[str],
                         labels: list[str] | None, folds: int) -> None:
     """The rules that need the competition and the folds; fills swap_columns when implied."""
     if cfg.merge_folds and folds < 2:

@@ -21,6 +21,7 @@ from kit.data.folds import Fold, load_or_make_folds
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
+from kit.models.kinds import get_kind
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.tracking import Tracker, open_tracker
 
@@ -63,6 +64,9 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
                 scores = run.read_metrics()["folds"][kind]
                 on_fold(kind, n, scores[fold.tag][metric])
         preds = assemble(kind, comp, fits)
+        if not folds[0].is_holdout:  # a kind's own step after its folds (merged fold models)
+            extra.update(getattr(get_kind(kind), "after_folds", _no_step)(run, comp,
+                                                                         preds.test_probs))
         run.save_predictions(preds)
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
@@ -82,6 +86,10 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         tracker.log_metrics({f"ensemble/val_{metric}": result.score})
     run.record_resources("train")  # peak RSS and cache hits, in env.json
     return summarize(run)
+
+
+def _no_step(run: RunDir, comp: Competition, test_probs: np.ndarray) -> dict:
+    return {}
 
 
 def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int,

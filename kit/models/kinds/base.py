@@ -51,7 +51,12 @@ class LoadedModel:
 
 
 class ModelKind(Protocol):
-    """One kind of model: how it fits a fold, what it leaves behind, how it loads to predict."""
+    """One kind of model: how it fits a fold, what it leaves behind, how it loads to predict.
+
+    A kind may also have `after_folds(run, comp, test_probs) -> dict`, a step of its own once
+    all its k folds are fitted (the transformer merges its fold adapters there); the dict
+    joins the kind's metrics.json entry. kit.steps.train calls it when present.
+    """
 
     name: str  # its entry in params `models` and its folder under models/
     params_section: str  # the params section it reads (a field of kit.config.schema.Params)
