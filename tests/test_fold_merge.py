@@ -180,3 +180,60 @@ def test_kit_export_merge_folds_writes_weights_that_package_alone(run, tmp_path,
     adapter, _, _ = load_exported(out, device="cpu")
     tok = AutoTokenizer.from_pretrained(out)
     np.testing.assert_allclose(_probs(weights, tok), _probs(adapter, tok), atol=2e-2)
+
+
+class StoppedError(Exception):
+    """Where the test stops a run: inside the merge, after every fold finished."""
+
+
+@pytest.mark.slow
+def test_02_merges_the_folds_and_a_run_stopped_before_the_merge_resumes_there(
+        project, tmp_path, monkeypatch, capsys, one_thread):
+    """transformer.merge_folds: 02 ends with the merged model and its comparison; a run stopped
+    inside the merge (every fold finished) merges on the rerun, training nothing again."""
+    import kit.models.fold_merge as fold_merge
+    from kit.core.rundir import open_run
+    from kit.data.competition import load_competition
+    from kit.serve.predictor import Predictor
+    from kit.steps.decide import fit_decision_rule
+    from kit.steps.train import train_models
+    from tests.helpers.tiny_recipes import build_tiny_model
+
+    llama = build_tiny_model("smollm2-135m", tmp_path / "llama")
+    overrides = {"models": ["transformer"], "cv.folds": 2, "tracking.enabled": False,
+                 "transformer": {"model": str(llama), "max_length": 24, "max_steps": 6,
+                                 "eval_steps": 3, "save_steps": 3, "batch_size": 8, "lr": 5e-3,
+                                 "merge_folds": True, "predict_views": ["right", "head_tail"],
+                                 "lora": {"enabled": True, "r": 4}}}
+    run = open_run("params/topics.yaml", "merged", overrides)
+    comp = load_competition(run.params, project)
+    real, calls = fold_merge.merge_run_folds, []
+
+    def stopped(*args, **kwargs):
+        calls.append("merge")
+        raise StoppedError  # as a kill here: every fold saved, no merge, no predictions
+
+    monkeypatch.setattr(fold_merge, "merge_run_folds", stopped)
+    with pytest.raises(StoppedError):
+        train_models(run, comp)
+    assert not (run.path / "predictions" / "transformer.npz").exists()
+    monkeypatch.setattr(fold_merge, "merge_run_folds", real)
+    fitted = []
+    monkeypatch.setattr("kit.steps.train.fit_model", lambda *a, **k: fitted.append(a) or 1 / 0)
+    train_models(run, comp)  # the folds' saved fits are reused (fit_model would fail)
+    assert fitted == [] and calls == ["merge"]
+
+    out = merged_export_dir(run.path)
+    info = json.loads((out / EXPORT_INFO).read_text())
+    assert info["merged_folds"]["folds"] == ["r0_f0", "r0_f1"]
+    assert info["predict_views"]["views"] == ["right", "head_tail"]  # the folds' views, kept
+    report = run.read_metrics()["models"]["transformer"]["merged_folds"]
+    assert report["rows"] == len(comp.test) and 0 < report["max_abs_diff"] < 1
+    saved = run.load_predictions("transformer").test_probs  # the two folds' mean
+    fit_decision_rule(run, comp)
+    predictor = Predictor.load(run.path, device="cpu")  # the merged model, in one pass
+    merged = predictor.raw_probs(predictor.render(comp.test, "test.csv"))
+    assert np.abs(merged - saved).max() == pytest.approx(report["max_abs_diff"], abs=1e-6)
+    with capsys.disabled():
+        print(f"\n02 merge_folds (2 folds, tiny Llama, {report['rows']} test rows): max abs "
+              f"difference {report['max_abs_diff']:.4f}, agreement {report['agreement']:.3f}")

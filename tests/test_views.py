@@ -126,8 +126,10 @@ def export(tiny_model, tmp_path_factory) -> Path:
                              params)
 
 
-def direct_views(export: Path, texts: list[PairText]) -> dict[str, np.ndarray]:
-    """Each view computed by hand with the tokenizer and the model (not kit.models.hf.views)."""
+def direct_views(export: Path, texts: list[PairText],
+                 order: tuple[int, ...] = (1, 0, 2)) -> dict[str, np.ndarray]:
+    """Each view computed by hand with the tokenizer and the model (not kit.models.hf.views);
+    `order`: the swapped view's classes in the row's order."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(export).eval()
@@ -150,7 +152,7 @@ def direct_views(export: Path, texts: list[PairText]) -> dict[str, np.ndarray]:
     return {"right": probs(cut(texts, "right")), "left": probs(cut(texts, "left")),
             "head_tail": probs([ids if len(ids) <= MAX_LENGTH else ids[:8] + ids[-8:]
                                 for ids in full]),
-            "swap": swapped[:, [1, 0, 2]]}  # fruit <-> vehicle back in the row's order
+            "swap": swapped[:, list(order)]}  # e.g. fruit <-> vehicle back in the row's order
 
 
 def pairs() -> list[PairText]:
@@ -204,3 +206,74 @@ def test_onnx_predicts_the_same_views(export, tmp_path):
     assert onnx.backend == "onnx"
     np.testing.assert_allclose(onnx.predict(texts), load(folder, "torch").predict(texts),
                                atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- 02 and serving
+
+
+def pair_rows(n_per_class: int) -> pd.DataFrame:
+    """Two text columns: `q` long (24 words, cut at 16 tokens), `a` short; the class shows in
+    topic words spread over `q` and in `a`."""
+    rows, i = [], 1
+    for label, words in rw.WORDS.items():
+        for k in range(n_per_class):
+            q = " ".join(words[(k + j) % 10] if j % 4 == 0 else rw.FILLER[(3 * k + j) % 19]
+                         for j in range(24))
+            rows.append({"id": i, "q": q, "a": f"{words[k % 10]} {rw.FILLER[k % 19]}",
+                         "label": NAMES[label]})
+            i += 1
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_02_saves_the_views_mean_and_serving_predicts_the_same(tmp_path, tiny_model, one_thread):
+    from conftest import REPO, write_competition, write_params
+
+    from kit.core.rundir import open_run
+    from kit.data.competition import load_competition
+    from kit.serve.predict_file import predict_file
+    from kit.serve.predictor import Predictor
+    from kit.steps.decide import fit_decision_rule
+    from kit.steps.train import train_models
+
+    data = pair_rows(16)
+    train = data.sample(frac=0.75, random_state=0).sort_values("id")
+    write_competition(tmp_path / "data" / "pairs", train, data.drop(train.index))
+    (tmp_path / "params").mkdir()
+    shutil.copy(REPO / "params" / "base.yaml", tmp_path / "params" / "base.yaml")
+    write_params(tmp_path / "params" / "pairs.yaml", {
+        "extends": "base.yaml", "name": "pairs", "models": ["transformer"],
+        "competition": {"slug": "pairs", "text_columns": ["q", "a"], "metric": "f1_micro"},
+        "thresholds": {"bootstrap": 50}, "tracking": {"enabled": False},
+        "transformer": {"model": str(tiny_model), "max_length": MAX_LENGTH, "max_steps": 24,
+                        "eval_steps": 12, "save_steps": 12, "batch_size": 8, "lr": 2e-2,
+                        "predict_views": ["right", "head_tail", "swap"]}})
+    run = open_run("params/pairs.yaml", root=tmp_path)
+    comp = load_competition(run.params, tmp_path)
+    train_models(run, comp)
+    fit_decision_rule(run, comp)
+
+    saved = run.load_predictions("transformer")
+    export = run.path / "models" / "transformer" / "model"
+    assert json.loads((export / EXPORT_INFO).read_text())[RECORD_KEY]["views"] == \
+        ["right", "head_tail", "swap"]
+    rows = comp.train.set_index("id").loc[saved.val_ids].reset_index()
+    val = render_pairs(rows, run.params.competition, "val", None, ["q", "a"])
+    by_view = direct_views(export, val, order=(0, 1, 2))
+    np.testing.assert_allclose(saved.val_probs,
+                               np.mean([by_view[v] for v in ("right", "head_tail", "swap")], 0),
+                               atol=1e-5, rtol=0)
+    assert np.abs(by_view["head_tail"] - by_view["right"]).max() > 1e-4
+    scores = run.read_metrics()["models"]["transformer"]["view_scores"]
+    assert set(scores) == {"right", "head_tail", "swap", "mean"}
+
+    predictor = Predictor.load(run.path, device="cpu")
+    texts = predictor.render(comp.test, "test.csv")
+    assert all(isinstance(t, PairText) for t in texts)
+    np.testing.assert_allclose(predictor.raw_probs(texts), saved.test_probs, atol=1e-6, rtol=0)
+    comp.test.to_csv(tmp_path / "new.csv", index=False)
+    written = pd.read_csv(predict_file(predictor, tmp_path / "new.csv").output)
+    probs = written[[f"prob_{name}" for name in predictor.labels]].to_numpy()
+    np.testing.assert_allclose(probs, predictor.rule.probabilities(saved.test_probs), atol=1e-6)
+    with pytest.raises(KitError, match="swap"):
+        predictor.raw_probs([str(t) for t in texts])

@@ -91,6 +91,12 @@ class TransformerKind:
         extra = {"global_step": result.global_step, "max_length": result.max_length,
                  "resumed_from_step": result.resumed_from_step,
                  "best_step": result.best_step, "model_dir": str(result.model_dir)}
+        if result.extra.get("view_scores"):  # each test-time view's validation score
+            if fold.is_holdout:
+                extra["view_scores"] = result.extra["view_scores"]
+            else:
+                run.update_metrics(folds={self.name: {fold.tag: {
+                    "view_scores": result.extra["view_scores"]}}})
         if result.extra.get("load_report"):
             write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
             extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
