@@ -43,14 +43,15 @@ class TransformerKind:
 
         params = run.params
         cfg = params.transformer
-        resolved = run.state().resolved.get("transformer.max_length")
+        state = run.state()
+        resolved = state.resolved.get("transformer.max_length")
         if resolved is not None and cfg.max_length == resolved.value:
             log.info(f"max_length {cfg.max_length}: {resolved.source}")
-        eda = run.read_metrics().get("eda", {})
-        if cfg.max_length is None and eda.get("token_unit") == cfg.model:
-            # A run folder from before run_state.json: its EDA entry still sets the length.
-            cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
-            log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
+        eda = state.eda
+        if cfg.max_length is None and eda is not None and eda.token_unit == cfg.model:
+            # A run folder from before the resolved params: its EDA summary still sets the length.
+            cfg = dataclasses.replace(cfg, max_length=int(eda.suggested_max_length))
+            log.info(f"max_length {cfg.max_length}: p{eda.max_length_percentile:g} of the "
                      "training texts' token lengths (01_eda)")
         checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run)
         if checkpoints:
@@ -92,11 +93,8 @@ class TransformerKind:
                  "resumed_from_step": result.resumed_from_step,
                  "best_step": result.best_step, "model_dir": str(result.model_dir)}
         if result.extra.get("view_scores"):  # each test-time view's validation score
-            if fold.is_holdout:
-                extra["view_scores"] = result.extra["view_scores"]
-            else:
-                run.update_metrics(folds={self.name: {fold.tag: {
-                    "view_scores": result.extra["view_scores"]}}})
+            scores = result.extra["view_scores"]
+            extra["view_scores"] = scores if fold.is_holdout else {fold.tag: scores}
         if result.extra.get("load_report"):
             write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
             extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
