@@ -112,24 +112,29 @@ def test_merged_predictions_against_the_mean_of_the_fold_models(run, capsys):
     assert report["agreement"] >= 0.75
 
 
+@pytest.mark.slow
 def test_the_merged_model_predicts_in_one_pass_where_folds_take_k(run, capsys):
     from kit.serve.models import load_model
 
     out = merged_export_dir(run) if merged_export_dir(run).exists() else merge_run_folds(run)
     params = Params(models=["transformer"], transformer=TransformerParams(eval_batch_size=16))
-    loaded = load_model(run, params, "transformer", "cpu")  # prefers models/transformer/merged
-    texts = EVAL_TEXTS * 4
-    started = time.perf_counter()
-    merged = loaded.predict(texts)
-    merged_seconds = time.perf_counter() - started
-    # The k fold models, as serving loads them without the merged one.
-    hidden = out.parent.with_name("hidden")
+    texts = EVAL_TEXTS * 2
+
+    def timed(model) -> tuple[float, np.ndarray]:  # best of 3, after a warm-up call
+        model.predict(texts[:16])
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            probs = model.predict(texts)
+            seconds.append(time.perf_counter() - started)
+        return min(seconds), probs
+
+    # prefers models/transformer/merged
+    merged_seconds, merged = timed(load_model(run, params, "transformer", "cpu"))
+    hidden = out.parent.with_name("hidden")  # the k fold models, as served without it
     out.parent.rename(hidden)
     try:
-        kfold = load_model(run, params, "transformer", "cpu")
-        started = time.perf_counter()
-        mean = kfold.predict(texts)
-        folds_seconds = time.perf_counter() - started
+        folds_seconds, mean = timed(load_model(run, params, "transformer", "cpu"))
     finally:
         hidden.rename(out.parent)
     report = merge_report(merged, mean, "multiclass")
