@@ -28,6 +28,7 @@ from kit.config.section import (
     check_optimizer,
     check_template,
 )
+from kit.config.views import check_views_against
 from kit.errors import KitError
 
 __all__ = [  # the sections defined elsewhere, re-exported: this module is the whole schema
@@ -287,6 +288,7 @@ class Params(Section):
             check_template(self.transformer.prompt_template, comp.text_columns,
                            "transformer.prompt_template")
             check_optimizer(self.transformer.optimizer)
+            check_views_against(self.transformer, comp.text_columns, comp.labels, self.cv.folds)
         # 04_submit builds this kaggle command, even for a dry run; checking its values now refuses
         # a bad slug, kernel or kernel version with the submit step's own message.
         check_submission(comp.slug, self.submit.message or self.name, self.submit.kernel,

@@ -102,7 +102,8 @@ FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.model
 
 def model_parts(run_folder: Path) -> list[str]:
     """The final model files of a run: `models/<model>/<final>`, or per fold `r0_f2/<final>`, per
-    seed `s43/<final>` or both (`r0_f2/s43/<final>`); models are kinds and refits `<kind>_full`."""
+    seed `s43/<final>` or both (`r0_f2/s43/<final>`), or the folds merged into one
+    (`merged/<final>`, which is what kit.serve loads); models are kinds and refits `<kind>_full`."""
     parts = []
     models = run_folder / "models"
     for base in sorted(models.iterdir()) if models.is_dir() else []:

@@ -11,6 +11,7 @@ came from).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
 from kit.evaluation.rule_store import rule_labels
 from kit.models.kinds import KINDS, LoadedModel, kind_of_model
-from kit.models.kinds.base import fit_dirs
+from kit.models.kinds.base import MERGED_FOLDS, fit_dirs
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "load_model", "rule_labels"]
 
@@ -42,6 +45,9 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
                        f"{', '.join(KINDS)}, their refits `<kind>_full`, and ensemble.")
     base = folder / "models" / name
     kind = kind_of_model(name)
+    if (base / MERGED_FOLDS) in fit_dirs(base):
+        log.info("%s: predicting with the folds merged into one model (%s); delete that folder "
+                 "to predict with the fold models' mean.", name, base / MERGED_FOLDS)
     parts = [kind.load(folder, params, d, device, labels, backend)
              for d in fit_dirs(base)]
     if len(parts) == 1:
@@ -52,7 +58,7 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
 
     first = parts[0]
     return LoadedModel(mean, first.labels, first.device, first.task, first.template,
-                       _joined(p.backend for p in parts))
+                       _joined(p.backend for p in parts), first.pair_columns)
 
 
 def _joined(backends: Any) -> str:
@@ -79,6 +85,10 @@ def _load_ensemble(folder: Path, params: Params, device: str | None,
                        f"({sorted(map(str, templates))}); kit.serve renders one text per row.")
     first = loaded[0][0]
     normalize = first.task != "multilabel"
+    pairs = {m.pair_columns for m, _ in loaded if m.pair_columns}
+    if len(pairs) > 1:
+        raise KitError(f"{folder}: the ensemble's members swap different text columns "
+                       f"({sorted(pairs)}) in their `swap` views; kit.serve renders one pair.")
 
     def blend(texts: list[str]) -> np.ndarray:
         if "stack" in info:  # the level-2 model on every member's probabilities
@@ -91,7 +101,7 @@ def _load_ensemble(folder: Path, params: Params, device: str | None,
         return out / out.sum(axis=1, keepdims=True) if normalize else out
 
     return LoadedModel(blend, first.labels, first.device, first.task, first.template,
-                       _joined(m.backend for m, _ in loaded))
+                       _joined(m.backend for m, _ in loaded), next(iter(pairs), None))
 
 
 def _member(folder: Path, params: Params, name: str, device: str | None,

@@ -143,7 +143,8 @@ def advice(estimated: float, limit: float, n: int, model: str) -> str:
         f"{SAFETY:.0%} of the {limit:g} h limit (kaggle.time_limit_hours); stopped before "
         "Kaggle kills the notebook. Fix: a larger batch if memory allows "
         "(transformer.eval_batch_size) or a shorter transformer.max_length; export merged "
-        "weights (merge=True) instead of an adapter; fewer folds or models; or a T4 x2 / "
+        "weights (merge=True) instead of an adapter; fewer folds or models (a k-fold LoRA "
+        "run: `kit export RUN --merge-folds`, one model for the k folds); or a T4 x2 / "
         "faster accelerator (kaggle.accelerator); on a CPU, `kit export RUN --onnx --int8` "
         "before packaging (05_infer then runs ONNX Runtime int8).")
 

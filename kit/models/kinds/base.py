@@ -25,8 +25,12 @@ if TYPE_CHECKING:
     from kit.data.folds import Fold
     from kit.tracking import Tracker
 
-__all__ = ["FitOutput", "LoadedModel", "ModelKind", "fit_dirs", "model_dir",
+__all__ = ["MERGED_FOLDS", "FitOutput", "LoadedModel", "ModelKind", "fit_dirs", "model_dir",
            "persistent_checkpoint_dir"]
+
+# `models/<kind>/merged/`: one model standing for the k fold models (kit export --merge-folds,
+# kit.models.fold_merge); loaders prefer it, packaging ships it instead of the folds.
+MERGED_FOLDS = "merged"
 
 Predict = Callable[[list[str]], np.ndarray]
 # One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
@@ -43,10 +47,18 @@ class LoadedModel:
     task: str
     template: str | None
     backend: str = "torch"  # what runs it: sklearn (tfidf), torch, onnx or onnx-int8
+    # A `swap` test-time view's two text columns: rows are rendered with kit.data.pairs so each
+    # text carries its swapped rendering (kit.serve.Predictor.render); None: plain texts.
+    pair_columns: tuple[str, str] | None = None
 
 
 class ModelKind(Protocol):
-    """One kind of model: how it fits a fold, what it leaves behind, how it loads to predict."""
+    """One kind of model: how it fits a fold, what it leaves behind, how it loads to predict.
+
+    A kind may also have `after_folds(run, comp, test_probs) -> dict`, a step of its own once
+    all its k folds are fitted (the transformer merges its fold adapters there); the dict
+    joins the kind's metrics.json entry. kit.steps.train calls it when present.
+    """
 
     name: str  # its entry in params `models` and its folder under models/
     params_section: str  # the params section it reads (a field of kit.config.schema.Params)
@@ -76,11 +88,14 @@ def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     return base if fold.seed is None else base / f"s{fold.seed}"
 
 
-def fit_dirs(base: Path) -> list[Path]:
+def fit_dirs(base: Path, merged: bool = True) -> list[Path]:
     """The folders of a model's fits under `base` (`models/<name>`): one per fold and seed
     (`r0_f2/s43`), per fold, per seed, or `base` itself. A model predicts as the mean of them all:
     training's test probabilities (seeds averaged per fold, folds averaged) are that mean too,
-    since every fold has the same seeds."""
+    since every fold has the same seeds. With `merged` (the default), fits merged into one model
+    (`merged/`, kit.models.fold_merge) stand for them all: serving and packaging use that one."""
+    if merged and (base / MERGED_FOLDS / "model" / "kit_export.json").is_file():
+        return [base / MERGED_FOLDS]
     for pattern in ("r[0-9]*_f[0-9]*/s[0-9]*", "r[0-9]*_f[0-9]*", "s[0-9]*"):
         found = sorted(p for p in base.glob(pattern) if p.is_dir())
         if found:
