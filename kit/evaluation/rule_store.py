@@ -22,7 +22,7 @@ def chosen_model(run: RunDir) -> str:
     """`submit.model`, or the model with the best validation metric."""
     wanted = run.params.submit.model
     if wanted != "best":
-        choices = [*run.params.models, *(["ensemble"] if run.params.ensemble.enabled else [])]
+        choices = run.params.model_choices()
         if wanted not in choices:
             raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
         return wanted

@@ -22,6 +22,7 @@ from kit.data.folds import Fold, load_or_make_folds
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
+from kit.models.kinds import BLENDS
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.tracking import Tracker, open_tracker
 
@@ -77,11 +78,10 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
                            f"({rep['train_seconds']} s)")
         tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
                              for name, value in rep.items() if not isinstance(value, dict)})
-    if params.ensemble.enabled:
-        from kit.ensemble.fit import fit_ensemble
-
-        result = fit_ensemble(run, comp)
-        tracker.log_metrics({f"ensemble/val_{metric}": result.score})
+    for blend in BLENDS.values():  # the ensemble, when its params section is enabled
+        if getattr(params, blend.params_section).enabled:
+            score = blend.fit_run(run, comp, tracker)
+            tracker.log_metrics({f"{blend.name}/val_{metric}": score})
     run.record_resources("train")  # peak RSS and cache hits, in env.json
     return summarize(run)
 
@@ -166,8 +166,8 @@ def cv_summary(run: RunDir) -> pd.DataFrame | str:
     table.loc["mean"] = table.mean()
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
     table.loc["OOF"] = [state.model_score(kind, metric) for kind in table.columns]
-    ensemble = state.models.get("ensemble")
-    weights = ensemble.details.get("weights") if ensemble else None
-    if weights:
-        table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
+    for name in BLENDS:  # a blend's weight of each model
+        weights = state.models[name].details.get("weights") if name in state.models else None
+        if weights:
+            table.loc[f"{name} weight"] = [weights.get(kind) for kind in table.columns]
     return table.round(4)
