@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 Predict = Callable[[list[str]], np.ndarray]
-# One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
+# One fold's fit: probabilities on its validation rows, on test, and facts about the fit (its
+# ModelReport.details in the run state: global_step, model_dir, ...).
 FitOutput = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
 
