@@ -21,6 +21,7 @@ from kit.config.label_text import label_str
 from kit.config.metric_names import METRIC_NAMES, metric_name
 from kit.config.model_sections import LoraParams, TfidfParams, TransformerParams
 from kit.config.section import (
+    BLEND_SECTIONS,
     Label,
     ModelKind,
     Section,
@@ -258,6 +259,13 @@ class Params(Section):
         """Plain nested dict, ready for YAML."""
         return dataclasses.asdict(self)
 
+    def model_choices(self) -> list[str]:
+        """The models this run makes: `models` (and their refits with `cv.refit`), then each
+        blend whose section is enabled."""
+        return [*run_models(self.models, self.cv),
+                *(name for name, section in BLEND_SECTIONS.items()
+                  if getattr(self, section).enabled)]
+
     def check(self) -> None:
         if not self.models and not self.ensemble.runs:
             raise KitError("`models` is empty; list at least one, e.g. [tfidf] (an ensemble "
@@ -269,13 +277,12 @@ class Params(Section):
             raise KitError(f"`models` is {self.models}; list each model once.")
         if not self.name or "/" in self.name:
             raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
-        choices = [*run_models(self.models, self.cv), *(["ensemble"] if self.ensemble.enabled
-                                                        else [])]
-        if self.submit.model != "best" and self.submit.model not in choices:
+        blends = [n for n in self.model_choices() if n not in run_models(self.models, self.cv)]
+        if self.submit.model != "best" and self.submit.model not in self.model_choices():
             raise KitError(
                 f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}"
                 + (f" (with cv.refit: {run_models(self.models, self.cv)})" if self.cv.refit
-                   else "") + (" or `ensemble`." if self.ensemble.enabled else ".")
+                   else "") + (f" or {', '.join(f'`{b}`' for b in blends)}." if blends else ".")
             )
         comp = self.competition
         if (self.thresholds.enabled and self.thresholds.multiclass_bias

@@ -49,7 +49,7 @@ class Predictor:
 
     run_name: str
     folder: Path
-    model_name: str  # "tfidf", "transformer" or "ensemble"
+    model_name: str  # a registered kind (kit.models.kinds.ALL_KINDS)
     task: str
     labels: list[str]
     rule: DecisionRule

@@ -25,7 +25,7 @@ from kit.data.folds import Fold, load_or_make_folds
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
-from kit.models.kinds import get_kind
+from kit.models.kinds import BLENDS, get_kind
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.models.seeds import fit_seeds, seed_scores
 from kit.steps.refit import train_refits
@@ -92,11 +92,10 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
     if params.cv.refit:  # each model once more on all rows: model `<kind>_full`
         train_refits(run, comp, lambda kind, fold: fit_model(kind, run, comp, fold, tracker,
                                                              callbacks))
-    if params.ensemble.enabled:
-        from kit.ensemble.fit import fit_ensemble
-
-        result = fit_ensemble(run, comp)
-        tracker.log_metrics({f"ensemble/val_{metric}": result.score})
+    for blend in BLENDS.values():  # the ensemble, when its params section is enabled
+        if getattr(params, blend.params_section).enabled:
+            score = blend.fit_run(run, comp, tracker)
+            tracker.log_metrics({f"{blend.name}/val_{metric}": score})
     run.record_resources("train")  # peak RSS and cache hits, in env.json
     return summarize(run)
 
@@ -209,10 +208,10 @@ def cv_summary(run: RunDir) -> pd.DataFrame | str:
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
     table.loc["OOF"] = [state.model_score(c, metric) if c in refits else oof[c]
                         for c in table.columns]
-    ensemble = state.models.get("ensemble")
-    weights = ensemble.details.get("weights") if ensemble else None
-    if weights:
-        table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
+    for name in BLENDS:  # a blend's weight of each model
+        weights = state.models[name].details.get("weights") if name in state.models else None
+        if weights:
+            table.loc[f"{name} weight"] = [weights.get(kind) for kind in table.columns]
     table = table.round(4)
     if refits:  # a refit has no OOF of its own: say whose stands in for it
         table.loc["OOF from"] = [f"{refits[c]}'s (stand-in)" if c in refits else "own"

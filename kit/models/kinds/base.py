@@ -1,9 +1,12 @@
 """What a model kind is: the small interface every kind implements, and where its fits live.
 
-A kind (TF-IDF, transformer, ...) is one module in kit/models/kinds/ with one object satisfying
-`ModelKind`, listed in the registry (kit/models/kinds/__init__.py). Training (kit.models.fit),
-serving (kit.serve.models) and packaging (kit.kaggle.package) go through the registry and never
-name a kind, in the spirit of scikit-learn's estimator contract and AutoGluon's model classes.
+A kind is one module in kit/models/kinds/ with one object, listed in the registry
+(kit/models/kinds/__init__.py). A `ModelKind` (TF-IDF, transformer) is trained on each fold of
+the texts and listed in params `models`; a `BlendKind` (the ensemble) is fitted once, after
+them, on their predictions, when its params section is enabled. Both save one artifact in their
+model folder and load it to predict. Training (kit.steps.train, kit.models.fit), serving
+(kit.serve.models) and packaging (kit.kaggle.package) go through the registry and never name a
+kind, in the spirit of scikit-learn's estimator contract and AutoGluon's model classes.
 """
 
 from __future__ import annotations
@@ -25,15 +28,25 @@ if TYPE_CHECKING:
     from kit.data.folds import Fold
     from kit.tracking import Tracker
 
-__all__ = ["MERGED_FOLDS", "FitOutput", "LoadedModel", "ModelKind", "fit_dirs", "model_dir",
-           "persistent_checkpoint_dir"]
+__all__ = [
+    "MERGED_FOLDS",
+    "BlendKind",
+    "FitOutput",
+    "LoadMember",
+    "LoadedModel",
+    "ModelKind",
+    "fit_dirs",
+    "model_dir",
+    "persistent_checkpoint_dir",
+]
 
 # `models/<kind>/merged/`: one model standing for the k fold models (kit export --merge-folds,
 # kit.models.fold_merge); loaders prefer it, packaging ships it instead of the folds.
 MERGED_FOLDS = "merged"
 
 Predict = Callable[[list[str]], np.ndarray]
-# One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
+# One fold's fit: probabilities on its validation rows, on test, and facts about the fit (its
+# ModelReport.details in the run state: global_step, model_dir, ...).
 FitOutput = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
 
@@ -76,6 +89,33 @@ class ModelKind(Protocol):
              labels: list[str] | None, backend: str = "auto") -> LoadedModel:
         """The fit saved in `model_dir`, ready to predict (labels: names when not recorded;
         backend: what runs it, where the kind has a choice)."""
+        ...
+
+
+# Loads a fitted model by its name from a run folder (kit.models.kinds.load_fitted): a blend's
+# members. Arguments: folder, params, name, device, labels, backend.
+LoadMember = Callable[["Path", "Params", str, "str | None", "list[str] | None", str], LoadedModel]
+
+
+class BlendKind(Protocol):
+    """A kind fitted once per run on the other models' predictions (an ensemble, a stack)."""
+
+    name: str  # its model name (predictions/<name>.npz, models/<name>/, `submit.model`)
+    params_section: str  # the params section it reads; its `enabled` switches it on
+    artifact: str  # the file its fit leaves in models/<name>/: loaded, packaged
+
+    def fit_run(self, run: RunDir, comp: Competition, tracker: Tracker) -> float:
+        """Fit on the run's finished models' predictions; save its predictions and `artifact`;
+        return its validation score (the competition metric)."""
+        ...
+
+    def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
+             labels: list[str] | None, backend: str = "auto") -> LoadedModel:
+        """The fit saved in `model_dir`, with its members, ready to predict raw probabilities."""
+        ...
+
+    def other_runs(self, folder: Path) -> list[str]:
+        """Names of the runs beside `folder` whose models this fit loads (a package copies them)."""
         ...
 
 
