@@ -19,11 +19,12 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the stand-in Kaggle (port 80, bound once per process) run in one xdist
     worker: `--dist loadgroup` sends a group to a single worker."""
     for item in items:
-        if "standin" in getattr(item, "fixturenames", ()):
+        if "standin_server" in getattr(item, "fixturenames", ()):  # (`standin` uses it)
             item.add_marker(pytest.mark.xdist_group("kaggle-standin"))
 
 
