@@ -30,15 +30,9 @@ pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'compkit[
 LONG = " ".join(["the team won the match with a late goal"] * 6)  # cut by max_length 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (and so one ONNX Runtime thread): the 2 cores are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (and so one ONNX Runtime thread) for the module, its trained fixtures
+# included (tests/conftest.py): the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +223,14 @@ def test_run_exports_finds_every_fold(tmp_path: Path):
     folds = [fake_export(tmp_path / "run" / "models" / "transformer" / f"r0_f{k}" / "model")
              for k in range(3)]
     assert run_exports(tmp_path / "run") == folds
+
+
+def test_run_exports_finds_every_seed_of_every_fold_and_the_refit(tmp_path: Path):
+    models = tmp_path / "run" / "models"
+    found = [fake_export(models / "transformer" / f"r0_f{k}" / f"s{s}" / "model")
+             for k in range(2) for s in (5, 6)]
+    found += [fake_export(models / "transformer_full" / f"s{s}" / "model") for s in (5, 6)]
+    assert run_exports(tmp_path / "run") == found
 
 
 def test_kit_predict_backend_flag(exported: BuiltRun, tmp_path: Path):

@@ -14,8 +14,12 @@ from kit.errors import KitError
 
 Task = Literal["binary", "multiclass", "multilabel"]
 TASKS: tuple[str, ...] = get_args(Task)
+# The registry's kinds (kit.models.kinds; tests/test_model_kinds.py holds the two in step): the
+# kinds trained per fold, which params `models` lists, and the blends fitted after them, each
+# switched on by its params section's `enabled`.
 ModelKind = Literal["tfidf", "transformer"]
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+BLEND_SECTIONS: dict[str, str] = {"ensemble": "ensemble"}  # blend kind -> its params section
 # A label as a params file writes it (`1`, `true`, `spam`); CompetitionParams.check() stores it in
 # the text form the data loader gives label cells, so `1` matches a 0/1 column.
 Label = str | int | float | bool
@@ -109,3 +113,18 @@ def check_optimizer(name: str) -> None:
             f"transformers' OptimizerNames, e.g. adamw_torch, adamw_8bit, paged_adamw_32bit."
         )
 
+
+def check_seeds(seeds: list[int] | None, key: str) -> None:
+    """A seeds list names at least one seed, each once, none negative (null: the run's seed)."""
+    if seeds is None:
+        return
+    if not seeds:
+        raise KitError(f"`{key}` is an empty list; list the seeds to average, e.g. [42, 43, 44], "
+                       "or write null to train once with the run's `seed`.")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise KitError(f"`{key}` {seeds} lists seed {', '.join(map(str, twice))} more than once: "
+                       "a repeated seed trains the same model again. List each seed once.")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise KitError(f"`{key}` {seeds} holds the negative seed {negative[0]}; seeds are >= 0.")

@@ -1,19 +1,26 @@
-"""Fit an ensemble on the members' OOF predictions and save it as the run's model `ensemble`."""
+"""Fit an ensemble on the members' OOF predictions and save it as the run's model `ensemble`.
+
+The fit is `models/ensemble/ensemble.json` (weights, or the stack's coefficients); runs written
+before kept it at the run folder's top, where `read_ensemble` still finds it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kit.core.atomic import write_json
 from kit.core.progress import show_progress
+from kit.core.run_state import ModelReport
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.ensemble.blend import Blend, combine, fit_weights, to_ranks
-from kit.ensemble.members import ENSEMBLE, collect_members
+from kit.ensemble.members import ENSEMBLE, collect_members, share_with_refits
 from kit.ensemble.stack import fit_stack
 from kit.errors import KitError
 from kit.evaluation import metrics
@@ -33,7 +40,8 @@ class EnsembleResult:
 
 
 def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
-    """Fit weights on the shared OOF rows; save predictions/ensemble.npz and ensemble.json."""
+    """Fit weights on the shared OOF rows; save predictions/ensemble.npz and
+    models/ensemble/ensemble.json."""
     cfg = run.params.ensemble
     metric_name = run.params.competition.metric
     metric = metrics.get_metric(metric_name)
@@ -64,6 +72,7 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     blend: Blend = fit_weights(val_stack, score, surrogate,
                                "hill_climb" if cfg.method == "stack" else cfg.method,
                                cfg.iterations, normalize)
+    blend.weights = share_with_refits([m.name for m in members], blend.weights)
     val = combine(val_stack, blend.weights, normalize)
     test = combine(test_stack, blend.weights, normalize)
     weights = {m.name: round(float(w), 6) for m, w in zip(members, blend.weights, strict=True)}
@@ -84,18 +93,32 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
         weights=weights,
         member_scores={m.name: sign * score(p) for m, p in zip(members, val_stack, strict=True)},
         score=sign * blend.score, method=blend.method)
-    write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
+    write_json(ensemble_file(run.path), {**vars(result), "metric": metric_name,
                                           "rank": cfg.rank, "rows": len(val_ids), **extra})
     rep = metrics.report(y, val, None, comp.task, metric_name)
-    rep.update(_per_fold(run, comp, val_ids, y, val, metric_name))
-    run.update_metrics(models={ENSEMBLE: {**rep, **compared, "weights": result.weights,
-                                          "member_scores": result.member_scores,
-                                          "method": result.method}})
+    run.update_state(models={ENSEMBLE: ModelReport(
+        scores={**rep, **compared}, **_per_fold(run, comp, val_ids, y, val, metric_name),
+        details={"weights": result.weights, "member_scores": result.member_scores,
+                 "method": result.method})})
     best_member = max(result.member_scores.items(), key=lambda kv: sign * kv[1])
     show_progress(log, f"ensemble ({result.method}): {metric_name} = {result.score:.4f} on "
                        f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "
                        "weights " + ", ".join(f"{k} {v:.2f}" for k, v in result.weights.items()))
     return result
+
+
+def ensemble_file(run_folder: Path) -> Path:
+    """Where a run's fitted ensemble is written: models/ensemble/ensemble.json."""
+    return Path(run_folder) / "models" / ENSEMBLE / ENSEMBLE_FILE
+
+
+def read_ensemble(run_folder: Path) -> dict[str, Any] | None:
+    """The fitted ensemble of the run in `run_folder` (None if it has none); a run written
+    before models/ensemble/ keeps it at its top."""
+    for path in (ensemble_file(run_folder), Path(run_folder) / ENSEMBLE_FILE):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def _saved_folds(run: RunDir, val_ids: np.ndarray) -> np.ndarray | None:

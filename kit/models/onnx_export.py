@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kit.config.compete import refit_name
 from kit.core.atomic import write_json
 from kit.errors import KitError
 from kit.models.hardware import cpu_int8_instructions
@@ -95,17 +96,18 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 
 
 def run_exports(folder: str | Path) -> list[Path]:
-    """The transformer export folders of a run (one, or one per fold), or `folder` if it is one."""
+    """The transformer export folders of a run (one, or one per fold and seed, and the full-data
+    refit's), or `folder` if it is one. With the folds merged (kit.models.fold_merge) only that
+    one is served, so only that one is returned (kinds.base.fit_dirs)."""
     from kit.models.export import EXPORT_INFO
+    from kit.models.kinds.base import fit_dirs
 
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         return [folder]
-    base = folder / "models" / "transformer"
-    found = [d / "model" for d in sorted(base.glob("r*_f*"))
+    found = [d / "model" for name in ("transformer", refit_name("transformer"))
+             for d in fit_dirs(folder / "models" / name)
              if (d / "model" / EXPORT_INFO).is_file()]
-    if (base / "model" / EXPORT_INFO).is_file():
-        found.insert(0, base / "model")
     if not found:
         raise KitError(f"{folder}: no transformer export (models/transformer/model/{EXPORT_INFO}"
                        " or one per fold). Point `kit export` at a run folder whose 02_train "

@@ -23,6 +23,7 @@ import yaml
 from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
+from kit.data.pairs import render_pairs
 from kit.data.texts import render_records
 from kit.errors import KitError
 from kit.evaluation.rule_store import chosen_model, load_rule
@@ -49,7 +50,7 @@ class Predictor:
 
     run_name: str
     folder: Path
-    model_name: str  # "tfidf", "transformer" or "ensemble"
+    model_name: str  # a registered kind (kit.models.kinds.ALL_KINDS)
     task: str
     labels: list[str]
     rule: DecisionRule
@@ -61,6 +62,7 @@ class Predictor:
     _predict: Callable[[list[str]], np.ndarray] = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     backend: str = "torch"  # what runs the model: sklearn, torch, onnx, onnx-int8 ("+": mixed)
+    pair_columns: tuple[str, str] | None = None  # a `swap` view's columns (kit.data.pairs)
 
     @property
     def text_columns(self) -> list[str]:
@@ -84,7 +86,7 @@ class Predictor:
         params = params_from_dict(yaml.safe_load(params_file.read_text()), source=str(params_file))
         run = RunDir(path=folder, params=params, root=folder.parent)
         model_name = chosen_model(run)
-        metrics = run.read_metrics()
+        state = run.state()
         model = load_model(folder, params, model_name, device, backend=backend)
         predict, labels, dev, task, template = (model.predict, model.labels, model.device,
                                                 model.task, model.template)
@@ -94,13 +96,14 @@ class Predictor:
                 f"{folder}: the decision rule's labels {rule.labels} differ from the model's "
                 f"{labels}; decision_rule.json belongs to another model. Re-run 03_thresholds."
             )
-        validation = metrics.get("models", {}).get(model_name, {}).get(metrics.get("metric"))
+        metric = state.best.metric if state.best else params.competition.metric
+        validation = state.model_score(model_name, metric)
         log.info(f"Loaded run {params.name!r}: {model_name} on {dev} ({model.backend}), "
                  f"rule {rule.kind}"
                  + (f" (temperature {rule.temperature:.3g})" if rule.temperature else ""))
         return cls(params.name, folder, model_name, task, list(labels), rule, params,
-                   metrics.get("metric"), validation, dev, template, predict,
-                   backend=model.backend)
+                   metric, validation, dev, template, predict,
+                   backend=model.backend, pair_columns=model.pair_columns)
 
     def render(self, df: pd.DataFrame, source: str) -> list[str]:
         """Texts from rows holding the run's text columns, as training rendered them.
@@ -115,13 +118,19 @@ class Predictor:
                 f"{list(df.columns)[:20]}. Rename the column(s) in the input."
             )
         warn_empty_test_texts(df, self.params.competition, source)
+        if self.pair_columns:  # each text carries its swapped rendering (the `swap` view)
+            return render_pairs(df, self.params.competition, source, self.template,
+                                self.pair_columns)
         return render_texts(df, self.params.competition, source, self.template)
 
     def render_records(self, rows: list[dict[str, Any]]) -> list[str]:
         """Texts from rows given as {text column: value} (a served request), as `render` does.
 
-        No DataFrame: this runs once per request, on the server's event loop.
+        No DataFrame (this runs once per request, on the server's event loop), except for the
+        paired renderings of the `swap` view, which go through `render`.
         """
+        if self.pair_columns:
+            return self.render(pd.DataFrame(rows, columns=self.text_columns), "request")
         texts = render_records(rows, self.params.competition, self.template)
         blank = sum(not t.strip() for t in texts)
         if blank:
