@@ -17,7 +17,7 @@ ONNX Runtime outputs equal to PyTorch's within 1e-6 on BERT-family encoders.
 Graph: the model is traced with eager attention, then ONNX Runtime's transformer optimizer
 (`onnxruntime.transformers.optimizer`, what optimum's ORTOptimizer calls) fuses it into
 Attention, SkipLayerNormalization, BiasGelu and EmbedLayerNormalization nodes (MiniLM: 674 nodes
-down to 40). The fused graph is kept only when it passes the same 1e-4 check against PyTorch;
+down to 51). The fused graph is kept only when it passes the same 1e-4 check against PyTorch;
 otherwise the plain trace is kept and `fused` says why. Measured on the demo (bench/PROFILE.md):
 the fused graph predicts 1.25x PyTorch's texts/s in batches and ~3.3x one text per call.
 
