@@ -14,7 +14,7 @@ from kit.errors import KitError
 
 Task = Literal["binary", "multiclass", "multilabel"]
 TASKS: tuple[str, ...] = get_args(Task)
-ModelKind = Literal["tfidf", "transformer"]
+ModelKind = Literal["tfidf", "transformer", "student"]
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 # A label as a params file writes it (`1`, `true`, `spam`); CompetitionParams.check() stores it in
 # the text form the data loader gives label cells, so `1` matches a 0/1 column.

@@ -8,13 +8,14 @@ tests/test_model_kinds.py passes for it.
 from __future__ import annotations
 
 from kit.errors import KitError
-from kit.models.kinds.base import FitOutput, LoadedModel, ModelKind
+from kit.models.kinds.base import KINDS, FitOutput, LoadedModel, ModelKind
+from kit.models.kinds.student import STUDENT
 from kit.models.kinds.tfidf import TFIDF
 from kit.models.kinds.transformer import TRANSFORMER
 
 __all__ = ["KINDS", "FitOutput", "LoadedModel", "ModelKind", "get_kind"]
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (TFIDF, TRANSFORMER)}
+KINDS.update({kind.name: kind for kind in (TFIDF, TRANSFORMER, STUDENT)})
 
 
 def get_kind(name: str) -> ModelKind:

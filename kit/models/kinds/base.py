@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from kit.data.folds import Fold
     from kit.tracking import Tracker
 
-__all__ = ["FitOutput", "LoadedModel", "ModelKind", "model_dir", "persistent_checkpoint_dir"]
+__all__ = ["KINDS", "FitOutput", "LoadedModel", "ModelKind", "model_dir",
+           "persistent_checkpoint_dir"]
 
 Predict = Callable[[list[str]], np.ndarray]
 # One fold's fit: probabilities on its validation rows, on test, and what metrics.json records.
@@ -61,17 +62,22 @@ class ModelKind(Protocol):
         ...
 
 
+# The registry's one dict, filled by kit/models/kinds/__init__.py: here, a kind that uses another
+# (a student's teacher predicting pseudo-label files) finds it without importing the registry.
+KINDS: dict[str, ModelKind] = {}
+
+
 def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
     """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's."""
     base = run.models / kind
     return base if fold.is_holdout else base / fold.tag
 
 
-def persistent_checkpoint_dir(run: RunDir) -> str | None:
-    """This run's transformer checkpoints under the platform's persistent folder (env.json)."""
+def persistent_checkpoint_dir(run: RunDir, kind: str = "transformer") -> str | None:
+    """This run's checkpoints of `kind` under the platform's persistent folder (env.json)."""
     try:
         where = json.loads((run.path / "env.json").read_text()).get("where") or {}
     except (OSError, json.JSONDecodeError):
         return None
     root = where.get("checkpoint_dir")
-    return str(Path(root) / run.params.name / "transformer") if root else None
+    return str(Path(root) / run.params.name / kind) if root else None

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.config.params import Params
+from kit.config.params import Params, TransformerParams
 from kit.core.atomic import write_json
 from kit.core.rundir import RunDir
 from kit.data.cache import token_cache_dir
@@ -24,9 +25,23 @@ from kit.errors import KitError
 from kit.models.kinds.base import FitOutput, LoadedModel, model_dir, persistent_checkpoint_dir
 from kit.tracking import Tracker
 
-__all__ = ["TRANSFORMER"]
+if TYPE_CHECKING:
+    from kit.models.distill.targets import DistillTargets
+
+__all__ = ["TRANSFORMER", "TrainingRows", "TransformerKind"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRows:
+    """What one fit trains on: texts and labels, and a student's soft targets (with the pseudo-
+    labelled rows it adds); `extra` goes into the model's metrics."""
+
+    texts: list[str]
+    labels: Any
+    distill: DistillTargets | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TransformerKind:
@@ -42,7 +57,7 @@ class TransformerKind:
         from kit.models.hf.train import train_transformer  # torch/transformers only when needed
 
         params = run.params
-        cfg = params.transformer
+        cfg = self.settings(params)
         resolved = run.state().resolved.get("transformer.max_length")
         if resolved is not None and cfg.max_length == resolved.value:
             log.info(f"max_length {cfg.max_length}: {resolved.source}")
@@ -52,7 +67,7 @@ class TransformerKind:
             cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
             log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
                      "training texts' token lengths (01_eda)")
-        checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run)
+        checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run, self.name)
         if checkpoints:
             # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
             # folder that survives the session; every fold keeps its own checkpoints there.
@@ -63,9 +78,10 @@ class TransformerKind:
         if cfg.prompt_template:
             texts = render_texts(comp.train, params.competition, "train", cfg.prompt_template)
             test_texts = render_texts(comp.test, params.competition, "test", cfg.prompt_template)
-        prefix = "transformer" if fold.is_holdout else f"transformer/{fold.tag}"
+        prefix = self.name if fold.is_holdout else f"{self.name}/{fold.tag}"
+        rows = self.training_rows(run, comp, fold, texts, test_texts)
         result = train_transformer(
-            [texts[i] for i in fold.train_rows], comp.y[fold.train_rows],
+            rows.texts, rows.labels,
             [texts[i] for i in fold.val_rows], comp.y[fold.val_rows], test_texts,
             task=comp.task, label_names=comp.labels, cfg=cfg,
             seed=params.seed + max(fold.fold, 0) + 1000 * fold.repeat,
@@ -73,6 +89,7 @@ class TransformerKind:
             callbacks=[*tracker.callbacks(prefix), *callbacks],
             token_cache_dir=token_cache_dir(params, run.root, comp.data_info is not None,
                                             len(comp.train_texts)),
+            distill=rows.distill,
         )
         if not result.completed:
             raise KitError(
@@ -87,13 +104,24 @@ class TransformerKind:
         write_json(run.path / "hardware.json", result.hardware)
         extra = {"global_step": result.global_step, "max_length": result.max_length,
                  "resumed_from_step": result.resumed_from_step,
-                 "best_step": result.best_step, "model_dir": str(result.model_dir)}
+                 "best_step": result.best_step, "model_dir": str(result.model_dir),
+                 **rows.extra}
         if result.extra.get("load_report"):
             write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
             extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
             extra["measured_peak_gb"] = result.extra["load_report"].get(
                 "measured_peak_after_training_gb")
         return result.val_probs, result.test_probs, extra
+
+    def settings(self, params: Params) -> TransformerParams:
+        """The section this kind trains with (a student merges its own keys over it)."""
+        return params.transformer
+
+    def training_rows(self, run: RunDir, comp: Competition, fold: Fold, texts: Any,
+                      test_texts: Any) -> TrainingRows:
+        """The fold's training rows as rendered `texts`, and their labels (a student adds soft
+        targets and pseudo-labelled rows, kit.models.kinds.student)."""
+        return TrainingRows([texts[i] for i in fold.train_rows], comp.y[fold.train_rows])
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
              labels: list[str] | None, backend: str = "auto") -> LoadedModel:
@@ -115,10 +143,11 @@ class TransformerKind:
         set_truncation_side(tokenizer, info.get("truncation_side", "right"))
         head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
         task = info.get("task", params.competition.task)
-        max_length = int(info.get("max_length") or params.transformer.max_length or 512)
+        cfg = self.settings(params)
+        max_length = int(info.get("max_length") or cfg.max_length or 512)
         dev = next(model.parameters()).device
         amp = _autocast_dtype() if dev.type == "cuda" else None
-        batch_size = params.transformer.eval_batch_size
+        batch_size = cfg.eval_batch_size
 
         def predict(texts: list[str]) -> np.ndarray:
             from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
@@ -126,7 +155,7 @@ class TransformerKind:
             return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
                                  progress=False, autocast_dtype=amp, head_tokens=head_tokens)
 
-        template = params.transformer.prompt_template or params.competition.text_template
+        template = cfg.prompt_template or params.competition.text_template
         return LoadedModel(predict, list(labels), str(dev), task, template, backend)
 
 
