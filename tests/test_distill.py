@@ -1,0 +1,270 @@
+"""A distilled `student`: its loss, soft targets that never leak, pseudo-labels only in training,
+a student that really follows its teacher, and a student run that predicts like a transformer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+
+from kit.config.params import params_from_dict
+from kit.core.rundir import open_run
+from kit.data.competition import load_competition
+from kit.data.folds import load_or_make_folds
+from kit.errors import KitError
+from kit.models.hf.distill import distillation_loss, soft_kl
+from kit.models.hf.resume import TransformerResult
+from kit.models.hf.trainer import KitTrainer
+from kit.steps.train import train_models
+from tests.conftest import write_params
+
+# -- (a) the loss ---------------------------------------------------------------------------------
+
+
+def _batch(seed: int = 0, n: int = 6, k: int = 4):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=gen) * 2
+    teacher = torch.softmax(torch.randn(n, k, generator=gen) * 3, dim=-1)
+    labels = torch.randint(0, k, (n,), generator=gen)
+    return logits, teacher, labels
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_alpha_0_is_the_cross_entropy_and_alpha_1_is_t2_times_the_kl(temperature):
+    logits, teacher, labels = _batch()
+    ce = F.cross_entropy(logits, labels)
+    assert torch.equal(distillation_loss(ce, logits, teacher, 0.0, temperature, "multiclass"), ce)
+    # KL(teacher_T || student_T) written out: teacher_T = p^(1/T) renormalised.
+    p_t = teacher ** (1 / temperature)
+    p_t = p_t / p_t.sum(dim=1, keepdim=True)
+    s_t = torch.softmax(logits / temperature, dim=1)
+    kl = (p_t * (p_t.log() - s_t.log())).sum(dim=1).mean()
+    mixed = distillation_loss(ce, logits, teacher, 1.0, temperature, "multiclass")
+    torch.testing.assert_close(mixed, temperature**2 * kl, rtol=1e-5, atol=1e-6)
+    half = distillation_loss(ce, logits, teacher, 0.5, temperature, "multiclass")
+    torch.testing.assert_close(half, 0.5 * ce + 0.5 * temperature**2 * kl)
+
+
+def test_the_kl_gradient_pulls_the_student_toward_the_teacher():
+    logits, teacher, labels = _batch(seed=1)
+    temperature = 2.0
+    logits.requires_grad_(True)
+    distillation_loss(F.cross_entropy(logits, labels), logits, teacher, 1.0, temperature,
+                      "multiclass").backward()
+    # d(T^2 KL)/dz = T (student_T - teacher_T) / n: a descent step raises a logit exactly where
+    # the teacher gives more probability than the student.
+    p_t = teacher ** (1 / temperature)
+    p_t = p_t / p_t.sum(dim=1, keepdim=True)
+    s_t = torch.softmax(logits.detach() / temperature, dim=1)
+    torch.testing.assert_close(logits.grad, temperature * (s_t - p_t) / len(logits))
+    stepped = logits.detach() - 0.5 * logits.grad
+    before = soft_kl(logits.detach(), teacher, temperature, "multiclass")
+    assert soft_kl(stepped, teacher, temperature, "multiclass") < before
+
+
+def test_multilabel_kl_is_zero_at_the_teacher_and_positive_elsewhere():
+    teacher = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.7, 0.99]])
+    at_teacher = (teacher.log() - (1 - teacher).log()).clone()
+    assert abs(float(soft_kl(at_teacher, teacher, 3.0, "multilabel"))) < 1e-6
+    assert float(soft_kl(torch.zeros(2, 3), teacher, 3.0, "multilabel")) > 0.01
+
+
+def test_the_trainer_mixes_the_kl_into_a_student_batch_only():
+    """KitTrainer.compute_loss: a batch with `teacher_probs` gets the mixed loss; without them
+    (validation, a plain transformer) the cross-entropy it always had."""
+    logits, teacher, labels = _batch(seed=2)
+    model = lambda **inputs: SimpleNamespace(logits=logits)  # noqa: E731 - a stand-in model
+    trainer = SimpleNamespace(task="multiclass", class_weights=None, label_smoothing=0.0,
+                              distill=(0.7, 2.0))
+    plain = KitTrainer.compute_loss(trainer, model, {"input_ids": 0, "labels": labels})
+    ce = F.cross_entropy(logits, labels)
+    torch.testing.assert_close(plain, ce)
+    mixed = KitTrainer.compute_loss(trainer, model, {"input_ids": 0, "labels": labels,
+                                                     "teacher_probs": teacher})
+    torch.testing.assert_close(mixed, distillation_loss(ce, logits, teacher, 0.7, 2.0,
+                                                        "multiclass"))
+
+
+# -- the params ----------------------------------------------------------------------------------
+
+
+def test_the_params_refuse_a_student_without_a_usable_teacher():
+    def check(**raw):
+        return params_from_dict({"models": ["tfidf", "student"], "cv": {"folds": 3},
+                                 "distill": {"teacher": "tfidf"}, **raw})
+
+    assert check().distill.teacher == "tfidf"
+    with pytest.raises(KitError, match=r"hold-out split \(cv.folds 1\).*k-fold"):
+        check(cv={"folds": 1})
+    with pytest.raises(KitError, match="list it before student"):
+        check(models=["student", "tfidf"])
+    with pytest.raises(KitError, match="ensemble is fitted after all its models"):
+        check(distill={"teacher": "ensemble"})
+    with pytest.raises(KitError, match=r"`distill.teacher` is null"):
+        check(distill={})
+    with pytest.raises(KitError, match=r"Did you mean `distill.transformer.lr`"):
+        check(distill={"teacher": "tfidf", "transformer": {"lrr": 1e-4}})
+    with pytest.raises(KitError, match=r"`distill.transformer.epochs` is 'two'"):
+        check(distill={"teacher": "tfidf", "transformer": {"epochs": "two"}})
+    with pytest.raises(KitError, match="no student"):
+        params_from_dict({"models": ["tfidf"], "pseudo": {"enabled": True}})
+    with pytest.raises(KitError, match="multilabel"):
+        check(pseudo={"enabled": True}, competition={"task": "multilabel", "metric": "f1_micro"})
+    merged = check(distill={"teacher": "tfidf", "transformer": {"lr": 1e-4, "lora": {"r": 4}}})
+    from kit.config.distill import student_transformer
+
+    cfg = student_transformer(merged)
+    assert (cfg.lr, cfg.lora.r, cfg.epochs) == (1e-4, 4, merged.transformer.epochs)
+
+
+# -- (b) soft targets are out of fold; (c) pseudo rows join training rows only ------------------
+
+
+@pytest.fixture
+def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """train_transformer replaced by a recorder: what each student fit was given (no training)."""
+    calls: list[dict] = []
+
+    def record(train_texts, train_labels, val_texts, val_labels, test_texts, **kw):
+        calls.append({"train_texts": list(train_texts), "train_labels": np.asarray(train_labels),
+                      "val_texts": list(val_texts), "val_labels": np.asarray(val_labels),
+                      "distill": kw["distill"], "work_dir": kw["work_dir"]})
+        k = len(kw["label_names"])
+        return TransformerResult(np.full((len(val_texts), k), 1 / k),
+                                 np.full((len(test_texts), k), 1 / k), 1, 1, None, [], None, 8, {})
+
+    monkeypatch.setattr("kit.models.hf.train.train_transformer", record)
+    return calls
+
+
+def _student_run(project: Path, name: str, **params):
+    write_params(project / "params" / f"{name}.yaml", {
+        "extends": "topics.yaml", "name": name, "models": ["tfidf", "student"],
+        "cv": {"folds": 3}, "tracking": {"enabled": False}, "tfidf": {"char_ngrams": False},
+        "distill": {"teacher": "tfidf", "alpha": 0.5, "temperature": 2.0}, **params})
+    run = open_run(f"params/{name}.yaml")
+    return run, load_competition(run.params)
+
+
+def test_a_training_rows_soft_target_is_the_teachers_oof_row_not_its_in_fold_probability(
+        project: Path, fake_training: list[dict]):
+    import joblib
+
+    run, comp = _student_run(project, "noleak")
+    train_models(run, comp)
+    folds = load_or_make_folds(run, comp)
+    teacher = run.load_predictions("tfidf")
+    oof_of = dict(zip(map(str, teacher.val_ids.tolist()), teacher.val_probs, strict=True))
+    assert len(fake_training) == len(folds) == 3
+    for fold, call in zip(folds, fake_training, strict=True):
+        rows = fold.train_rows
+        ids = comp.train_ids[rows]
+        targets = call["distill"].probs
+        assert targets.shape == (len(rows), len(comp.labels))  # no pseudo rows here
+        np.testing.assert_array_equal(targets, np.stack([oof_of[str(i)] for i in ids]))
+        # ...which is not what the fold's own teacher fit (trained on these rows) says of them:
+        # that one saw their labels, and is surer of the gold class.
+        in_fold = joblib.load(run.models / "tfidf" / fold.tag / "pipeline.joblib").predict_proba(
+            [comp.train_texts[i] for i in rows])
+        assert np.abs(in_fold - targets).max() > 1e-3
+        gold = (np.arange(len(rows)), comp.y[rows])
+        assert in_fold[gold].mean() > targets[gold].mean()
+        assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
+        assert call["distill"].alpha == 0.5 and call["distill"].temperature == 2.0
+    student = json.loads((run.path / "metrics.json").read_text())["models"]["student"]
+    assert student["teacher"] == "tfidf" and student["teacher_f1_micro"] == pytest.approx(
+        run.read_metrics()["models"]["tfidf"]["f1_micro"])
+
+
+def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
+        project: Path, fake_training: list[dict], capsys):
+    extra = pd.DataFrame({"text": ["the soup needs more salt and pepper tonight",
+                                   "the team won the match late", "a quiet afternoon"]})
+    extra.to_csv(project / "data" / "topics" / "unlabelled.csv", index=False)
+    threshold = 0.55
+    run, comp = _student_run(project, "pseudo", pseudo={
+        "enabled": True, "min_confidence": threshold, "files": ["unlabelled.csv"]})
+    train_models(run, comp)
+    teacher = run.load_predictions("tfidf")
+    file_probs = np.load(run.path / "pseudo" / "tfidf-unlabelled.npz")["probs"]
+    candidates = np.concatenate([teacher.test_probs, file_probs])
+    texts = [*comp.test_texts, *extra["text"]]
+    sure = np.flatnonzero(candidates.max(axis=1) >= threshold)
+    assert 0 < len(sure) < len(candidates), "the threshold splits the candidates"
+    expected = np.bincount(candidates[sure].argmax(axis=1), minlength=3)
+    for fold, call in zip(load_or_make_folds(run, comp), fake_training, strict=True):
+        n = len(fold.train_rows)
+        assert call["train_texts"][:n] == [comp.train_texts[i] for i in fold.train_rows]
+        assert call["train_texts"][n:] == [texts[i] for i in sure]
+        np.testing.assert_array_equal(call["train_labels"][n:], candidates[sure].argmax(axis=1))
+        np.testing.assert_array_equal(call["distill"].probs[n:], candidates[sure])  # soft
+        # validation rows: the fold's own labelled rows, nothing added
+        assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
+        np.testing.assert_array_equal(call["val_labels"], comp.y[fold.val_rows])
+    student = run.read_metrics()["models"]["student"]
+    assert student["pseudo_rows"] == len(sure) and student["pseudo_candidates"] == len(texts)
+    assert student["pseudo_per_class"] == dict(zip(comp.labels, expected.tolist(), strict=True))
+    assert f"{len(sure)} of {len(texts)} unlabelled rows joined" in capsys.readouterr().out
+
+
+def test_no_pseudo_row_joins_at_threshold_one_and_hard_labels_are_one_hot(
+        project: Path, fake_training: list[dict]):
+    run, comp = _student_run(project, "none", pseudo={"enabled": True, "min_confidence": 1.0})
+    train_models(run, comp)
+    assert all(len(c["train_texts"]) == len(f.train_rows)
+               for c, f in zip(fake_training, load_or_make_folds(run, comp), strict=True))
+    assert run.read_metrics()["models"]["student"]["pseudo_rows"] == 0
+    fake_training.clear()
+    run, comp = _student_run(project, "hard", pseudo={"enabled": True, "min_confidence": 0.0,
+                                                      "soft": False})
+    train_models(run, comp)
+    call, fold = fake_training[0], load_or_make_folds(run, comp)[0]
+    added = call["distill"].probs[len(fold.train_rows):]
+    assert len(added) == len(comp.test) and set(np.unique(added)) == {0.0, 1.0}
+    np.testing.assert_array_equal(added.argmax(axis=1), call["train_labels"][len(fold.train_rows):])
+
+
+def test_a_teacher_run_must_share_the_competition_classes_rows_and_folds(
+        project: Path, fake_training: list[dict]):
+    for name, folds in (("kfold", 3), ("holdout", 1)):
+        teacher, comp = _student_run(project, name, models=["tfidf"], distill={},
+                                     cv={"folds": folds})
+        train_models(teacher, comp)
+
+    # A k-fold run with the same folds: its best model's OOF rows are the soft targets.
+    run, comp = _student_run(project, "same", models=["student"], distill={"teacher": "kfold"})
+    train_models(run, comp)
+    kfold = open_run("params/kfold.yaml").load_predictions("tfidf")
+    first = load_or_make_folds(run, comp)[0]
+    where = {str(v): i for i, v in enumerate(kfold.val_ids.tolist())}
+    np.testing.assert_array_equal(
+        fake_training[0]["distill"].probs,
+        kfold.val_probs[[where[str(v)] for v in comp.train_ids[first.train_rows]]])
+    assert run.read_metrics()["models"]["student"]["teacher"] == "kfold/tfidf"
+
+    # A hold-out student may learn from a k-fold teacher run: it has OOF of every row.
+    run, comp = _student_run(project, "one", models=["student"], cv={"folds": 1},
+                             distill={"teacher": "outputs/kfold:tfidf"})
+    train_models(run, comp)
+
+    refusals = {
+        "other folds": ({"cv": {"folds": 4}, "distill": {"teacher": "kfold"}},
+                        r"made other folds \(3 folds x 1 repeat\(s\), seed 42"),
+        "hold-out teacher": ({"cv": {"folds": 1}, "distill": {"teacher": "holdout:tfidf"}},
+                             r"hold-out split \(cv.folds 1 in .*k-fold \(cv.folds >= 2\)"),
+        "no such run": ({"distill": {"teacher": "outputs/nowhere"}},
+                        r"no run folder \(with params.yaml\) is at"),
+        "other classes": ({"competition": {"labels": ["food", "sport", "tech", "art"]},
+                           "distill": {"teacher": "kfold"}}, r"`competition.labels` None"),
+    }
+    for name, (params, message) in refusals.items():
+        run, comp = _student_run(project, name.replace(" ", "-"),
+                                 **{"models": ["student"], **params})
+        with pytest.raises(KitError, match=message):
+            train_models(run, comp)
