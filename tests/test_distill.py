@@ -268,3 +268,118 @@ def test_a_teacher_run_must_share_the_competition_classes_rows_and_folds(
                                  **{"models": ["student"], **params})
         with pytest.raises(KitError, match=message):
             train_models(run, comp)
+
+
+# -- (d) a student follows its teacher; its run predicts like any transformer run -------------
+
+
+@pytest.fixture(scope="module")
+def misled(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
+    """A hold-out student (alpha 1: the KL term only) of a k-fold teacher run whose saved OOF
+    probabilities call every sport row food (0.98), and are right on the other classes."""
+    from tests.serve_helpers import build_run
+
+    root = tmp_path_factory.mktemp("misled")
+    quick = {"tracking": {"enabled": False}, "tfidf": {"char_ngrams": False}}
+    build_run(root, name="teacher", models=["tfidf"], cv={"folds": 3}, **quick)
+    saved = root / "outputs" / "teacher" / "predictions" / "tfidf.npz"
+    with np.load(saved, allow_pickle=True) as z:
+        arrays = dict(z)
+    labels = ["food", "sport", "tech"]  # sorted: the probability columns
+    gold = pd.read_csv(root / "data" / "topics" / "train.csv").set_index("id")["label"]
+    wrong = {"food": "food", "sport": "food", "tech": "tech"}
+    said = [labels.index(wrong[gold[i]]) for i in arrays["val_ids"].tolist()]
+    arrays["val_probs"] = np.full((len(said), 3), 0.01)
+    arrays["val_probs"][np.arange(len(said)), said] = 0.98  # rows summing to 1 (to rounding)
+    arrays["val_probs"] /= arrays["val_probs"].sum(axis=1, keepdims=True)
+    np.savez(saved, **arrays)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared
+    try:
+        run = build_run(root, name="student", models=["student"], **quick,
+                        distill={"teacher": "teacher:tfidf", "alpha": 1.0, "temperature": 1.0},
+                        transformer={"model": str(tiny_model), "max_length": 32, "epochs": 6.0,
+                                     "batch_size": 8, "eval_steps": 50, "save_steps": 50,
+                                     "lr": 5e-3, "warmup_ratio": 0.0})
+    finally:
+        torch.set_num_threads(threads)
+    return run, gold, labels
+
+
+def test_a_student_learns_its_teachers_labels_not_the_gold_ones(misled):
+    run, gold, labels = misled
+    preds = np.load(run.path / "predictions" / "student.npz", allow_pickle=True)
+    said = [labels[k] for k in preds["val_probs"].argmax(axis=1)]
+    truth = [gold[i] for i in preds["val_ids"].tolist()]
+    sport = [s for s, t in zip(said, truth, strict=True) if t == "sport"]
+    others = [(s, t) for s, t in zip(said, truth, strict=True) if t != "sport"]
+    assert sport and sport.count("food") / len(sport) >= 0.75, sport  # as the teacher said
+    assert sum(s == t for s, t in others) / len(others) >= 0.75, others
+    assert "sport" not in said
+
+
+def test_kit_predict_serves_a_student_run_like_a_transformer_run(misled, tmp_path, capsys):
+    from kit.cli import main
+    from kit.kaggle.package import copy_inference_run
+    from kit.serve.predictor import Predictor
+
+    run, _, labels = misled
+    src = tmp_path / "new.csv"
+    run.test[["id", "text"]].to_csv(src, index=False)
+    assert main(["predict", str(run.path), "--input", str(src), "--device", "cpu"]) == 0
+    got = pd.read_csv(tmp_path / "new.predictions.csv")
+    assert list(got.columns) == ["id", "label", *(f"prob_{name}" for name in labels)]
+    np.testing.assert_allclose(got.iloc[:, 2:].to_numpy(), run.submit_probs, atol=1e-6)
+    # Packaged for a Kaggle notebook: the student's export alone predicts (no teacher needed).
+    packaged = copy_inference_run(run.path, tmp_path / "dataset" / "student")
+    assert (packaged / "models" / "student" / "model" / "kit_export.json").is_file()
+    assert not (packaged.parent / "teacher").exists()
+    predictor = Predictor.load(packaged, device="cpu")
+    assert predictor.model_name == "student"
+    np.testing.assert_allclose(predictor.raw_probs(run.test_texts), run.test_probs, atol=1e-6)
+
+
+# -- (e) a killed student run resumes exactly ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
+        project: Path, tiny_model: Path):
+    """cv_worker.py stops the student at step 5 of fold r0_f1 (checkpoint at step 4) and the
+    test kills it there: the rerun trains neither the teacher nor the student's first fold
+    again, resumes from step 4 with the same soft targets and pseudo rows, and ends bitwise
+    equal to a run never killed."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from helpers.kill import kill_when_stopped
+
+    write_params(project / "params" / "studentkill.yaml", {
+        "extends": "topics.yaml", "name": "studentkill", "models": ["tfidf", "student"],
+        "cv": {"folds": 2}, "tracking": {"enabled": False}, "tfidf": {"char_ngrams": False},
+        "distill": {"teacher": "tfidf", "alpha": 0.7, "temperature": 2.0},
+        "pseudo": {"enabled": True, "min_confidence": 0.5},
+        "transformer": {"model": str(tiny_model), "max_length": 32, "epochs": 2.0,
+                        "batch_size": 8, "eval_steps": 4, "save_steps": 4, "lr": 2e-2,
+                        "save_total_limit": 1}})
+    log = project / "fits.log"
+    worker = [sys.executable, str(REPO / "tests" / "cv_worker.py"), str(project),
+              "params/studentkill.yaml"]
+    proc = subprocess.Popen([*worker, "killed", str(log), "r0_f1", "5"], cwd=project)
+    kill_when_stopped(proc)
+    subprocess.run([*worker, "killed", str(log)], cwd=project, check=True)
+    subprocess.run([*worker, "whole", str(log)], cwd=project, check=True)
+    fits = log.read_text().splitlines()
+    assert fits == ["killed tfidf r0_f0", "killed tfidf r0_f1",
+                    "killed student r0_f0", "killed student r0_f1",  # killed at step 5
+                    "killed student r0_f1",  # the rerun: only the killed fold trains again
+                    "whole tfidf r0_f0", "whole tfidf r0_f1",
+                    "whole student r0_f0", "whole student r0_f1"]
+    killed = json.loads((project / "outputs" / "killed" / "metrics.json").read_text())
+    student = killed["models"]["student"]
+    assert student["resumed_from_step"] == 4 and student["pseudo_rows"] > 0
+    a = np.load(project / "outputs" / "killed" / "predictions" / "student.npz", allow_pickle=True)
+    b = np.load(project / "outputs" / "whole" / "predictions" / "student.npz", allow_pickle=True)
+    np.testing.assert_array_equal(a["val_probs"], b["val_probs"])
+    np.testing.assert_array_equal(a["test_probs"], b["test_probs"])
