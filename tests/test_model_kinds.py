@@ -28,10 +28,21 @@ def _transformer_params(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "batch_size": 8, "eval_batch_size": 16, "lr": 5e-3}}
 
 
+def _student_params(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A hold-out student of a 3-fold TF-IDF teacher run (same `topics` data, its own folder)."""
+    teacher = build_run(tmp_path_factory.mktemp("teacher"), name="teacher", models=["tfidf"],
+                        cv={"folds": 3}, tracking={"enabled": False},
+                        tfidf={"char_ngrams": False})
+    params = _transformer_params(tmp_path_factory)
+    return {**params, "models": ["student"], "distill": {"teacher": f"{teacher.path}:tfidf"},
+            "tracking": {"enabled": False}}
+
+
 # The smallest params that train each kind in seconds; a kind without an entry fails below.
 TINY_PARAMS = {
     "tfidf": lambda factory: {"models": ["tfidf"]},
     "transformer": _transformer_params,
+    "student": _student_params,
 }
 
 
