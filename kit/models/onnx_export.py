@@ -84,21 +84,23 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 
 
 def run_exports(folder: str | Path) -> list[Path]:
-    """The transformer export folders of a run (one, or one per fold), or `folder` if it is one."""
+    """The transformer export folders of a run (one, or one per fold, of each model that has
+    them: a transformer, a distilled student), or `folder` if it is one."""
     from kit.models.export import EXPORT_INFO
 
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         return [folder]
-    base = folder / "models" / "transformer"
-    found = [d / "model" for d in sorted(base.glob("r*_f*"))
-             if (d / "model" / EXPORT_INFO).is_file()]
-    if (base / "model" / EXPORT_INFO).is_file():
-        found.insert(0, base / "model")
+    found = []
+    for base in sorted(p for p in (folder / "models").glob("*") if p.is_dir()):
+        if (base / "model" / EXPORT_INFO).is_file():
+            found.append(base / "model")
+        found += [d / "model" for d in sorted(base.glob("r*_f*"))
+                  if (d / "model" / EXPORT_INFO).is_file()]
     if not found:
-        raise KitError(f"{folder}: no transformer export (models/transformer/model/{EXPORT_INFO}"
+        raise KitError(f"{folder}: no transformer export (models/<model>/model/{EXPORT_INFO}"
                        " or one per fold). Point `kit export` at a run folder whose 02_train "
-                       "trained a transformer, or at an export folder.")
+                       "trained a transformer (or student), or at an export folder.")
     return found
 
 
