@@ -12,6 +12,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (tests/run.sh runs `-n 2`) each worker gets its share of the cores, so the
+# workers' torch threads do not fight over them; set before torch is imported anywhere.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the stand-in Kaggle (port 80, bound once per process) run in one xdist
+    worker: `--dist loadgroup` sends a group to a single worker."""
+    for item in items:
+        if "standin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("kaggle-standin"))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _kit_messages_on_stdout() -> None:

@@ -13,4 +13,7 @@ fi
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
 "$PY" -m ruff check kit tests bench
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+# Two workers (pytest-xdist; TEST_WORKERS=0 runs in one process): tests that share the stand-in
+# Kaggle on port 80 go to one worker together (tests/conftest.py). The slowest tests are listed.
+exec "$PY" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadgroup \
+  --durations=25 "$@"

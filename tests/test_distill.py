@@ -3,7 +3,6 @@ a student that really follows its teacher, and a student run that predicts like 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
 from kit.config.params import params_from_dict
+from kit.core.run_state import RunState
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
 from kit.data.folds import load_or_make_folds
@@ -177,9 +177,10 @@ def test_a_training_rows_soft_target_is_the_teachers_oof_row_not_its_in_fold_pro
         assert in_fold[gold].mean() > targets[gold].mean()
         assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
         assert call["distill"].alpha == 0.5 and call["distill"].temperature == 2.0
-    student = json.loads((run.path / "metrics.json").read_text())["models"]["student"]
+    state = run.state()
+    student = state.models["student"].details
     assert student["teacher"] == "tfidf" and student["teacher_f1_micro"] == pytest.approx(
-        run.read_metrics()["models"]["tfidf"]["f1_micro"])
+        state.model_score("tfidf", "f1_micro"))
 
 
 def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
@@ -207,7 +208,7 @@ def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
         # validation rows: the fold's own labelled rows, nothing added
         assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
         np.testing.assert_array_equal(call["val_labels"], comp.y[fold.val_rows])
-    student = run.read_metrics()["models"]["student"]
+    student = run.state().models["student"].details
     assert student["pseudo_rows"] == len(sure) and student["pseudo_candidates"] == len(texts)
     assert student["pseudo_per_class"] == dict(zip(comp.labels, expected.tolist(), strict=True))
     assert f"{len(sure)} of {len(texts)} unlabelled rows joined" in capsys.readouterr().out
@@ -219,7 +220,7 @@ def test_no_pseudo_row_joins_at_threshold_one_and_hard_labels_are_one_hot(
     train_models(run, comp)
     assert all(len(c["train_texts"]) == len(f.train_rows)
                for c, f in zip(fake_training, load_or_make_folds(run, comp), strict=True))
-    assert run.read_metrics()["models"]["student"]["pseudo_rows"] == 0
+    assert run.state().models["student"].details["pseudo_rows"] == 0
     fake_training.clear()
     run, comp = _student_run(project, "hard", pseudo={"enabled": True, "min_confidence": 0.0,
                                                       "soft": False})
@@ -246,7 +247,7 @@ def test_a_teacher_run_must_share_the_competition_classes_rows_and_folds(
     np.testing.assert_array_equal(
         fake_training[0]["distill"].probs,
         kfold.val_probs[[where[str(v)] for v in comp.train_ids[first.train_rows]]])
-    assert run.read_metrics()["models"]["student"]["teacher"] == "kfold/tfidf"
+    assert run.state().models["student"].details["teacher"] == "kfold/tfidf"
 
     # A hold-out student may learn from a k-fold teacher run: it has OOF of every row.
     run, comp = _student_run(project, "one", models=["student"], cv={"folds": 1},
@@ -376,8 +377,7 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
                     "killed student r0_f1",  # the rerun: only the killed fold trains again
                     "whole tfidf r0_f0", "whole tfidf r0_f1",
                     "whole student r0_f0", "whole student r0_f1"]
-    killed = json.loads((project / "outputs" / "killed" / "metrics.json").read_text())
-    student = killed["models"]["student"]
+    student = RunState.read(project / "outputs" / "killed").models["student"].details
     assert student["resumed_from_step"] == 4 and student["pseudo_rows"] > 0
     a = np.load(project / "outputs" / "killed" / "predictions" / "student.npz", allow_pickle=True)
     b = np.load(project / "outputs" / "whole" / "predictions" / "student.npz", allow_pickle=True)

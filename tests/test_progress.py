@@ -3,7 +3,6 @@ KIT_PROGRESS_FILE they keep, and run_all.sh showing that file while a notebook r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pty
@@ -27,7 +26,7 @@ from kit.core.progress import ProgressLine, count_line, format_duration, show_pr
 from kit.errors import KitError
 from kit.models.hf.progress import TextProgress, use_text_progress
 from kit.models.hf.train import train_transformer
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO
 
 HTML = "<IPython.core.display.HTML"
 
@@ -294,40 +293,6 @@ def test_run_all_redraws_one_line_on_a_terminal(tmp_path):
     assert all(re.fullmatch(r"02_train \d+m\d\ds( \| .*)?", d) for d in draws), draws
     contents = [d.split(" | ", 1)[1] for d in draws if " | " in d]
     assert contents[0] == lines[0] and contents[-1] == lines[-1] and lines[1] in contents
-
-
-# -- the whole pipeline -----------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_run_all_shows_training_progress_and_the_log_has_no_html(project, tiny_model):
-    params = write_params(project / "params" / "progress.yaml", {
-        "extends": "base.yaml", "name": "progress", "output_dir": str(project / "outputs"),
-        "models": ["tfidf", "transformer"],
-        "competition": {"slug": "topics", "data_dir": str(project / "data" / "topics"),
-                        "metric": "f1_micro"},
-        "transformer": {"model": str(tiny_model), "max_length": 32, "epochs": 1,
-                        "batch_size": 8, "eval_steps": 3, "save_steps": 3},
-        "thresholds": {"bootstrap": 20},
-    })
-    proc = subprocess.run([str(REPO / "run_all.sh"), str(params)], capture_output=True,
-                          text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "PROGRESS_LOG_SECONDS": "0"})
-    assert proc.returncode == 0, proc.stderr
-    err = proc.stderr.splitlines()
-    train = err[err.index("== 02_train (progress)") + 1 : err.index("== 03_thresholds (progress)")]
-    assert train and all(re.match(r"02_train \d+m\d\ds \| ", line) for line in train), train
-    assert re.search(r"\| transformer: validation f1_micro = \d\.\d{4} \(", train[-1])
-    notebooks = project / "outputs" / "progress" / "notebooks"
-    log = (notebooks / "02_train.log").read_text()
-    assert "tfidf: training started" in log and "transformer: training started" in log
-    assert re.search(r"step 0/\d+ \(0%\) \| 0s elapsed \| ETA \?", log)
-    assert re.search(r"step (\d+)/\1 \(100%\) \| .* \| val f1_micro \d\.\d{3}", log)
-    assert "predict test" in log
-    assert HTML not in log  # (the training-curves cell shows an Image object: fine)
-    nb = json.loads((notebooks / "02_train.ipynb").read_text())
-    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
-    assert not any("<progress" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
-    assert (notebooks / "02_train.progress").read_text().startswith("transformer: validation")
 
 
 def test_lines_inside_a_stage_say_which_fold_they_count(tmp_path, caplog):

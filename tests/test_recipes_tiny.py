@@ -50,8 +50,9 @@ N_ROWS = 64  # training rows of a demo competition; synthetic ones are written w
 SHRUNK = ("model", "max_steps", "eval_steps", "save_steps", "batch_size", "max_length",
           "keep_checkpoints")  # kept to read what Trainer really ran
 # What the tiny runs change; everything else must equal the shipped params. A student's own
-# `distill.transformer` keys among them are shrunk too.
-CHANGED_KEYS = {"competition.max_rows", "competition.data_dir",
+# `distill.transformer` keys among them are shrunk too; k-fold recipes run 2 folds (the k-fold
+# path, at CI's cost).
+CHANGED_KEYS = {"competition.max_rows", "competition.data_dir", "cv.folds",
                 *(f"{section}.{key}" for section in ("transformer", "distill.transformer")
                   for key in SHRUNK)}
 TUNED = ("transformer", "student")  # the kinds that fine-tune a transformer (a student is one)
@@ -104,6 +105,8 @@ def tiny_overrides(shipped: Params, tmp_path: Path, tiny_model) -> dict:
         overrides["competition.data_dir"] = str(folder)
     else:
         overrides["competition.data_dir"] = str(tmp_path / "data" / slug)
+    if shipped.cv.folds > 2:  # a teacher run and its student alike: the same 2 folds
+        overrides["cv.folds"] = 2
     for kind in tuned_kinds(shipped):
         cfg = settings(shipped, kind)
         model_dir = tiny_model(cfg.model)

@@ -1,6 +1,7 @@
 """The run folder: the one place a run's state lives between notebooks (params, metrics, files).
 
-`outputs/<run-name>/` holds the resolved params.yaml, metrics.json, env.json, predictions,
+`outputs/<run-name>/` holds the resolved params.yaml, run_state.json (what steps record for
+later ones, kit.core.run_state) and metrics.json rendered from it, env.json, predictions,
 plots, the executed notebooks, and a FINISHED marker once the submission step is done. Opening
 an unfinished run with the same params continues it; opening it with other params, or opening
 a finished run, is refused so that no result is silently overwritten.
@@ -8,6 +9,7 @@ a finished run, is refused so that no result is silently overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +24,7 @@ from kit.config.params import Params, diff_params, dump_params, load_params, par
 from kit.core import envinfo, platform
 from kit.core.atomic import save_npz, write_atomic, write_json
 from kit.core.project import find_project_root
-from kit.core.run_state import RunState, param_value
+from kit.core.run_state import RunState, from_metrics, param_value, to_metrics
 from kit.errors import KitError
 
 FINISHED = "FINISHED"
@@ -75,15 +77,20 @@ class RunDir:
         return path
 
     def read_metrics(self) -> dict[str, Any]:
-        path = self.path / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        """metrics.json as the run state renders it: for people and old callers; the steps
+        read `state()` instead."""
+        return to_metrics(self.state())
 
     def update_metrics(self, **values: Any) -> dict[str, Any]:
-        """Merge values into metrics.json (nested dicts merge) and return the whole."""
-        metrics = self.read_metrics()
+        """Merge values into the metrics.json layout (nested dicts merge), store the state that
+        layout describes, and return the whole. Kept for older callers; steps record typed
+        values with `update_state`."""
+        state = self.state()
+        metrics = to_metrics(state)
         deep_merge(metrics, values)
-        write_json(self.path / "metrics.json", metrics)
-        return metrics
+        migrated = from_metrics(metrics)
+        dataclasses.replace(migrated, resolved=state.resolved).write(self.path)
+        return to_metrics(migrated)
 
     def save_predictions(self, preds: Predictions) -> Path:
         """Store a model's probabilities as predictions/<model>.npz (atomically)."""
@@ -110,8 +117,15 @@ class RunDir:
         return envinfo.record_step_resources(self.path / "env.json", step)
 
     def state(self) -> RunState:
-        """The typed run state (kit.core.run_state): what earlier steps resolved for later ones."""
+        """The typed run state (kit.core.run_state): what earlier steps recorded for later ones."""
         return RunState.read(self.path)
+
+    def update_state(self, **changes: Any) -> RunState:
+        """Record `changes` (RunState fields; dict fields merge per key) in run_state.json and
+        metrics.json, atomically each; return the new state."""
+        state = self.state().merged(**changes)
+        state.write(self.path)
+        return state
 
     def resolve_param(self, key: str, value: Any, source: str) -> None:
         """Record that a step set the null params `key` to `value`: in the run state, in this

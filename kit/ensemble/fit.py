@@ -10,6 +10,7 @@ import numpy as np
 
 from kit.core.atomic import write_json
 from kit.core.progress import show_progress
+from kit.core.run_state import ModelReport
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.ensemble.blend import Blend, combine, fit_weights, to_ranks
@@ -87,10 +88,10 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
                                           "rank": cfg.rank, "rows": len(val_ids), **extra})
     rep = metrics.report(y, val, None, comp.task, metric_name)
-    rep.update(_per_fold(run, comp, val_ids, y, val, metric_name))
-    run.update_metrics(models={ENSEMBLE: {**rep, **compared, "weights": result.weights,
-                                          "member_scores": result.member_scores,
-                                          "method": result.method}})
+    run.update_state(models={ENSEMBLE: ModelReport(
+        scores={**rep, **compared}, **_per_fold(run, comp, val_ids, y, val, metric_name),
+        details={"weights": result.weights, "member_scores": result.member_scores,
+                 "method": result.method})})
     best_member = max(result.member_scores.items(), key=lambda kv: sign * kv[1])
     show_progress(log, f"ensemble ({result.method}): {metric_name} = {result.score:.4f} on "
                        f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "

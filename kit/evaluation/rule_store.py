@@ -26,10 +26,11 @@ def chosen_model(run: RunDir) -> str:
         if wanted not in choices:
             raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
         return wanted
-    best = run.read_metrics().get("best_model")
+    best = run.state().best
     if best is None:
-        raise KitError("No trained model recorded in metrics.json; run 02_train first.")
-    return best
+        raise KitError(f"No trained model recorded in {run.path} (run_state.json); run 02_train "
+                       "first.")
+    return best.model
 
 
 def load_rule(run: RunDir, task: str, labels: list[str]) -> DecisionRule:

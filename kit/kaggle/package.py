@@ -93,7 +93,8 @@ def dataset_slug(params: Params) -> str:
 
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
 # final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
-RUN_FILES = ("params.yaml", "metrics.json", "decision_rule.json", "ensemble.json")
+RUN_FILES = ("params.yaml", "run_state.json", "metrics.json", "decision_rule.json",
+             "ensemble.json")
 FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.models.kinds
 
 

@@ -13,7 +13,6 @@ resumes from its latest complete checkpoint and finished models and folds are ke
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.config.params import Params
+from kit.core.run_state import METRICS_FILE, STATE_FILE, RunState
 from kit.errors import KitError
 from kit.kaggle.kernels import fetch_output, log_tail
 from kit.kaggle.package import load_state, run_params, save_state
@@ -144,6 +144,8 @@ def pull_run(run_folder: str | Path, *, env: Mapping[str, str] | None = None) ->
                        f"{params.name} (models {params.models}). Fix: continue it with `python "
                        f"-m kit push {run_folder} --out DIR --notebook 02_train --continue` and "
                        "pull once a session says it finished.")
+    if not (source / STATE_FILE).is_file():  # trained by a kit from before run_state.json:
+        (run_folder / STATE_FILE).unlink(missing_ok=True)  # its metrics.json is the record
     for item in sorted(source.iterdir()):
         if item.name in KEPT_LOCAL:
             continue
@@ -160,10 +162,9 @@ def pull_run(run_folder: str | Path, *, env: Mapping[str, str] | None = None) ->
 
 def trained_everything(run_dir: Path, params: Params) -> bool:
     """Whether `run_dir` holds every model of `params.models` trained (metrics and predictions)."""
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
+    if not (run_dir / METRICS_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
         return False
-    trained = json.loads(metrics.read_text()).get("models", {})
+    trained = RunState.read(run_dir).models
     return all(kind in trained and (run_dir / "predictions" / f"{kind}.npz").is_file()
                for kind in params.models)
 
@@ -179,4 +180,5 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def _resumable(run_dir: Path) -> bool:
     return run_dir.is_dir() and bool(checkpoint_steps(run_dir) or
-                                     (run_dir / "metrics.json").is_file())
+                                     (run_dir / METRICS_FILE).is_file()
+                                     or (run_dir / STATE_FILE).is_file())

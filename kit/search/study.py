@@ -158,8 +158,11 @@ def _run_trial(trial: Any, params_path: str, overrides: dict[str, Any], params: 
 
         callbacks.append(PruningCallback(trial, metric))
     table = train_models(run, comp, callbacks=callbacks, on_fold=on_fold)
-    value = float(run.read_metrics()["validation"])
-    trial.set_user_attr("model", str(run.read_metrics()["best_model"]))
+    best = run.state().best
+    if best is None:
+        raise KitError(f"Search trial {name!r}: training recorded no best model in {run.path}.")
+    value = best.validation
+    trial.set_user_attr("model", best.model)
     show_progress(log, f"search trial {trial.number + 1}/{total} ({name}): {metric} = "
                        f"{value:.4f} ({table.index.tolist()})")
     return value

@@ -83,7 +83,7 @@ class Predictor:
         params = params_from_dict(yaml.safe_load(params_file.read_text()), source=str(params_file))
         run = RunDir(path=folder, params=params, root=folder.parent)
         model_name = chosen_model(run)
-        metrics = run.read_metrics()
+        state = run.state()
         model = load_model(folder, params, model_name, device, backend=backend)
         predict, labels, dev, task, template = (model.predict, model.labels, model.device,
                                                 model.task, model.template)
@@ -93,12 +93,13 @@ class Predictor:
                 f"{folder}: the decision rule's labels {rule.labels} differ from the model's "
                 f"{labels}; decision_rule.json belongs to another model. Re-run 03_thresholds."
             )
-        validation = metrics.get("models", {}).get(model_name, {}).get(metrics.get("metric"))
+        metric = state.best.metric if state.best else params.competition.metric
+        validation = state.model_score(model_name, metric)
         log.info(f"Loaded run {params.name!r}: {model_name} on {dev} ({model.backend}), "
                  f"rule {rule.kind}"
                  + (f" (temperature {rule.temperature:.3g})" if rule.temperature else ""))
         return cls(params.name, folder, model_name, task, list(labels), rule, params,
-                   metrics.get("metric"), validation, dev, template, predict,
+                   metric, validation, dev, template, predict,
                    backend=model.backend)
 
     def render(self, df: pd.DataFrame, source: str) -> list[str]:

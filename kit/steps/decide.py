@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
+from kit.core.run_state import Decision
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.errors import KitError
@@ -235,12 +236,12 @@ def fit_decision_rule(run: RunDir, comp: Competition) -> DecisionResult:
     out.report["chosen rule (fitted on these rows)"] = pd.Series(rule_report)
     rule.to_json(run.path / RULE_FILE)
     out.rule = rule
-    run.update_metrics(decision={
-        "model": val.model, "rule": rule.kind, "threshold": rule.threshold,
-        "temperature": temperature, "calibration": out.calibration,
-        "validation_default": float(out.report.loc[metric, "default rule"]),
-        "validation_rule": float(rule_report[metric]),
-        "threshold_search": out.threshold, "rule_guard": out.guard,
-    })
+    run.update_state(decision=Decision(
+        model=val.model, rule=rule.kind, threshold=rule.threshold,
+        temperature=temperature, calibration=out.calibration,
+        validation_default=float(out.report.loc[metric, "default rule"]),
+        validation_rule=float(rule_report[metric]),
+        threshold_search=out.threshold, rule_guard=out.guard,
+    ))
     run.record_resources("decide")
     return out

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from kit.core.run_state import EdaSummary
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.eda import (
@@ -64,16 +65,16 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
     examples = examples_per_class(comp, params.eda.examples_per_class, params.seed)
     mapping = label_mapping(comp, params.competition.label_map)
     data = {k: v for k, v in (comp.data_info or {}).items() if k != "label_codes"}
-    run.update_metrics(eda={
-        "train_rows": len(comp.train), "test_rows": len(comp.test),
-        "classes": len(comp.labels), "token_unit": unit,
-        "suggested_max_length": max_length, "max_length_percentile": pct,
-        "checks": dict(zip(checks["check"], checks["rows"].astype(int), strict=True)),
-        "class_rows": dict(zip(balance["label"].astype(str), balance["rows"].astype(int),
-                               strict=True)),
-        "label_mapping": mapping_summary(mapping),
-        "data": {k: v for k, v in data.items() if k != "class_rows_read"},
-    })
+    run.update_state(eda=EdaSummary(
+        train_rows=len(comp.train), test_rows=len(comp.test),
+        classes=len(comp.labels), token_unit=unit,
+        suggested_max_length=max_length, max_length_percentile=pct,
+        checks=dict(zip(checks["check"], checks["rows"].astype(int), strict=True)),
+        class_rows=dict(zip(balance["label"].astype(str), balance["rows"].astype(int),
+                            strict=True)),
+        label_mapping=mapping_summary(mapping),
+        data={k: v for k, v in data.items() if k != "class_rows_read"},
+    ))
     cfg = params.transformer
     if "transformer" in params.models and cfg.max_length is None and unit == cfg.model:
         # Measured with this model's tokenizer: training uses it, and params.yaml says so.

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kit.core.run_state import SubmissionRecord
 from kit.core.rundir import RunDir, run_path
 from kit.data.competition import Competition
 from kit.errors import KitError
@@ -64,7 +65,8 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
         default = build_submission(comp, metrics.default_predictions(preds.test_probs, comp.task),
                                    preds.test_probs, "label", delimiter)
         scores["default_rule"] = score_local(default, comp, metric, delimiter)
-    validation = run.read_metrics().get("decision", {}).get("validation_rule")
+    decision = run.state().decision
+    validation = decision.validation_rule if decision else None
     message = params.submit.message or (
         f"{params.name} {model}" + (f" val {metric}={validation:.4f}" if validation else ""))
     try:
@@ -81,11 +83,11 @@ def make_submission(run: RunDir, comp: Competition) -> SubmissionResult:
         _log(run, path, message, model, scores, validation, answer, ok, dry_run=False)
         raise
     _log(run, path, message, model, scores, validation, answer, ok, not params.submit.enabled)
-    run.update_metrics(
-        submission={"file": str(path.relative_to(run.path)), "model": model,
-                    "rule": rule.kind, "command": command, "kaggle_answer": answer},
-        **{k: v for k, v in scores.items() if k.startswith("local_") or k.endswith("_gap")},
-    )
+    run.update_state(submission=SubmissionRecord(
+        file=str(path.relative_to(run.path)), model=model, rule=rule.kind, command=command,
+        kaggle_answer=answer,
+        local={k: v for k, v in scores.items() if k.startswith("local_") or k.endswith("_gap")},
+    ))
     track_submission(run, model)  # MLflow: the run folder's files, the best model registered
     run.record_resources("submit")
     return SubmissionResult(sub, path, scores, command, answer, rule)

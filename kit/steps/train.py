@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kit.core.progress import progress_stage, show_progress
+from kit.core.run_state import BestModel, FoldScore, ModelReport
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold, load_or_make_folds
@@ -51,8 +52,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
     metric = params.competition.metric
     tracker = open_tracker(run)  # MLflow when installed (tracking params); never stops a run
     for kind in params.models:
-        if (run.predictions / f"{kind}.npz").exists() and kind in run.read_metrics().get(
-                "models", {}):
+        if (run.predictions / f"{kind}.npz").exists() and kind in run.state().models:
             log.info(f"{kind}: already trained in this run; reusing its predictions.")
             continue
         start = time.time()
@@ -60,15 +60,17 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
         for n, fold in enumerate(folds):
             fits.append(_fit_fold(run, comp, kind, fold, len(folds), tracker, extra, callbacks))
             if on_fold is not None and not fold.is_holdout:
-                scores = run.read_metrics()["folds"][kind]
-                on_fold(kind, n, scores[fold.tag][metric])
+                on_fold(kind, n, run.state().folds[kind][fold.tag].score)
         preds = assemble(kind, comp, fits)
         run.save_predictions(preds)
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
-        rep.update(_fold_summary(run, kind, folds))
-        rep["train_seconds"] = round(time.time() - start, 1)
-        run.update_metrics(models={kind: {**rep, **extra}})
+        spread = _fold_summary(run, kind, folds)
+        seconds = round(time.time() - start, 1)
+        run.update_state(models={kind: ModelReport(scores=dict(rep), train_seconds=seconds,
+                                                   details=extra, **spread)})
+        rep.update(spread)
+        rep["train_seconds"] = seconds
         spread = f" (folds {rep['cv_mean']:.4f} ± {rep['cv_std']:.4f})" if "cv_mean" in rep else ""
         what = "validation" if folds[0].is_holdout else "OOF"
         show_progress(log, f"{kind}: {what} {metric} = {rep[metric]:.4f}{spread} "
@@ -101,9 +103,9 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
         save_fold(run, kind, fold, val_probs, test_probs)
         score = metrics.report(comp.y[fold.val_rows], val_probs, None, comp.task,
                                run.params.competition.metric)[run.params.competition.metric]
-        run.update_metrics(folds={kind: {fold.tag: {
-            run.params.competition.metric: score, "seconds": round(time.time() - started, 1),
-            "rows": len(fold.val_rows)}}})
+        run.update_state(folds={kind: {fold.tag: FoldScore(
+            run.params.competition.metric, float(score), round(time.time() - started, 1),
+            len(fold.val_rows))}})
         show_progress(log, f"{label}: {run.params.competition.metric} = {score:.4f}")
     return FoldPredictions(fold, val_probs, test_probs)
 
@@ -118,21 +120,20 @@ def _rows(comp: Competition, ids: np.ndarray) -> np.ndarray:
 
 
 def _fold_summary(run: RunDir, kind: str, folds: list[Fold]) -> dict:
-    """Mean and std of the per-fold scores (k-fold only), from metrics.json's `folds`."""
+    """Mean and std of the per-fold scores (k-fold only), from the run state's fold scores."""
     if folds[0].is_holdout:
         return {}
-    metric = run.params.competition.metric
-    per_fold = run.read_metrics().get("folds", {}).get(kind, {})
-    scores = [per_fold[f.tag][metric] for f in folds if f.tag in per_fold]
+    per_fold = run.state().folds.get(kind, {})
+    scores = [per_fold[f.tag].score for f in folds if f.tag in per_fold]
     return {"cv_mean": float(np.mean(scores)), "cv_std": float(np.std(scores)),
             "folds": len(scores)}
 
 
 def summarize(run: RunDir) -> pd.DataFrame:
-    """Validation table of the trained models; records the best one in metrics.json."""
-    m = run.read_metrics()
+    """Validation table of the trained models; records the best one in the run state."""
+    state = run.state()
     metric = run.params.competition.metric
-    table = pd.DataFrame(m.get("models", {})).T
+    table = pd.DataFrame({kind: report.row() for kind, report in state.models.items()}).T
     # weights, member scores: per-model details that belong in metrics.json, not the table
     table = table[[c for c in table.columns
                    if not table[c].map(lambda v: isinstance(v, (dict, list))).any()]]
@@ -140,7 +141,7 @@ def summarize(run: RunDir) -> pd.DataFrame:
         raise KitError("No model has been trained in this run yet; run 02_train first.")
     greater = metrics.get_metric(metric).greater_is_better
     best = table[metric].astype(float).idxmax() if greater else table[metric].astype(float).idxmin()
-    run.update_metrics(metric=metric, best_model=best, validation=float(table.loc[best, metric]))
+    run.update_state(best=BestModel(best, metric, float(table.loc[best, metric])))
     return table
 
 
@@ -156,17 +157,17 @@ def training_curves(run: RunDir) -> object:
 
 def cv_summary(run: RunDir) -> pd.DataFrame | str:
     """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights."""
-    m = run.read_metrics()
-    per_fold = m.get("folds", {})
-    if not per_fold:
+    state = run.state()
+    if not state.folds:
         return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
-    metric = m.get("metric") or run.params.competition.metric
-    table = pd.DataFrame({kind: {tag: s[metric] for tag, s in folds.items()}
-                          for kind, folds in per_fold.items()})
+    metric = state.best.metric if state.best else run.params.competition.metric
+    table = pd.DataFrame({kind: {tag: s.score for tag, s in folds.items()}
+                          for kind, folds in state.folds.items()})
     table.loc["mean"] = table.mean()
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
-    table.loc["OOF"] = [m["models"].get(kind, {}).get(metric) for kind in table.columns]
-    weights = m["models"].get("ensemble", {}).get("weights")
+    table.loc["OOF"] = [state.model_score(kind, metric) for kind in table.columns]
+    ensemble = state.models.get("ensemble")
+    weights = ensemble.details.get("weights") if ensemble else None
     if weights:
         table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
     return table.round(4)

@@ -20,6 +20,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from kit.core.atomic import write_atomic
+from kit.core.run_state import ModelReport, RunState
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _flatten(d: dict[str, Any], sections: set[str], prefix: str = "") -> dict[st
     return out
 
 
-def _wall_seconds(run: Path, metrics: dict[str, Any]) -> float | None:
+def _wall_seconds(run: Path, state: RunState) -> float | None:
     """Notebook durations papermill recorded, else the models' training seconds."""
     total = 0.0
     for nb in sorted((run / "notebooks").glob("*.ipynb")):
@@ -68,8 +69,7 @@ def _wall_seconds(run: Path, metrics: dict[str, Any]) -> float | None:
             continue
     if total:
         return round(total, 1)
-    seconds = [m.get("train_seconds") for m in metrics.get("models", {}).values()
-               if isinstance(m, dict) and m.get("train_seconds") is not None]
+    seconds = [m.train_seconds for m in state.models.values() if m.train_seconds is not None]
     return round(sum(seconds), 1) if seconds else None
 
 
@@ -88,22 +88,22 @@ def run_row(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(the scores row, the flattened params) of one run folder; None if it trained nothing."""
     try:
         params = yaml.safe_load((run / "params.yaml").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError):
+        state = RunState.read(run)
+    except (FileNotFoundError, yaml.YAMLError, KitError):
         return None
-    model = metrics.get("best_model")
-    if model is None:
+    if state.best is None:
         return None
-    metric = metrics.get("metric")
-    chosen = metrics.get("models", {}).get(model, {})
+    model, metric = state.best.model, state.best.metric
+    chosen = state.models.get(model, ModelReport(scores={}))
+    local = state.submission.local if state.submission else {}
     row = {
         "run": run.name, "competition": params.get("competition", {}).get("slug"),
         "metric": metric, "model": model,
-        "cv_score": chosen.get(metric), "cv_mean": chosen.get("cv_mean"),
-        "cv_std": chosen.get("cv_std"), "folds": chosen.get("folds", 1),
-        "rule_score": metrics.get("decision", {}).get("validation_rule"),
-        "local_public": metrics.get("local_public"), "local_private": metrics.get("local_private"),
-        "wall_seconds": _wall_seconds(run, metrics), "peak_rss_gb": _peak_rss_gb(run),
+        "cv_score": chosen.score(metric), "cv_mean": chosen.cv_mean,
+        "cv_std": chosen.cv_std, "folds": chosen.folds or 1,
+        "rule_score": state.decision.validation_rule if state.decision else None,
+        "local_public": local.get("local_public"), "local_private": local.get("local_private"),
+        "wall_seconds": _wall_seconds(run, state), "peak_rss_gb": _peak_rss_gb(run),
         "finished": (run / "FINISHED").exists(),
     }
     return row, _flatten(params, _section_paths())

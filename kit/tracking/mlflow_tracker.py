@@ -200,9 +200,12 @@ def track_submission(run: RunDir, model: str) -> TrackingSummary:
     summary = TrackingSummary(tracker.uri, tracker.run_id, tracker.experiment)
     if not tracker.active:
         return summary
-    metrics = run.read_metrics()
-    tracker.log_metrics({k: metrics.get(k) for k in ("validation", "local_public",
-                                                     "local_private", "local_gap")})
+    state = run.state()
+    validation = state.best.validation if state.best else None
+    local = state.submission.local if state.submission else {}
+    tracker.log_metrics({"validation": validation,
+                         **{k: local.get(k) for k in ("local_public", "local_private",
+                                                      "local_gap")}})
     tracker.call("tagging the run", lambda: tracker.client.set_tag(
         tracker.run_id, "compkit.submitted_model", model))
     files = sorted(p for p in run.path.iterdir()
@@ -211,7 +214,6 @@ def track_submission(run: RunDir, model: str) -> TrackingSummary:
     summary.artifacts += tracker.log_files([run.path / "plots"])
     summary.artifacts += tracker.log_files(sorted(run.models.glob("*/training_curves*.png")),
                                            "plots")
-    validation = metrics.get("validation")
     folder = _model_folder(run, model)
     if run.params.tracking.register_model and folder is not None and _number(validation):
         greater = get_metric(run.params.competition.metric).greater_is_better

@@ -135,11 +135,11 @@ def _check_same_classes(mine: Params, theirs: Params, folder: Path) -> None:
 
 
 def _best_model(folder: Path, params: Params, root: Path) -> str:
-    best = RunDir(folder, params, root).read_metrics().get("best_model")
-    if not best:
+    best = RunDir(folder, params, root).state().best
+    if best is None:
         raise KitError(f"The teacher run {folder} has no best model yet: its 02_train did not "
                        "finish. Finish it, or name its model: `<run>:<model>`.")
-    return str(best)
+    return best.model
 
 
 def _check_same_folds(run: RunDir, folder: Path) -> None:

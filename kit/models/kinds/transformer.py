@@ -58,14 +58,15 @@ class TransformerKind:
 
         params = run.params
         cfg = self.settings(params)
-        resolved = run.state().resolved.get("transformer.max_length")
+        state = run.state()
+        resolved = state.resolved.get("transformer.max_length")
         if resolved is not None and cfg.max_length == resolved.value:
             log.info(f"max_length {cfg.max_length}: {resolved.source}")
-        eda = run.read_metrics().get("eda", {})
-        if cfg.max_length is None and eda.get("token_unit") == cfg.model:
-            # A run folder from before run_state.json: its EDA entry still sets the length.
-            cfg = dataclasses.replace(cfg, max_length=int(eda["suggested_max_length"]))
-            log.info(f"max_length {cfg.max_length}: p{eda['max_length_percentile']:g} of the "
+        eda = state.eda
+        if cfg.max_length is None and eda is not None and eda.token_unit == cfg.model:
+            # A run folder from before the resolved params: its EDA summary still sets the length.
+            cfg = dataclasses.replace(cfg, max_length=int(eda.suggested_max_length))
+            log.info(f"max_length {cfg.max_length}: p{eda.max_length_percentile:g} of the "
                      "training texts' token lengths (01_eda)")
         checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run, self.name)
         if checkpoints:
