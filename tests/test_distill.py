@@ -307,6 +307,7 @@ def misled(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     return run, gold, labels
 
 
+@pytest.mark.slow  # the `misled` run trains a tiny BERT (about 6 s)
 def test_a_student_learns_its_teachers_labels_not_the_gold_ones(misled):
     run, gold, labels = misled
     preds = np.load(run.path / "predictions" / "student.npz", allow_pickle=True)
@@ -319,6 +320,7 @@ def test_a_student_learns_its_teachers_labels_not_the_gold_ones(misled):
     assert "sport" not in said
 
 
+@pytest.mark.slow  # the `misled` run trains a tiny BERT (about 6 s)
 def test_kit_predict_serves_a_student_run_like_a_transformer_run(misled, tmp_path, capsys):
     from kit.cli import main
     from kit.kaggle.package import copy_inference_run
