@@ -1,9 +1,11 @@
 """Test helper: train a k-fold run in its own process; optionally stop it inside one fold.
 
 `python tests/cv_worker.py ROOT PARAMS RUN LOG [FOLD STEP]` trains every model of the run on
-every fold (kit.steps.train.train_models), appending each fit it starts to LOG. With FOLD and
-STEP the process stops itself (SIGSTOP, see helpers/kill.py) when fold FOLD reaches training step
-STEP, for the parent to SIGKILL it exactly there.
+every fold (kit.steps.train.train_models), appending each fit it starts to LOG as
+`<run> <kind> <fit>`: the fold's tag (`r0_f2`, `full` for the refit), and `<tag>/s<seed>` for one
+seed's fit with `seeds`. With FOLD and STEP the process stops itself (SIGSTOP, see
+helpers/kill.py) when the fit FOLD (a fit as logged) reaches training step STEP, for the parent
+to SIGKILL it exactly there.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def main(root: str, params: str, name: str, log: str, fold: str = "", step: str 
     real = train_step.fit_model
 
     def fit(kind, run, comp, f, tracker, callbacks=None):
+        name = f.tag if f.seed is None else f"{f.tag}/s{f.seed}"
         with open(log, "a") as out:
-            out.write(f"{run.params.name} {kind} {f.tag}\n")
-        extra = [StopAt()] if f.tag == fold else []
+            out.write(f"{run.params.name} {kind} {name}\n")
+        extra = [StopAt()] if name == fold else []
         return real(kind, run, comp, f, tracker, [*(callbacks or []), *extra])
 
     train_step.fit_model = fit

@@ -198,6 +198,14 @@ def test_run_exports_finds_every_fold(tmp_path: Path):
     assert run_exports(tmp_path / "run") == folds
 
 
+def test_run_exports_finds_every_seed_of_every_fold_and_the_refit(tmp_path: Path):
+    models = tmp_path / "run" / "models"
+    found = [fake_export(models / "transformer" / f"r0_f{k}" / f"s{s}" / "model")
+             for k in range(2) for s in (5, 6)]
+    found += [fake_export(models / "transformer_full" / f"s{s}" / "model") for s in (5, 6)]
+    assert run_exports(tmp_path / "run") == found
+
+
 def test_kit_predict_backend_flag(exported: BuiltRun, tmp_path: Path):
     src = tmp_path / "new.csv"
     exported.test[["id", "text"]].to_csv(src, index=False)

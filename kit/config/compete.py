@@ -21,6 +21,8 @@ class CvParams(Section):
     repeats: int = field(default=1, metadata={
         "help": "Repeat the k folds with seeds seed, seed+1, ...; OOF probabilities averaged.",
         "within": "[1, inf)"})
+    refit: bool = field(default=False, metadata={
+        "help": "After the folds, a fit on all rows for their mean best step: `<kind>_full`."})
 
     def check(self) -> None:
         if self.repeats > 1 and self.folds < 2:
@@ -28,6 +30,32 @@ class CvParams(Section):
                 f"`cv.repeats` is {self.repeats} with `cv.folds` 1: repeats need k-fold. Set "
                 "cv.folds to 5 (say), or cv.repeats to 1."
             )
+        if self.refit and self.folds < 2:
+            raise KitError(
+                "`cv.refit: true` with `cv.folds` 1: the full-data refit learns its step count "
+                "from the folds' best checkpoints and borrows their out-of-fold predictions, so "
+                "it needs k-fold. Set cv.folds to 5 (say), or cv.refit: false."
+            )
+
+
+# A full-data refit of model kind `k` is the model `k_full` (`cv.refit`): its own predictions
+# file and model folder, a member like any other.
+REFIT_SUFFIX = "_full"
+
+
+def refit_name(kind: str) -> str:
+    """The model name of `kind`'s full-data refit: `transformer` -> `transformer_full`."""
+    return kind + REFIT_SUFFIX
+
+
+def refit_source(name: str) -> str | None:
+    """The kind a refit model `<kind>_full` refits (its OOF stand-in); None for other names."""
+    return name.removesuffix(REFIT_SUFFIX) if name.endswith(REFIT_SUFFIX) else None
+
+
+def run_models(models: list[str], cv: CvParams) -> list[str]:
+    """The models a run trains: `models`, then each one's full-data refit with `cv.refit`."""
+    return [*models, *([refit_name(m) for m in models] if cv.refit else [])]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from kit.config.section import Section
+from kit.config.section import Section, check_seeds
 from kit.errors import KitError
 
 __all__ = ["LoraParams", "TfidfParams", "TransformerParams"]
@@ -162,9 +162,12 @@ class TransformerParams(Section):
         "help": "Stop with a checkpoint before this; rerun to continue.", "within": "(0, inf)"})
     memory_budget_gb: float | None = field(default=None, metadata={
         "help": "GPU memory to plan for; null: the GPU's.", "within": "(0, inf)"})
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "A fit per seed for each fold (or split), probabilities averaged; null: `seed`."})
     lora: LoraParams = field(default_factory=LoraParams)
 
     def check(self) -> None:
+        check_seeds(self.seeds, "transformer.seeds")
         # Every checkpoint needs a validation score so that the best one is known and kept, and
         # a run always has validation (validation.size lies in (0, 1)).
         if self.save_steps % self.eval_steps:
@@ -222,3 +225,4 @@ class TransformerParams(Section):
                 "unsloth's open-source build does not support; with lora.unsloth: require, set "
                 "distributed: off (one GPU), or lora.unsloth: auto (peft under DDP)."
             )
+

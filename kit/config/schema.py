@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from kit.config.compete import CvParams, EnsembleParams, SearchParams
+from kit.config.compete import CvParams, EnsembleParams, SearchParams, run_models
 from kit.config.delivery import KaggleParams, PlatformParams
 from kit.config.distill import DistillParams, PseudoParams, check_distill
 from kit.config.kaggle_names import check_submission
@@ -273,11 +273,13 @@ class Params(Section):
             raise KitError(f"`models` is {self.models}; list each model once.")
         if not self.name or "/" in self.name:
             raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
-        choices = [*self.models, *(["ensemble"] if self.ensemble.enabled else [])]
+        choices = [*run_models(self.models, self.cv), *(["ensemble"] if self.ensemble.enabled
+                                                        else [])]
         if self.submit.model != "best" and self.submit.model not in choices:
             raise KitError(
                 f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}"
-                + (" or `ensemble`." if self.ensemble.enabled else ".")
+                + (f" (with cv.refit: {run_models(self.models, self.cv)})" if self.cv.refit
+                   else "") + (" or `ensemble`." if self.ensemble.enabled else ".")
             )
         comp = self.competition
         if (self.thresholds.enabled and self.thresholds.multiclass_bias

@@ -109,3 +109,18 @@ def check_optimizer(name: str) -> None:
             f"transformers' OptimizerNames, e.g. adamw_torch, adamw_8bit, paged_adamw_32bit."
         )
 
+
+def check_seeds(seeds: list[int] | None, key: str) -> None:
+    """A seeds list names at least one seed, each once, none negative (null: the run's seed)."""
+    if seeds is None:
+        return
+    if not seeds:
+        raise KitError(f"`{key}` is an empty list; list the seeds to average, e.g. [42, 43, 44], "
+                       "or write null to train once with the run's `seed`.")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise KitError(f"`{key}` {seeds} lists seed {', '.join(map(str, twice))} more than once: "
+                       "a repeated seed trains the same model again. List each seed once.")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise KitError(f"`{key}` {seeds} holds the negative seed {negative[0]}; seeds are >= 0.")

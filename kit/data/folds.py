@@ -26,16 +26,21 @@ FOLDS_FILE = "folds.json"
 
 
 HOLDOUT = -1  # Fold.fold of the single hold-out split
+REFIT = -2  # Fold.fold of the full-data refit after k folds (`cv.refit`)
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One model fit: train on `train_rows`, predict `val_rows` (its out-of-fold rows)."""
+    """One model fit: train on `train_rows`, predict `val_rows` (its out-of-fold rows).
+
+    `seed`: one of the model's `seeds` (each fold is fitted once per seed); None: the run's seed.
+    """
 
     repeat: int
     fold: int
     train_rows: np.ndarray
     val_rows: np.ndarray
+    seed: int | None = None
 
     @property
     def is_holdout(self) -> bool:
@@ -43,9 +48,21 @@ class Fold:
         return self.fold == HOLDOUT
 
     @property
+    def is_refit(self) -> bool:
+        """The fit on all training rows after the k folds (no validation rows)."""
+        return self.fold == REFIT
+
+    @property
     def tag(self) -> str:
-        """`r0_f2`: the fold's folder and file name; `holdout` for the single split."""
-        return "holdout" if self.is_holdout else f"r{self.repeat}_f{self.fold}"
+        """`r0_f2`: the fold's folder and file name; `holdout` for the single split, `full` for
+        the refit (the seed is not part of it: a fold's seeds share its tag)."""
+        return ("holdout" if self.is_holdout else "full" if self.is_refit
+                else f"r{self.repeat}_f{self.fold}")
+
+
+def refit_fold(comp: Competition) -> Fold:
+    """The full-data refit: every training row, none held out."""
+    return Fold(0, REFIT, np.arange(len(comp.train_ids)), np.array([], dtype=int))
 
 
 def assign_folds(comp: Competition, folds: int, seed: int, stratify: bool = True,

@@ -14,7 +14,7 @@ from kit.core.run_state import ModelReport
 from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.ensemble.blend import Blend, combine, fit_weights, to_ranks
-from kit.ensemble.members import ENSEMBLE, collect_members
+from kit.ensemble.members import ENSEMBLE, collect_members, share_with_refits
 from kit.ensemble.stack import fit_stack
 from kit.errors import KitError
 from kit.evaluation import metrics
@@ -65,6 +65,7 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
     blend: Blend = fit_weights(val_stack, score, surrogate,
                                "hill_climb" if cfg.method == "stack" else cfg.method,
                                cfg.iterations, normalize)
+    blend.weights = share_with_refits([m.name for m in members], blend.weights)
     val = combine(val_stack, blend.weights, normalize)
     test = combine(test_stack, blend.weights, normalize)
     weights = {m.name: round(float(w), 6) for m, w in zip(members, blend.weights, strict=True)}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.config.compete import refit_source, run_models
 from kit.core.rundir import Predictions, RunDir
 from kit.errors import KitError
 
@@ -29,7 +30,7 @@ class Member:
 
 def collect_members(run: RunDir) -> tuple[list[Member], np.ndarray, np.ndarray]:
     """Members in order (this run's models, then `ensemble.runs`), the row ids and test ids."""
-    own = [run.load_predictions(kind) for kind in run.params.models]
+    own = [run.load_predictions(name) for name in run_models(run.params.models, run.params.cv)]
     others = [(name, p) for name in run.params.ensemble.runs for p in _run_predictions(run, name)]
     named = [(p.model, p) for p in own] + [(f"{name}/{p.model}", p) for name, p in others]
     if not named:
@@ -66,3 +67,23 @@ def _aligned(name: str, preds: Predictions, val_ids: np.ndarray,
     where = {v: i for i, v in enumerate(map(str, preds.val_ids.tolist()))}
     order = np.array([where[v] for v in map(str, val_ids.tolist())])
     return Member(name, preds.val_probs[order], preds.test_probs)
+
+
+def share_with_refits(names: list[str], weights: np.ndarray) -> np.ndarray:
+    """Weights with each full-data refit (`<kind>_full`) and its k-fold kind sharing equally what
+    the two earned together.
+
+    The refit's OOF rows are its kind's (a stand-in: kit.steps.refit), so no blend can tell the
+    two apart on them, and a fit would give the refit nothing (hill climbing keeps the first of
+    equals). Shared equally, the kind's weight goes half to its fold models, half to the model
+    of all rows at test, and the blend's OOF probabilities do not change.
+    """
+    weights = np.asarray(weights, dtype=float).copy()
+    where = {name: i for i, name in enumerate(names)}
+    for name, i in where.items():
+        run_name, slash, model = name.rpartition("/")  # "<run>/transformer_full" from a run
+        source = refit_source(model)
+        j = None if source is None else where.get(run_name + slash + source)
+        if j is not None:
+            weights[i] = weights[j] = (weights[i] + weights[j]) / 2
+    return weights

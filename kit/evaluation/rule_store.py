@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kit.config.compete import run_models
 from kit.config.params import Params
 from kit.core.rundir import RunDir
 from kit.errors import KitError
@@ -22,7 +23,8 @@ def chosen_model(run: RunDir) -> str:
     """`submit.model`, or the model with the best validation metric."""
     wanted = run.params.submit.model
     if wanted != "best":
-        choices = [*run.params.models, *(["ensemble"] if run.params.ensemble.enabled else [])]
+        choices = [*run_models(run.params.models, run.params.cv),
+                   *(["ensemble"] if run.params.ensemble.enabled else [])]
         if wanted not in choices:
             raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
         return wanted

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from kit.config.compete import refit_source
 from kit.config.params import Params, params_from_dict
 from kit.core.envinfo import LOCK_FILE
 from kit.errors import KitError
@@ -31,6 +32,7 @@ from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
 from kit.kaggle.metadata import PLACEHOLDER_OWNER
 from kit.models.kinds import KINDS
+from kit.models.kinds.base import fit_dirs
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +101,15 @@ FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.model
 
 
 def model_parts(run_folder: Path) -> list[str]:
-    """The final model files of a run: `models/<kind>/<final>`, or per fold `r0_f2/<final>`."""
+    """The final model files of a run: `models/<model>/<final>`, or per fold `r0_f2/<final>`, per
+    seed `s43/<final>` or both (`r0_f2/s43/<final>`); models are kinds and refits `<kind>_full`."""
     parts = []
-    for kind, final in FINAL_FILES.items():
-        base = run_folder / "models" / kind
-        found = [base / final] if (base / final).exists() else sorted(base.glob(f"r*_f*/{final}"))
-        parts += [str(p.relative_to(run_folder)) for p in found]
+    models = run_folder / "models"
+    for base in sorted(models.iterdir()) if models.is_dir() else []:
+        final = FINAL_FILES.get(refit_source(base.name) or base.name)
+        if final is not None:
+            parts += [str((d / final).relative_to(run_folder)) for d in fit_dirs(base)
+                      if (d / final).exists()]
     return parts
 
 

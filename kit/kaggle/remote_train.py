@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.config.compete import run_models
 from kit.config.params import Params
 from kit.core.run_state import METRICS_FILE, STATE_FILE, RunState
 from kit.errors import KitError
@@ -161,12 +162,13 @@ def pull_run(run_folder: str | Path, *, env: Mapping[str, str] | None = None) ->
 
 
 def trained_everything(run_dir: Path, params: Params) -> bool:
-    """Whether `run_dir` holds every model of `params.models` trained (metrics and predictions)."""
+    """Whether `run_dir` holds every model of `params.models` (and their refits, `cv.refit`)
+    trained (metrics and predictions)."""
     if not (run_dir / METRICS_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
         return False
     trained = RunState.read(run_dir).models
     return all(kind in trained and (run_dir / "predictions" / f"{kind}.npz").is_file()
-               for kind in params.models)
+               for kind in run_models(params.models, params.cv))
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

@@ -84,19 +84,18 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 
 
 def run_exports(folder: str | Path) -> list[Path]:
-    """The transformer export folders of a run (one, or one per fold, of each model that has
-    them: a transformer, a distilled student), or `folder` if it is one."""
+    """The transformer export folders of a run (one, or one per fold and seed, of each model
+    that has them: a transformer, its full-data refit, a distilled student), or `folder` if it
+    is one."""
     from kit.models.export import EXPORT_INFO
+    from kit.models.kinds.base import fit_dirs
 
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         return [folder]
-    found = []
-    for base in sorted(p for p in (folder / "models").glob("*") if p.is_dir()):
-        if (base / "model" / EXPORT_INFO).is_file():
-            found.append(base / "model")
-        found += [d / "model" for d in sorted(base.glob("r*_f*"))
-                  if (d / "model" / EXPORT_INFO).is_file()]
+    models = sorted(p for p in (folder / "models").glob("*") if p.is_dir())
+    found = [d / "model" for base in models for d in fit_dirs(base)
+             if (d / "model" / EXPORT_INFO).is_file()]
     if not found:
         raise KitError(f"{folder}: no transformer export (models/<model>/model/{EXPORT_INFO}"
                        " or one per fold). Point `kit export` at a run folder whose 02_train "

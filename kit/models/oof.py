@@ -2,7 +2,8 @@
 
 A k-fold model is the set of its fold fits. Each fit's probabilities are saved as
 `predictions/folds/<kind>/<r0_f2>.npz` the moment it ends, so a killed run never trains a finished
-fold again (the fold in progress resumes from its own checkpoint). Assembled, the OOF
+fold again (the fold in progress resumes from its own checkpoint); with `seeds`, each seed's fit
+is saved the same way (`r0_f2_s43.npz`) before the fold's seed mean. Assembled, the OOF
 probabilities cover every training row once per repeat (averaged over repeats) and the test
 probabilities are the mean over all fits: the same `Predictions` a hold-out model gives, with the
 OOF rows as its validation rows, so thresholds, ensembles and the submission work unchanged.
@@ -32,7 +33,9 @@ class FoldPredictions:
 
 
 def fold_file(run: RunDir, kind: str, fold: Fold) -> Path:
-    return run.predictions / "folds" / kind / f"{fold.tag}.npz"
+    """`predictions/folds/<kind>/r0_f2.npz`; one seed's fit of it `r0_f2_s43.npz`."""
+    seed = "" if fold.seed is None else f"_s{fold.seed}"
+    return run.predictions / "folds" / kind / f"{fold.tag}{seed}.npz"
 
 
 def save_fold(run: RunDir, kind: str, fold: Fold, val_probs: np.ndarray,

@@ -74,6 +74,8 @@ def fit_predict_tfidf(train_texts: list[str], y: np.ndarray, predict_on: list[li
 
 def predict_tfidf(model: Pipeline, texts: list[str], task: str, n_classes: int) -> np.ndarray:
     """Probabilities (n, K) of a fitted pipeline: one column per class, seen in training or not."""
+    if not len(texts):  # a full-data refit has no validation rows; scikit-learn refuses 0 rows
+        return np.zeros((0, n_classes))
     probs = model.predict_proba(texts)
     if task != "multilabel" and probs.shape[1] != n_classes:
         # A class absent from training gets no column from scikit-learn: add it back as 0.

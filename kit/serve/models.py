@@ -1,10 +1,11 @@
-"""Load a run's model for prediction: one fit, the mean of its k folds, or a fitted ensemble.
+"""Load a run's model for prediction: one fit, the mean of its folds and seeds, or an ensemble.
 
 Each loader returns a `LoadedModel` (a fit is loaded by its kind, kit.models.kinds, by its
-registry entry and never by name here); `predict(texts)` gives the raw
-probabilities (n, K) that predictions/<model>.npz holds for test: the fold models' mean for a
-k-fold model, as in training, and the ensemble's weighted blend of its members (each member
-loaded the same way, from this run or the run it came from).
+registry entry and never by name here); `predict(texts)` gives the raw probabilities (n, K)
+that predictions/<model>.npz holds for test: the mean of the fold (and seed) models for a k-fold
+(or seeded) model, as in training; a refit `<kind>_full` loads as its kind; the ensemble's
+weighted blend of its members (each member loaded the same way, from this run or the run it
+came from).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kit.config.compete import refit_source
 from kit.config.params import Params, params_from_dict
 from kit.errors import KitError
 from kit.evaluation.rule_store import rule_labels
-from kit.models.kinds import KINDS, LoadedModel
+from kit.models.kinds import KINDS, LoadedModel, kind_of_model
+from kit.models.kinds.base import fit_dirs
 
 __all__ = ["LoadedModel", "load_model", "rule_labels"]
 
@@ -34,18 +37,17 @@ def load_model(folder: Path, params: Params, name: str, device: str | None,
     """
     if name == "ensemble":
         return _load_ensemble(folder, params, device, backend)
-    if name not in KINDS:
+    if (refit_source(name) or name) not in KINDS:
         raise KitError(f"{folder}: cannot serve model {name!r}; kit.serve knows "
-                       f"{', '.join(KINDS)} and ensemble.")
+                       f"{', '.join(KINDS)}, their refits `<kind>_full`, and ensemble.")
     base = folder / "models" / name
-    fold_dirs = sorted(p for p in base.glob("r*_f*") if p.is_dir())
-    kind = KINDS[name]
+    kind = kind_of_model(name)
     parts = [kind.load(folder, params, d, device, labels, backend)
-             for d in (fold_dirs or [base])]
+             for d in fit_dirs(base)]
     if len(parts) == 1:
         return parts[0]
 
-    def mean(texts: list[str]) -> np.ndarray:  # the k fold models, averaged as for test
+    def mean(texts: list[str]) -> np.ndarray:  # the folds' (and seeds') models, as for test
         return np.mean([p.predict(texts) for p in parts], axis=0)
 
     first = parts[0]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kit.config.compete import refit_source
 from kit.core import platform
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
@@ -163,7 +164,8 @@ def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = 
     gpus = visible_gpus()
     predictor = Predictor.load(folder, device=gpus[0] if gpus else None, backend=backend)
     predictors = [predictor]
-    if len(gpus) > 1 and predictor.model_name != "tfidf" and predictor.backend == "torch":
+    kind = refit_source(predictor.model_name) or predictor.model_name  # tfidf_full: tfidf
+    if len(gpus) > 1 and kind != "tfidf" and predictor.backend == "torch":
         predictors += [Predictor.load(folder, device=d, backend=backend) for d in gpus[1:]]
     texts = predictor.render(comp.test, params.competition.test_file)
     sample = sample_indices([len(t) for t in texts], sample_size)
@@ -178,7 +180,7 @@ def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = 
     plan = InferPlan(len(sample), rate, len(texts), hidden,
                      (time.monotonic() - started + hidden / rate) / 3600,
                      params.kaggle.time_limit_hours, predictor.backend,
-                     None if predictor.model_name == "tfidf"
+                     None if kind == "tfidf"
                      else predictor.params.transformer.eval_batch_size,
                      [p.device for p in predictors])
     for line in plan.lines():

@@ -3,6 +3,8 @@
 Every model ends as a `Predictions` (validation and test probabilities) in the run folder and a
 metrics entry, so thresholds and the submission never care which model made them. A model whose
 predictions already exist is not trained again (a rerun continues where the last one stopped).
+With `seeds` each fit is one per seed, averaged (kit.models.seeds); with `cv.refit` each model is
+fitted once more on all rows after its folds (kit.steps.refit).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
+from kit.models.seeds import fit_seeds, seed_scores
+from kit.steps.refit import train_refits
 from kit.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
@@ -35,8 +39,10 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
 
     `cv.folds` 1 trains each model once on the hold-out split; k >= 2 trains it k times (times
     `cv.repeats`), each fit scored on its held-out fold, and the model's validation rows become
-    its out-of-fold predictions of every training row. With `ensemble.enabled` the blend of all
-    models (weights fitted on those predictions) follows as model `ensemble`.
+    its out-of-fold predictions of every training row. A kind with `seeds` fits each fold once
+    per seed and averages them. `cv.refit` then fits each model on all rows (model
+    `<kind>_full`). With `ensemble.enabled` the blend of all models (weights fitted on those
+    predictions) follows as model `ensemble`.
 
     `callbacks` (TrainerCallbacks) watch each transformer fit; `on_fold(kind, n, score)` hears
     each fit's score as it ends (a search prunes a trial there).
@@ -67,6 +73,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
                              comp.task, metric)
         spread = _fold_summary(run, kind, folds)
         seconds = round(time.time() - start, 1)
+        extra.update(seed_scores(run, comp, kind, folds))  # each seed's own, with `seeds`
         run.update_state(models={kind: ModelReport(scores=dict(rep), train_seconds=seconds,
                                                    details=extra, **spread)})
         rep.update(spread)
@@ -77,6 +84,9 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
                            f"({rep['train_seconds']} s)")
         tracker.log_metrics({f"{kind}/{'' if name.endswith('seconds') else 'val_'}{name}": value
                              for name, value in rep.items() if not isinstance(value, dict)})
+    if params.cv.refit:  # each model once more on all rows: model `<kind>_full`
+        train_refits(run, comp, lambda kind, fold: fit_model(kind, run, comp, fold, tracker,
+                                                             callbacks))
     if params.ensemble.enabled:
         from kit.ensemble.fit import fit_ensemble
 
@@ -97,7 +107,8 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
     show_progress(log, f"{label}: training started")
     started = time.time()
     with progress_stage(kind if fold.is_holdout else label):
-        val_probs, test_probs, fit_extra = fit_model(kind, run, comp, fold, tracker, callbacks)
+        val_probs, test_probs, fit_extra = fit_seeds(  # once per seed of `seeds`, averaged
+            run, comp, kind, fold, lambda f: fit_model(kind, run, comp, f, tracker, callbacks))
     extra.update(fit_extra)
     if not fold.is_holdout:
         save_fold(run, kind, fold, val_probs, test_probs)
@@ -156,18 +167,45 @@ def training_curves(run: RunDir) -> object:
 
 
 def cv_summary(run: RunDir) -> pd.DataFrame | str:
-    """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights."""
+    """Per-fold scores of each model (k-fold), with mean ± std, and the ensemble's weights.
+
+    With `seeds`, each seed of a model has its column (`transformer s43`: its fold scores and its
+    own OOF) beside the model's (their mean); a refit `<kind>_full` has only its OOF, which is
+    its kind's (row `OOF from`). A hold-out run with seeds shows each seed's validation score.
+    """
     state = run.state()
-    if not state.folds:
-        return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
     metric = state.best.metric if state.best else run.params.competition.metric
-    table = pd.DataFrame({kind: {tag: s.score for tag, s in folds.items()}
-                          for kind, folds in state.folds.items()})
+    models = state.models
+    seeds = {kind: r.details.get("seed_scores") for kind, r in models.items()
+             if r.details.get("seed_scores")}
+    if not state.folds:
+        if seeds:
+            return pd.DataFrame({kind: {**{f"s{s}": v for s, v in scores.items()},
+                                        "seed mean": state.model_score(kind, metric)}
+                                 for kind, scores in seeds.items()}).round(4)
+        return "Hold-out validation (cv.folds: 1): one fit per model, no folds to show."
+    columns: dict[str, dict[str, float]] = {}
+    oof: dict[str, float | None] = {}
+    for kind, fits in state.folds.items():
+        columns[kind], oof[kind] = {}, state.model_score(kind, metric)
+        for key in sorted(fits, key=lambda k: int(k.partition("/s")[2] or -1)):
+            tag, _, seed = key.partition("/s")  # "r0_f2", or one seed's fit of it "r0_f2/s43"
+            column = f"{kind} s{seed}" if seed else kind
+            columns.setdefault(column, {})[tag] = fits[key].score
+            oof[column] = seeds.get(kind, {}).get(seed) if seed else oof[kind]
+    refits = {name: r.details["oof_from"] for name, r in models.items()
+              if r.details.get("oof_from")}
+    table = pd.DataFrame(columns, columns=[*columns, *refits], dtype=float)
     table.loc["mean"] = table.mean()
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
-    table.loc["OOF"] = [state.model_score(kind, metric) for kind in table.columns]
+    table.loc["OOF"] = [state.model_score(c, metric) if c in refits else oof[c]
+                        for c in table.columns]
     ensemble = state.models.get("ensemble")
     weights = ensemble.details.get("weights") if ensemble else None
     if weights:
         table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
-    return table.round(4)
+    table = table.round(4)
+    if refits:  # a refit has no OOF of its own: say whose stands in for it
+        table.loc["OOF from"] = [f"{refits[c]}'s (stand-in)" if c in refits else "own"
+                                 for c in table.columns]
+    return table

@@ -33,6 +33,7 @@ NOT_FINGERPRINTED = {
     "time_budget_minutes", "checkpoint_dir", "disk_budget_gb", "save_total_limit",
     "eval_batch_size", "memory_budget_gb", "checkpoint_fsync", "distributed",
     "keep_checkpoints",
+    "seeds",  # the list of seeds: what a fit computes depends on its own seed (`seed` below)
 }
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from kit.config.compete import refit_name
+
 if TYPE_CHECKING:
     from kit.config.params import Params
     from kit.core.rundir import RunDir
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from kit.data.folds import Fold
     from kit.tracking import Tracker
 
-__all__ = ["KINDS", "FitOutput", "LoadedModel", "ModelKind", "model_dir",
+__all__ = ["KINDS", "FitOutput", "LoadedModel", "ModelKind", "fit_dirs", "model_dir",
            "persistent_checkpoint_dir"]
 
 Predict = Callable[[list[str]], np.ndarray]
@@ -52,7 +54,10 @@ class ModelKind(Protocol):
 
     def fit(self, run: RunDir, comp: Competition, fold: Fold, tracker: Tracker,
             callbacks: list) -> FitOutput:
-        """Train on `fold.train_rows`, save `artifact`; probabilities on val rows and test."""
+        """Train on `fold.train_rows`, save `artifact` in `model_dir(run, name, fold)`;
+        probabilities on val rows and test. `fold.seed`, when set, is the seed to train with;
+        `fold.is_refit`: all rows, no val rows (a kind that counts steps trains the folds' mean
+        best step count)."""
         ...
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
@@ -68,9 +73,24 @@ KINDS: dict[str, ModelKind] = {}
 
 
 def model_dir(run: RunDir, kind: str, fold: Fold) -> Path:
-    """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's."""
-    base = run.models / kind
-    return base if fold.is_holdout else base / fold.tag
+    """`models/<kind>` for the hold-out model, `models/<kind>/<r0_f2>` for a fold's,
+    `models/<kind>_full` for the full-data refit; a seeded fit adds `s<seed>` (`.../r0_f2/s43`)."""
+    base = run.models / (refit_name(kind) if fold.is_refit else kind)
+    if not (fold.is_holdout or fold.is_refit):
+        base = base / fold.tag
+    return base if fold.seed is None else base / f"s{fold.seed}"
+
+
+def fit_dirs(base: Path) -> list[Path]:
+    """The folders of a model's fits under `base` (`models/<name>`): one per fold and seed
+    (`r0_f2/s43`), per fold, per seed, or `base` itself. A model predicts as the mean of them all:
+    training's test probabilities (seeds averaged per fold, folds averaged) are that mean too,
+    since every fold has the same seeds."""
+    for pattern in ("r[0-9]*_f[0-9]*/s[0-9]*", "r[0-9]*_f[0-9]*", "s[0-9]*"):
+        found = sorted(p for p in base.glob(pattern) if p.is_dir())
+        if found:
+            return found
+    return [base]
 
 
 def persistent_checkpoint_dir(run: RunDir, kind: str = "transformer") -> str | None:

@@ -68,25 +68,38 @@ class TransformerKind:
             cfg = dataclasses.replace(cfg, max_length=int(eda.suggested_max_length))
             log.info(f"max_length {cfg.max_length}: p{eda.max_length_percentile:g} of the "
                      "training texts' token lengths (01_eda)")
+        work_dir = model_dir(run, self.name, fold)
+        # models/transformer/r0_f2/s43 -> r0_f2/s43 (the refit: transformer_full/...)
+        where = work_dir.relative_to(run.models).parts
+        where = where[1:] if where[0] == self.name else where
+        refit: dict[str, Any] = {}
+        if fold.is_refit:
+            from kit.models.hf.refit import refit_settings
+
+            cfg, steps = refit_settings(cfg, run.models / self.name)
+            refit = {"refit_steps": cfg.max_steps, "fold_best_steps": steps}
+            log.info(f"Full-data refit on {len(fold.train_rows)} rows for {cfg.max_steps} steps: "
+                     f"the mean best step of the {len(steps)} fold fits ({steps}).")
         checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run, self.name)
         if checkpoints:
             # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
-            # folder that survives the session; every fold keeps its own checkpoints there.
-            checkpoints = checkpoints if fold.is_holdout else str(Path(checkpoints) / fold.tag)
+            # folder that survives the session; every fold (and seed) keeps its own checkpoints.
+            checkpoints = str(Path(checkpoints).joinpath(*where))
             cfg = dataclasses.replace(cfg, checkpoint_dir=checkpoints)
             log.info(f"Checkpoints go to {checkpoints}")
         texts, test_texts = comp.train_texts, comp.test_texts
         if cfg.prompt_template:
             texts = render_texts(comp.train, params.competition, "train", cfg.prompt_template)
             test_texts = render_texts(comp.test, params.competition, "test", cfg.prompt_template)
-        prefix = self.name if fold.is_holdout else f"{self.name}/{fold.tag}"
+        prefix = "/".join(work_dir.relative_to(run.models).parts)  # transformer/r0_f2
+        seed = params.seed if fold.seed is None else fold.seed  # `seeds`: one fit per seed
         rows = self.training_rows(run, comp, fold, texts, test_texts)
         result = train_transformer(
             rows.texts, rows.labels,
             [texts[i] for i in fold.val_rows], comp.y[fold.val_rows], test_texts,
             task=comp.task, label_names=comp.labels, cfg=cfg,
-            seed=params.seed + max(fold.fold, 0) + 1000 * fold.repeat,
-            work_dir=model_dir(run, self.name, fold), metric=params.competition.metric,
+            seed=seed + max(fold.fold, 0) + 1000 * fold.repeat,
+            work_dir=work_dir, metric=params.competition.metric,
             callbacks=[*tracker.callbacks(prefix), *callbacks],
             token_cache_dir=token_cache_dir(params, run.root, comp.data_info is not None,
                                             len(comp.train_texts)),
@@ -103,7 +116,7 @@ class TransformerKind:
         # here or in the persistent folder, so k-fold holds one fold's checkpoints at a time.
         release_checkpoints(result.checkpoint_dir, keep=cfg.keep_checkpoints)
         write_json(run.path / "hardware.json", result.hardware)
-        extra = {"global_step": result.global_step, "max_length": result.max_length,
+        extra = {"global_step": result.global_step, "max_length": result.max_length, **refit,
                  "resumed_from_step": result.resumed_from_step,
                  "best_step": result.best_step, "model_dir": str(result.model_dir),
                  **rows.extra}
