@@ -121,6 +121,13 @@ def test_the_params_refuse_a_student_without_a_usable_teacher():
 
     cfg = student_transformer(merged)
     assert (cfg.lr, cfg.lora.r, cfg.epochs) == (1e-4, 4, merged.transformer.epochs)
+    # The student fits each fold once per seed of its own settings (the transformer's, or its own).
+    from kit.models.seeds import seeds_of
+
+    assert seeds_of(check(transformer={"seeds": [1, 2]}), "student") == [1, 2]
+    assert seeds_of(check(distill={"teacher": "tfidf", "transformer": {"seeds": [7]}}),
+                    "student") == [7]
+    assert seeds_of(merged, "student") == [None]
 
 
 # -- (b) soft targets are out of fold; (c) pseudo rows join training rows only ------------------
