@@ -11,8 +11,13 @@ threads both `--threads`), best of `--repeats` after one warm-up batch. The deci
 probabilities into the submission, scored against the demo's answer key (public / private), and
 the labels that differ from PyTorch's are counted. The last line is `onnx-int8 / torch = X`.
 
+`--merge-folds` times a k-fold LoRA run instead (PyTorch only): the k fold models' mean against
+the folds merged into one model (kit.models.fold_merge, made in the copy), with the largest
+probability difference, the label agreement and the local scores of each; the last line is
+`merged vs k folds = X` (texts/s ratio).
+
     .venv/bin/python bench/bench_infer.py [--run outputs/demo] [--rows N] [--repeats 3]
-                                          [--int8-weights u8|s8]
+                                          [--int8-weights u8|s8] [--merge-folds]
 
 Timings swing with the machine's load; run it on an otherwise idle machine for stable figures.
 """
@@ -73,6 +78,49 @@ def scores(predictor, comp, pred: np.ndarray, probs: np.ndarray) -> dict[str, fl
     return score_local(sub, comp, params.competition.metric, params.competition.label_delimiter)
 
 
+def timed(predictor, texts: list[str], repeats: int) -> tuple[float, np.ndarray]:
+    """The best of `repeats` seconds to predict `texts` (after a warm-up batch), and the probs."""
+    predictor.raw_probs(texts[:predictor.params.transformer.eval_batch_size])
+    best, raw = float("inf"), None
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        raw = predictor.raw_probs(texts)
+        best = min(best, time.perf_counter() - tic)
+    return best, raw
+
+
+def merged_vs_folds(run: Path, comp, repeats: int) -> None:
+    """The k fold models' mean against their merged model, on a copy of `run`."""
+    from kit.models.fold_merge import fold_exports, merge_report, merge_run_folds
+    from kit.serve.predictor import Predictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / run.name
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(
+            "checkpoints", "mlruns", "*.db", "merged"))
+        k = len(fold_exports(copy))
+        out: dict[str, tuple] = {}
+        for name in ("folds", "merged"):
+            if name == "merged":
+                tic = time.monotonic()
+                merge_run_folds(copy)
+                print(f"merged {k} fold adapters in {time.monotonic() - tic:.1f} s")
+            predictor = Predictor.load(copy, device="cpu", backend="torch")
+            texts = predictor.render(comp.test, "test")
+            seconds, raw = timed(predictor, texts, repeats)
+            decided = predictor.decide(raw)
+            out[name] = (len(texts) / seconds, raw)
+            print(f"{name:>7}: {len(texts) / seconds:8.1f} texts/s ({len(texts)} texts, best of "
+                  f"{repeats}: {seconds:.2f} s); local " + (", ".join(
+                      f"{key} {v:.4f}" for key, v in scores(predictor, comp, decided.pred,
+                                                          decided.probs).items())
+                      or "scores: no answer key"))
+    report = merge_report(out["merged"][1], out["folds"][1], predictor.task)
+    print(f"merged vs the {k} folds' mean: max abs difference {report['max_abs_diff']:.4f}, "
+          f"agreement {report['agreement']:.4f}")
+    print(f"merged vs k folds = {out['merged'][0] / out['folds'][0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(REPO / "outputs" / "demo"),
@@ -84,6 +132,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="default: torch's default")
     ap.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
                     help="as `kit export --int8-weights` (re-exports the copy when s8)")
+    ap.add_argument("--merge-folds", action="store_true",
+                    help="a k-fold LoRA run: its k fold models against their merged model")
     args = ap.parse_args()
 
     import torch
@@ -105,6 +155,9 @@ def main() -> None:
     comp = load_competition(params, Path(args.root) if args.root else run.parent.parent)
     if args.rows:  # these rows only, in the submission and the answer key too
         comp = cut_to_rows(comp, args.rows)
+    if args.merge_folds:
+        merged_vs_folds(run, comp, args.repeats)
+        return
     test = comp.test
     with tempfile.TemporaryDirectory() as tmp:
         copy = prepare(run, Path(tmp), args.int8_weights)
@@ -117,12 +170,7 @@ def main() -> None:
                          "transformer. Set submit.model: transformer in its params.")
             texts = predictor.render(test, "test")
             batch = predictor.params.transformer.eval_batch_size
-            predictor.raw_probs(texts[:batch])  # warm-up: first-call allocations, lazy init
-            best, raw = float("inf"), None
-            for _ in range(args.repeats):
-                tic = time.perf_counter()
-                raw = predictor.raw_probs(texts)
-                best = min(best, time.perf_counter() - tic)
+            best, raw = timed(predictor, texts, args.repeats)  # after a warm-up batch
             decided = predictor.decide(raw)
             labels = [tuple(x) for x in decided.labels]
             reference = labels if reference is None else reference

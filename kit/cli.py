@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = sub.add_parser("params-doc", help="print the README's params table from the schema")
     doc.add_argument("readme", nargs="?", help="rewrite that file's table in place instead")
     _add_serving_commands(sub)
-    export = sub.add_parser("export", help="add ONNX copies (fp32, int8) to a run's transformer "
-                            "export(s); predict, serve and 05_infer then use them on a CPU")
+    export = sub.add_parser("export", help="merge a k-fold LoRA run's fold adapters into one "
+                            "model, and/or add ONNX copies (fp32, int8) to a run's transformer "
+                            "export(s); predict, serve and 05_infer then use them")
     export.add_argument("run", help="the run folder (outputs/<run>) or an export folder")
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
                         help="u8 (default; no saturation on CPUs without VNNI) or s8 (faster "
                         "kernels on CPUs with AVX512-VNNI)")
+    export.add_argument("--merge-folds", action="store_true",
+                        help="a k-fold LoRA run: its fold adapters averaged into one model "
+                        "(models/transformer/merged), which predict, serve, 05_infer and "
+                        "package then use instead of the k folds")
+    export.add_argument("--merge-weights", action="store_true",
+                        help="with --merge-folds: fold the merged adapter into 16-bit base "
+                        "weights (self-contained; what --onnx needs) instead of an adapter")
     _add_kaggle_commands(sub)
     cli_compete.add_commands(sub)
     args = parser.parse_args(argv)
@@ -203,10 +211,24 @@ def _kaggle_command(args: argparse.Namespace) -> int:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    """`kit export RUN --onnx [--int8]`: ONNX files beside each PyTorch export of the run."""
-    if not (args.onnx or args.int8):
-        raise KitError("`kit export` adds ONNX files to the PyTorch export 02_train wrote; say "
-                       "which: --onnx (fp32) and/or --int8 (dynamic int8, implies --onnx).")
+    """`kit export RUN [--merge-folds [--merge-weights]] [--onnx [--int8]]`: the merged fold
+    model, then ONNX files beside each PyTorch export of the run."""
+    if not (args.onnx or args.int8 or args.merge_folds):
+        raise KitError("`kit export` works on the PyTorch export 02_train wrote; say what to "
+                       "add: --merge-folds (one model for a k-fold LoRA run's folds), --onnx "
+                       "(fp32) and/or --int8 (dynamic int8, implies --onnx).")
+    if args.merge_weights and not args.merge_folds:
+        raise KitError("--merge-weights goes with --merge-folds (the merged fold adapter "
+                       "folded into the base weights).")
+    if args.merge_folds:
+        from kit.models.fold_merge import fold_exports, merge_run_folds
+
+        k = len(fold_exports(args.run))
+        out = merge_run_folds(args.run, weights=args.merge_weights)
+        print(f"{out}: merged {k} fold adapters into one model"
+              + (" (weights)" if args.merge_weights else " (adapter)"))
+        if not (args.onnx or args.int8):
+            return 0
     from kit.models.onnx_export import export_onnx, run_exports
 
     for folder in run_exports(args.run):

@@ -19,11 +19,12 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the stand-in Kaggle (port 80, bound once per process) run in one xdist
     worker: `--dist loadgroup` sends a group to a single worker."""
     for item in items:
-        if "standin" in getattr(item, "fixturenames", ()):
+        if "standin_server" in getattr(item, "fixturenames", ()):  # (`standin` uses it)
             item.add_marker(pytest.mark.xdist_group("kaggle-standin"))
 
 
@@ -163,9 +164,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return rw.build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread while a test runs (runs compared bitwise; the 2 cores are shared)."""
+    """One torch thread for the module's tests and fixtures (runs compared bitwise; the 2 cores
+    are shared). Module-scoped so that a module's trained fixtures run under it too: request it
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
     import torch
 
     threads = torch.get_num_threads()
@@ -175,8 +178,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def standin():
-    """The stand-in Kaggle API on 127.0.0.1:80, one per test session.
+def standin_server():
+    """The stand-in Kaggle API on 127.0.0.1:80, one per test session (use `standin`).
 
     The kaggle CLI's LOCALHOST environment only talks to port 80. Where it cannot be bound the
     tests skip, except in CI (root on a machine of its own), where a skip would hide a failure.
@@ -193,6 +196,13 @@ def standin():
         pytest.skip(why)
     with server:
         yield server
+
+
+@pytest.fixture
+def standin(standin_server):
+    """The session's one stand-in (port 80 is bound once), its state as fresh as a new one's."""
+    standin_server.state.reset()
+    return standin_server
 
 
 def standin_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -12,6 +12,7 @@ import pytest
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
 from kit.data.folds import assign_folds, load_or_make_folds
+from kit.ensemble.fit import read_ensemble
 from kit.errors import KitError
 from kit.steps.decide import fit_decision_rule
 from kit.steps.train import train_models
@@ -157,11 +158,11 @@ def test_ensemble_of_tfidf_variants_is_a_model(project: Path):
     both, _ = _open(project, name="blend", **{"models": [], "ensemble.enabled": True,
                                               "ensemble.runs": ["cv", "cv-words"]})
     table = train_models(both, comp)
-    info = json.loads((both.path / "ensemble.json").read_text())
+    info = read_ensemble(both.path)
     assert set(info["weights"]) == {"cv/tfidf", "cv/ensemble", "cv-words/tfidf"} - {"cv/ensemble"}
     assert abs(sum(info["weights"].values()) - 1) < 1e-6
     assert info["score"] >= max(info["member_scores"].values()) - 1e-12
-    assert "ensemble" in table.index and both.read_metrics()["best_model"] == "ensemble"
+    assert "ensemble" in table.index and both.state().best.model == "ensemble"
     assert "weights" not in table.columns
     preds = both.load_predictions("ensemble")
     assert preds.val_probs.shape == (len(comp.train), len(comp.labels))
@@ -303,7 +304,7 @@ def test_a_packaged_kfold_ensemble_predicts_offline_as_in_training(project: Path
     fit_decision_rule(run, comp)
     dataset = tmp_path / "dataset"
     copy_inference_run(run.path, dataset / "run")
-    weights = json.loads((run.path / "ensemble.json").read_text())["weights"]
+    weights = read_ensemble(run.path)["weights"]
     used = sorted(name.split("/")[0] for name, w in weights.items() if w > 0)
     copied = sorted(str(p.relative_to(dataset)) for p in dataset.rglob("*.joblib"))
     assert used and copied == [f"{r}/models/tfidf/r0_f{k}/pipeline.joblib" for r in used

@@ -44,12 +44,14 @@ LIMITS = "competitions.CompetitionApiService/GetSubmissionLimits"
 
 
 @pytest.fixture
-def kaggle(standin):
-    """The stand-in with its request log and planned failures reset for this test."""
-    standin.state.requests.clear()
-    standin.state.failures.clear()
-    standin.state.uploads.clear()
-    return standin.state
+def kaggle(standin_server):
+    """The stand-in with its request log and planned failures reset for this test (what the
+    module's earlier tests created on it stays)."""
+    state = standin_server.state
+    state.requests.clear()
+    state.failures.clear()
+    state.uploads.clear()
+    return state
 
 
 @pytest.fixture

@@ -38,8 +38,7 @@ DATASET_STATUS = "datasets.DatasetApiService/GetDatasetStatus"
 
 @pytest.fixture
 def kaggle(standin):
-    """The stand-in (tests/conftest.py) as fresh as a new one, the run's dataset on it."""
-    standin.state.reset()
+    """The stand-in (tests/conftest.py: as fresh as a new one), the run's dataset on it."""
     standin.state.datasets[DATASET] = 1
     return standin.state
 

@@ -25,13 +25,6 @@ SAVE = "kernels.KernelsApiService/SaveKernel"
 
 
 @pytest.fixture
-def standin(standin):
-    """The session's one stand-in (tests/conftest.py: port 80 is bound once), its state fresh."""
-    standin.state.reset()
-    return standin
-
-
-@pytest.fixture
 def cli_env(tmp_path, monkeypatch) -> dict[str, str]:
     return standin_cli_env(tmp_path, monkeypatch, "tok-probe-1234abcd")
 

@@ -41,13 +41,6 @@ CODE_SUBMIT = "competitions.CompetitionApiService/CreateCodeSubmission"
 
 
 @pytest.fixture
-def standin(standin):
-    """The session's one stand-in (tests/conftest.py: port 80 is bound once), its state fresh."""
-    standin.state.reset()
-    return standin
-
-
-@pytest.fixture
 def kaggle(standin, tmp_path):
     """The stand-in's state, with a kernel runner whose sandboxes live under tmp_path."""
     state = standin.state

@@ -156,11 +156,7 @@ def test_the_cycle_check_names_each_edge_and_skips_only_true_lazy_imports(tmp_pa
         "kit.models.fit does not import torch at its top"]
 
 
-# Being split by concern on another branch (issue 18); remove from here once it is.
-OVER_400_FOR_NOW = {"kit/data/competition.py"}
-
-
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in MODULES}
-    over = {name: n for name, n in long.items() if n > 400 and name not in OVER_400_FOR_NOW}
+    over = {name: n for name, n in long.items() if n > 400}
     assert not over, f"split these by concern (STYLE.md: small modules): {over}"

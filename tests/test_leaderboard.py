@@ -75,8 +75,7 @@ def test_the_clis_submission_csv_is_read_with_its_status_names():
 
 @pytest.fixture
 def kaggle_env(standin, tmp_path, monkeypatch) -> dict[str, str]:
-    """The stand-in reset; this process's environment pointed at it (kit_main reads it)."""
-    standin.state.reset()
+    """The stand-in (fresh); this process's environment pointed at it (kit_main reads it)."""
     for name in list(os.environ):
         if name.startswith(("KAGGLE_", "COLAB_")):
             monkeypatch.delenv(name)

@@ -30,15 +30,9 @@ pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'compkit[
 LONG = " ".join(["the team won the match with a late goal"] * 6)  # cut by max_length 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (and so one ONNX Runtime thread): the 2 cores are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (and so one ONNX Runtime thread) for the module, its trained fixtures
+# included (tests/conftest.py): the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from conftest import REPO, write_params
 from helpers.kill import kill_when_stopped
 
 from kit.cli import main as kit_main
+from kit.ensemble.fit import read_ensemble
 from kit.errors import KitError
 from kit.search.study import run_search
 from kit.tracking.leaderboard import build_leaderboard, plot_leaderboard
@@ -118,7 +119,7 @@ def test_ensemble_command_blends_runs_decides_and_submits(project: Path, capsys)
     out = capsys.readouterr().out
     assert "rule:" in out and "local scores:" in out
     run = project / "outputs" / "blend"
-    info = json.loads((run / "ensemble.json").read_text())
+    info = read_ensemble(run)
     assert set(info["weights"]) == {"e-a/tfidf", "e-b/tfidf"} and info["rank"] is True
     assert (run / "FINISHED").exists() and (run / "submission.csv").exists()
 

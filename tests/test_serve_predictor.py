@@ -15,16 +15,9 @@ from kit.serve.predict_file import predict_file
 from kit.serve.predictor import Predictor
 from tests.serve_helpers import BuiltRun, build_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny BERT trains on one thread, as in test_hf_train (the machine is shared)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (and so one ONNX Runtime thread) for the module, its trained fixtures
+# included (tests/conftest.py): the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

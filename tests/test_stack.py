@@ -11,6 +11,7 @@ import pytest
 from kit.config.params import load_params
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
+from kit.ensemble.fit import read_ensemble
 from kit.ensemble.stack import apply_stack, fit_stack, stack_features
 from kit.errors import KitError
 from kit.evaluation.metrics import score
@@ -89,7 +90,7 @@ def test_a_stacked_run_is_compared_with_hill_climbing_and_served_as_saved(projec
     comp = load_competition(run.params, project)
     table = train_models(run, comp)
     assert {"hill_climb_f1_micro", "stack_f1_micro"} <= set(table.columns)  # 02's table
-    info = json.loads((run.path / "ensemble.json").read_text())
+    info = read_ensemble(run.path)
     saved = run.load_predictions("ensemble")
     if info["method"] == "stack":  # kept: the served ensemble applies the level-2 models
         assert len(info["stack"]["models"]) == 3

@@ -53,6 +53,9 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # `X | None`: X's own message ("[0] is 'up'; one of ...")
+            return _coerce(options[0], value, key, source)
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from kit.config.coerce import build_section
 from kit.config.model_sections import TransformerParams
 from kit.config.section import MODEL_KINDS, Section, check_optimizer, check_template
+from kit.config.views import check_views_against
 from kit.errors import KitError
 
 # The functions below take the whole kit.config.schema.Params, which imports this module: typed
@@ -82,12 +83,15 @@ def student_transformer(params: Params) -> TransformerParams:
     merged.update(overrides)
     merged["lora"] = {**merged["lora"], **lora}
     try:
-        return build_section(TransformerParams, merged, prefix="distill.transformer.",
-                             source="distill.transformer (merged over transformer)")
+        cfg = build_section(TransformerParams, merged, prefix="distill.transformer.",
+                            source="distill.transformer (merged over transformer)")
     except KitError as err:
         if "unknown key" not in str(err):
             raise
         raise KitError(f"{err} (`distill.transformer` takes `transformer` keys.)") from None
+    comp = params.competition  # the test-time views' rules (fills swap_columns when implied)
+    check_views_against(cfg, comp.text_columns, comp.labels, params.cv.folds)
+    return cfg
 
 
 def teacher_in_run(params: Params) -> str | None:

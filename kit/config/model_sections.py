@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from kit.config.section import Section, check_seeds
+from kit.config.section import Label, Section, check_seeds
+from kit.config.views import View, check_view_keys
 from kit.errors import KitError
 
 __all__ = ["LoraParams", "TfidfParams", "TransformerParams"]
@@ -94,6 +95,12 @@ class TransformerParams(Section):
         "within": "[1, inf)"})
     prompt_template: str | None = field(default=None, metadata={
         "help": "Overrides competition.text_template for this model."})
+    predict_views: list[View] | None = field(default=None, metadata={
+        "help": "Views averaged at prediction: right, left, head_tail, swap; null: training's."})
+    swap_columns: list[str] | None = field(default=None, metadata={
+        "help": "swap view: the two text columns exchanged; null: the two text_columns."})
+    swap_labels: dict[Label, Label] | None = field(default=None, metadata={
+        "help": "swap view: classes that trade places ({winner_a: winner_b}); null: none."})
     epochs: float = field(default=3.0, metadata={
         "help": "Passes over the training rows (ignored when max_steps > 0).",
         "within": "[0, inf)"})
@@ -164,6 +171,8 @@ class TransformerParams(Section):
         "help": "GPU memory to plan for; null: the GPU's.", "within": "(0, inf)"})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "A fit per seed for each fold (or split), probabilities averaged; null: `seed`."})
+    merge_folds: bool = field(default=False, metadata={
+        "help": "k-fold LoRA: end 02 with the fold adapters merged into one model (kit export)."})
     lora: LoraParams = field(default_factory=LoraParams)
 
     def check(self) -> None:
@@ -181,6 +190,7 @@ class TransformerParams(Section):
         if self.epochs <= 0 and self.max_steps <= 0:
             raise KitError("Set transformer.epochs > 0 or transformer.max_steps > 0.")
         self._check_training_options()
+        check_view_keys(self)  # kit.config.views
 
     def _check_training_options(self) -> None:
         """Rules of the winners' options (kit.models.hf.options): truncation, adversarial, heads."""

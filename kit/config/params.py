@@ -17,9 +17,10 @@ from kit.config.schema import (
     TransformerParams,
     ValidationParams,
 )
-from kit.config.section import MODEL_KINDS, TASKS, Task
+from kit.config.section import BLEND_SECTIONS, MODEL_KINDS, TASKS, Task
 
 __all__ = [
+    "BLEND_SECTIONS",
     "MODEL_KINDS",
     "TASKS",
     "CompetitionParams",

@@ -22,6 +22,7 @@ from kit.config.label_text import label_str
 from kit.config.metric_names import METRIC_NAMES, metric_name
 from kit.config.model_sections import LoraParams, TfidfParams, TransformerParams
 from kit.config.section import (
+    BLEND_SECTIONS,
     Label,
     ModelKind,
     Section,
@@ -29,6 +30,7 @@ from kit.config.section import (
     check_optimizer,
     check_template,
 )
+from kit.config.views import check_views_against
 from kit.errors import KitError
 
 __all__ = [  # the sections defined elsewhere, re-exported: this module is the whole schema
@@ -262,6 +264,13 @@ class Params(Section):
         """Plain nested dict, ready for YAML."""
         return dataclasses.asdict(self)
 
+    def model_choices(self) -> list[str]:
+        """The models this run makes: `models` (and their refits with `cv.refit`), then each
+        blend whose section is enabled."""
+        return [*run_models(self.models, self.cv),
+                *(name for name, section in BLEND_SECTIONS.items()
+                  if getattr(self, section).enabled)]
+
     def check(self) -> None:
         if not self.models and not self.ensemble.runs:
             raise KitError("`models` is empty; list at least one, e.g. [tfidf] (an ensemble "
@@ -273,13 +282,12 @@ class Params(Section):
             raise KitError(f"`models` is {self.models}; list each model once.")
         if not self.name or "/" in self.name:
             raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
-        choices = [*run_models(self.models, self.cv), *(["ensemble"] if self.ensemble.enabled
-                                                        else [])]
-        if self.submit.model != "best" and self.submit.model not in choices:
+        blends = [n for n in self.model_choices() if n not in run_models(self.models, self.cv)]
+        if self.submit.model != "best" and self.submit.model not in self.model_choices():
             raise KitError(
                 f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}"
                 + (f" (with cv.refit: {run_models(self.models, self.cv)})" if self.cv.refit
-                   else "") + (" or `ensemble`." if self.ensemble.enabled else ".")
+                   else "") + (f" or {', '.join(f'`{b}`' for b in blends)}." if blends else ".")
             )
         comp = self.competition
         if (self.thresholds.enabled and self.thresholds.multiclass_bias
@@ -292,6 +300,7 @@ class Params(Section):
             check_template(self.transformer.prompt_template, comp.text_columns,
                            "transformer.prompt_template")
             check_optimizer(self.transformer.optimizer)
+            check_views_against(self.transformer, comp.text_columns, comp.labels, self.cv.folds)
         check_distill(self)  # the student's teacher, settings and pseudo-labels
         # 04_submit builds this kaggle command, even for a dry run; checking its values now refuses
         # a bad slug, kernel or kernel version with the submit step's own message.

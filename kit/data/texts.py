@@ -36,7 +36,9 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _template(comp: CompetitionParams, template: str | None) -> str:
+def template_of(comp: CompetitionParams, template: str | None) -> str:
+    """The format string rows render through: `template`, the competition's, else the columns
+    joined by a blank line."""
     if template is not None:
         return template
     if comp.text_template is not None:
@@ -69,7 +71,7 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
     require_columns(df, comp.text_columns, file)
     # Column by column as Python lists, no frame copies: a million long texts stay one copy.
     columns = [df[c].tolist() for c in comp.text_columns]
-    return _render(columns, comp.text_columns, _template(comp, template))
+    return _render(columns, comp.text_columns, template_of(comp, template))
 
 
 def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndarray:
@@ -80,7 +82,7 @@ def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndar
 
 def texts_key(comp: CompetitionParams, template: str | None = None) -> str:
     """16 hex digits naming rendered texts: the text columns and the template."""
-    blob = json.dumps({"columns": comp.text_columns, "template": _template(comp, template)})
+    blob = json.dumps({"columns": comp.text_columns, "template": template_of(comp, template)})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -92,7 +94,7 @@ def render_rows(rows: ArrowRows, comp: CompetitionParams, file: str,
     with the same columns and template maps it instead of rendering again); in-memory rows
     render into memory.
     """
-    names, fmt = comp.text_columns, _template(comp, template)
+    names, fmt = comp.text_columns, template_of(comp, template)
     require_columns(rows.columns, names, file)
 
     def batches() -> Iterator[dict[str, list]]:

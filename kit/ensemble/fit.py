@@ -1,10 +1,16 @@
-"""Fit an ensemble on the members' OOF predictions and save it as the run's model `ensemble`."""
+"""Fit an ensemble on the members' OOF predictions and save it as the run's model `ensemble`.
+
+The fit is `models/ensemble/ensemble.json` (weights, or the stack's coefficients); runs written
+before kept it at the run folder's top, where `read_ensemble` still finds it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +40,8 @@ class EnsembleResult:
 
 
 def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
-    """Fit weights on the shared OOF rows; save predictions/ensemble.npz and ensemble.json."""
+    """Fit weights on the shared OOF rows; save predictions/ensemble.npz and
+    models/ensemble/ensemble.json."""
     cfg = run.params.ensemble
     metric_name = run.params.competition.metric
     metric = metrics.get_metric(metric_name)
@@ -86,7 +93,7 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
         weights=weights,
         member_scores={m.name: sign * score(p) for m, p in zip(members, val_stack, strict=True)},
         score=sign * blend.score, method=blend.method)
-    write_json(run.path / ENSEMBLE_FILE, {**vars(result), "metric": metric_name,
+    write_json(ensemble_file(run.path), {**vars(result), "metric": metric_name,
                                           "rank": cfg.rank, "rows": len(val_ids), **extra})
     rep = metrics.report(y, val, None, comp.task, metric_name)
     run.update_state(models={ENSEMBLE: ModelReport(
@@ -98,6 +105,20 @@ def fit_ensemble(run: RunDir, comp: Competition) -> EnsembleResult:
                        f"{len(val_ids)} rows; best member {best_member[0]} {best_member[1]:.4f}; "
                        "weights " + ", ".join(f"{k} {v:.2f}" for k, v in result.weights.items()))
     return result
+
+
+def ensemble_file(run_folder: Path) -> Path:
+    """Where a run's fitted ensemble is written: models/ensemble/ensemble.json."""
+    return Path(run_folder) / "models" / ENSEMBLE / ENSEMBLE_FILE
+
+
+def read_ensemble(run_folder: Path) -> dict[str, Any] | None:
+    """The fitted ensemble of the run in `run_folder` (None if it has none); a run written
+    before models/ensemble/ keeps it at its top."""
+    for path in (ensemble_file(run_folder), Path(run_folder) / ENSEMBLE_FILE):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def _saved_folds(run: RunDir, val_ids: np.ndarray) -> np.ndarray | None:

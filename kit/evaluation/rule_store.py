@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kit.config.compete import run_models
 from kit.config.params import Params
 from kit.core.rundir import RunDir
 from kit.errors import KitError
@@ -23,8 +22,7 @@ def chosen_model(run: RunDir) -> str:
     """`submit.model`, or the model with the best validation metric."""
     wanted = run.params.submit.model
     if wanted != "best":
-        choices = [*run_models(run.params.models, run.params.cv),
-                   *(["ensemble"] if run.params.ensemble.enabled else [])]
+        choices = run.params.model_choices()
         if wanted not in choices:
             raise KitError(f"`submit.model` is {wanted!r}, not one of {choices}.")
         return wanted

@@ -31,7 +31,7 @@ from kit.kaggle import base_model, builder, metadata, wheels
 from kit.kaggle import image as kaggle_image
 from kit.kaggle.commands import failure, run_kaggle
 from kit.kaggle.metadata import PLACEHOLDER_OWNER
-from kit.models.kinds import KINDS
+from kit.models.kinds import ALL_KINDS, BLENDS
 from kit.models.kinds.base import fit_dirs
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,16 @@ def dataset_slug(params: Params) -> str:
 
 # What 05_infer (kit.serve.Predictor) needs of a run: params, scores, rule and the models'
 # final files (each fold's, for a k-fold run); never checkpoints, predictions or plots.
+# ensemble.json: where runs written before models/ensemble/ kept their ensemble.
 RUN_FILES = ("params.yaml", "run_state.json", "metrics.json", "decision_rule.json",
              "ensemble.json")
-FINAL_FILES = {name: kind.artifact for name, kind in KINDS.items()}  # kit.models.kinds
+FINAL_FILES = {name: kind.artifact for name, kind in ALL_KINDS.items()}  # kit.models.kinds
 
 
 def model_parts(run_folder: Path) -> list[str]:
     """The final model files of a run: `models/<model>/<final>`, or per fold `r0_f2/<final>`, per
-    seed `s43/<final>` or both (`r0_f2/s43/<final>`); models are kinds and refits `<kind>_full`."""
+    seed `s43/<final>` or both (`r0_f2/s43/<final>`), or the folds merged into one
+    (`merged/<final>`, which is what kit.serve loads); models are kinds and refits `<kind>_full`."""
     parts = []
     models = run_folder / "models"
     for base in sorted(models.iterdir()) if models.is_dir() else []:
@@ -116,11 +118,11 @@ def model_parts(run_folder: Path) -> list[str]:
 def copy_inference_run(run_folder: Path, dest: Path) -> Path | None:
     """Copy what predicting needs of `run_folder` into `dest`; None when it has no model.
 
-    An ensemble's members from other runs are copied beside `dest` under their run names, where
-    kit.serve looks for them (`<dest>/../<run>`).
+    The runs a blend's members come from (an ensemble's `ensemble.runs`) are copied beside
+    `dest` under their run names, where kit.serve looks for them (`<dest>/../<run>`).
     """
     parts = model_parts(run_folder)
-    members = _member_runs(run_folder)
+    members = sorted({name for kind in BLENDS.values() for name in kind.other_runs(run_folder)})
     if not parts and not members:
         return None
     dest.mkdir(parents=True, exist_ok=True)
@@ -136,15 +138,6 @@ def copy_inference_run(run_folder: Path, dest: Path) -> Path | None:
     for name in members:
         copy_inference_run(run_folder.parent / name, dest.parent / name)
     return dest
-
-
-def _member_runs(run_folder: Path) -> list[str]:
-    """Other runs whose models an ensemble of `run_folder` blends (names under outputs/)."""
-    path = run_folder / "ensemble.json"
-    if not path.is_file():
-        return []
-    weights = json.loads(path.read_text())["weights"]
-    return sorted({name.rpartition("/")[0] for name, w in weights.items() if "/" in name and w})
 
 
 def load_state(run_folder: Path) -> dict:

@@ -42,7 +42,7 @@ from kit.models.llm.lora import (
     unwrap_peft,
 )
 
-__all__ = ["EXPORT_INFO", "export_for_kaggle", "load_exported"]
+__all__ = ["EXPORT_INFO", "export_for_kaggle", "load_export_base", "load_exported"]
 
 EXPORT_INFO = "kit_export.json"
 FORMAT_VERSION = 1
@@ -76,8 +76,9 @@ def export_for_kaggle(
         )
     with staged_folder(out) as tmp:
         info = _write_model(model, tmp, label_names, params_dict, merge, merged_dtype)
-        info.update({k: params_dict[k] for k in ("task", "max_length", "head_tokens")
-                     if k in params_dict})
+        # predict_views: the test-time views every predictor averages (kit.models.hf.views).
+        info.update({k: params_dict[k] for k in ("task", "max_length", "head_tokens",
+                                                 "predict_views") if k in params_dict})
         info["truncation_side"] = params_dict.get("transformer", {}).get("truncation_side",
                                                                           "right")
         tokenizer.save_pretrained(tmp)
@@ -240,7 +241,6 @@ def load_exported(
     label_names = json.loads((folder / "labels.json").read_text())["label_names"]
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    task = "multilabel" if info["problem_type"] == "multi_label_classification" else "multiclass"
 
     if info["kind"] in ("full", "merged"):
         dtype = _DTYPES.get(info.get("dtype", "float32"), torch.float32) if cuda else torch.float32
@@ -250,16 +250,7 @@ def load_exported(
     elif info["kind"] == "adapter":
         from peft import PeftModel
 
-        quant = _quantization(info.get("quantization"))
-        dtype = _DTYPES.get(info.get("dtype", "float32"), torch.float32) if cuda else torch.float32
-        device_map = {"": 0} if quant is not None and cuda else None
-        base = load_base_classifier(
-            _find_base(info, base_model), info["num_labels"], task, label_names, dtype, quant,
-            device_map,
-        )
-        keep_cpu_4bit_layout(base)  # the layout the adapter was trained with
-        if quant is not None:
-            _unquantized_to_float32(base)
+        base = load_export_base(folder, base_model, device)
         ensure_pad_token(tokenizer, base)
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)
         cast_head_input(model, info["head_modules"])
@@ -270,6 +261,28 @@ def load_exported(
         model.to(device or ("cuda" if cuda else "cpu"))
     model.eval()
     return model, tokenizer, label_names
+
+
+def load_export_base(out_dir: str | Path, base_model: str | Path | None = None,
+                     device: str | None = None) -> nn.Module:
+    """The base classifier an adapter export was trained on, loaded as it trained (the recorded
+    quantization and dtype on a GPU, float32 on a CPU), without the adapter."""
+    folder = Path(out_dir)
+    info = json.loads((folder / EXPORT_INFO).read_text())
+    label_names = json.loads((folder / "labels.json").read_text())["label_names"]
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    task = "multilabel" if info["problem_type"] == "multi_label_classification" else "multiclass"
+    quant = _quantization(info.get("quantization"))
+    dtype = _DTYPES.get(info.get("dtype", "float32"), torch.float32) if cuda else torch.float32
+    device_map = {"": 0} if quant is not None and cuda else None
+    base = load_base_classifier(
+        _find_base(info, base_model), info["num_labels"], task, label_names, dtype, quant,
+        device_map,
+    )
+    keep_cpu_4bit_layout(base)  # the layout the adapter was trained with
+    if quant is not None:
+        _unquantized_to_float32(base)
+    return base
 
 
 def _unquantized_to_float32(model: nn.Module) -> None:

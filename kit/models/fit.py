@@ -9,7 +9,7 @@ from __future__ import annotations
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
-from kit.models.kinds import FitOutput, get_kind
+from kit.models.kinds import FitOutput, fold_kind
 from kit.models.kinds.base import model_dir, persistent_checkpoint_dir
 from kit.tracking import Tracker
 
@@ -22,4 +22,4 @@ def fit_model(kind: str, run: RunDir, comp: Competition, fold: Fold, tracker: Tr
 
     `callbacks`: extra TrainerCallbacks for a transformer fit (a search's pruning).
     """
-    return get_kind(kind).fit(run, comp, fold, tracker, callbacks or [])
+    return fold_kind(kind).fit(run, comp, fold, tracker, callbacks or [])

@@ -86,7 +86,8 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 def run_exports(folder: str | Path) -> list[Path]:
     """The transformer export folders of a run (one, or one per fold and seed, of each model
     that has them: a transformer, its full-data refit, a distilled student), or `folder` if it
-    is one."""
+    is one. With a model's folds merged (kit.models.fold_merge) only that one is served, so only
+    that one is returned (kinds.base.fit_dirs)."""
     from kit.models.export import EXPORT_INFO
     from kit.models.kinds.base import fit_dirs
 

@@ -153,7 +153,7 @@ def _run_trial(trial: Any, params_path: str, overrides: dict[str, Any], params: 
             raise optuna.TrialPruned(f"{kind} fold {n}: {metric} {score:.4f}")
 
     callbacks = []
-    if run.params.cv.folds == 1 and "transformer" in run.params.models:
+    if run.params.cv.folds == 1:  # step-level pruning of the fits that have a Trainer loop
         from kit.search.pruning import PruningCallback
 
         callbacks.append(PruningCallback(trial, metric))

@@ -23,6 +23,7 @@ import yaml
 from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
+from kit.data.pairs import render_pairs
 from kit.errors import KitError
 from kit.evaluation.rule_store import chosen_model, load_rule
 from kit.evaluation.thresholds import DecisionRule
@@ -48,7 +49,7 @@ class Predictor:
 
     run_name: str
     folder: Path
-    model_name: str  # "tfidf", "transformer" or "ensemble"
+    model_name: str  # a registered kind (kit.models.kinds.ALL_KINDS)
     task: str
     labels: list[str]
     rule: DecisionRule
@@ -60,6 +61,7 @@ class Predictor:
     _predict: Callable[[list[str]], np.ndarray] = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     backend: str = "torch"  # what runs the model: sklearn, torch, onnx, onnx-int8 ("+": mixed)
+    pair_columns: tuple[str, str] | None = None  # a `swap` view's columns (kit.data.pairs)
 
     @property
     def text_columns(self) -> list[str]:
@@ -100,7 +102,7 @@ class Predictor:
                  + (f" (temperature {rule.temperature:.3g})" if rule.temperature else ""))
         return cls(params.name, folder, model_name, task, list(labels), rule, params,
                    metric, validation, dev, template, predict,
-                   backend=model.backend)
+                   backend=model.backend, pair_columns=model.pair_columns)
 
     def render(self, df: pd.DataFrame, source: str) -> list[str]:
         """Texts from rows holding the run's text columns, as training rendered them.
@@ -115,6 +117,9 @@ class Predictor:
                 f"{list(df.columns)[:20]}. Rename the column(s) in the input."
             )
         warn_empty_test_texts(df, self.params.competition, source)
+        if self.pair_columns:  # each text carries its swapped rendering (the `swap` view)
+            return render_pairs(df, self.params.competition, source, self.template,
+                                self.pair_columns)
         return render_texts(df, self.params.competition, source, self.template)
 
     def raw_probs(self, texts: list[str]) -> np.ndarray:

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kit.config.compete import refit_source
 from kit.core import platform
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
@@ -143,7 +142,8 @@ def advice(estimated: float, limit: float, n: int, model: str) -> str:
         f"{SAFETY:.0%} of the {limit:g} h limit (kaggle.time_limit_hours); stopped before "
         "Kaggle kills the notebook. Fix: a larger batch if memory allows "
         "(transformer.eval_batch_size) or a shorter transformer.max_length; export merged "
-        "weights (merge=True) instead of an adapter; fewer folds or models; or a T4 x2 / "
+        "weights (merge=True) instead of an adapter; fewer folds or models (a k-fold LoRA "
+        "run: `kit export RUN --merge-folds`, one model for the k folds); or a T4 x2 / "
         "faster accelerator (kaggle.accelerator); on a CPU, `kit export RUN --onnx --int8` "
         "before packaging (05_infer then runs ONNX Runtime int8).")
 
@@ -164,8 +164,7 @@ def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = 
     gpus = visible_gpus()
     predictor = Predictor.load(folder, device=gpus[0] if gpus else None, backend=backend)
     predictors = [predictor]
-    kind = refit_source(predictor.model_name) or predictor.model_name  # tfidf_full: tfidf
-    if len(gpus) > 1 and kind != "tfidf" and predictor.backend == "torch":
+    if len(gpus) > 1 and predictor.backend == "torch":  # a copy per GPU of a torch model
         predictors += [Predictor.load(folder, device=d, backend=backend) for d in gpus[1:]]
     texts = predictor.render(comp.test, params.competition.test_file)
     sample = sample_indices([len(t) for t in texts], sample_size)
@@ -180,7 +179,7 @@ def predict_test(run: RunDir, comp: Competition, model_run: str | Path | None = 
     plan = InferPlan(len(sample), rate, len(texts), hidden,
                      (time.monotonic() - started + hidden / rate) / 3600,
                      params.kaggle.time_limit_hours, predictor.backend,
-                     None if kind == "tfidf"
+                     None if predictor.backend == "sklearn"  # no batches: TF-IDF alone
                      else predictor.params.transformer.eval_batch_size,
                      [p.device for p in predictors])
     for line in plan.lines():

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from kit.config.loading import deep_merge
 from kit.core.progress import progress_stage, show_progress
 from kit.core.run_state import BestModel, FoldScore, ModelReport
 from kit.core.rundir import RunDir
@@ -24,6 +25,7 @@ from kit.data.folds import Fold, load_or_make_folds
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.fit import fit_model
+from kit.models.kinds import BLENDS, get_kind
 from kit.models.oof import FoldPredictions, assemble, load_fold, save_fold
 from kit.models.seeds import fit_seeds, seed_scores
 from kit.steps.refit import train_refits
@@ -68,6 +70,9 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
             if on_fold is not None and not fold.is_holdout:
                 on_fold(kind, n, run.state().folds[kind][fold.tag].score)
         preds = assemble(kind, comp, fits)
+        if not folds[0].is_holdout:  # a kind's own step after its folds (merged fold models)
+            extra.update(getattr(get_kind(kind), "after_folds", _no_step)(run, comp,
+                                                                         preds.test_probs))
         run.save_predictions(preds)
         rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
@@ -87,13 +92,16 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
     if params.cv.refit:  # each model once more on all rows: model `<kind>_full`
         train_refits(run, comp, lambda kind, fold: fit_model(kind, run, comp, fold, tracker,
                                                              callbacks))
-    if params.ensemble.enabled:
-        from kit.ensemble.fit import fit_ensemble
-
-        result = fit_ensemble(run, comp)
-        tracker.log_metrics({f"ensemble/val_{metric}": result.score})
+    for blend in BLENDS.values():  # the ensemble, when its params section is enabled
+        if getattr(params, blend.params_section).enabled:
+            score = blend.fit_run(run, comp, tracker)
+            tracker.log_metrics({f"{blend.name}/val_{metric}": score})
     run.record_resources("train")  # peak RSS and cache hits, in env.json
     return summarize(run)
+
+
+def _no_step(run: RunDir, comp: Competition, test_probs: np.ndarray) -> dict:
+    return {}
 
 
 def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int,
@@ -109,7 +117,7 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
     with progress_stage(kind if fold.is_holdout else label):
         val_probs, test_probs, fit_extra = fit_seeds(  # once per seed of `seeds`, averaged
             run, comp, kind, fold, lambda f: fit_model(kind, run, comp, f, tracker, callbacks))
-    extra.update(fit_extra)
+    deep_merge(extra, fit_extra)  # per-fold entries (e.g. view_scores by fold) add up
     if not fold.is_holdout:
         save_fold(run, kind, fold, val_probs, test_probs)
         score = metrics.report(comp.y[fold.val_rows], val_probs, None, comp.task,
@@ -200,10 +208,10 @@ def cv_summary(run: RunDir) -> pd.DataFrame | str:
     table.loc["std"] = table.iloc[:-1].std(ddof=0)
     table.loc["OOF"] = [state.model_score(c, metric) if c in refits else oof[c]
                         for c in table.columns]
-    ensemble = state.models.get("ensemble")
-    weights = ensemble.details.get("weights") if ensemble else None
-    if weights:
-        table.loc["ensemble weight"] = [weights.get(kind) for kind in table.columns]
+    for name in BLENDS:  # a blend's weight of each model
+        weights = state.models[name].details.get("weights") if name in state.models else None
+        if weights:
+            table.loc[f"{name} weight"] = [weights.get(kind) for kind in table.columns]
     table = table.round(4)
     if refits:  # a refit has no OOF of its own: say whose stands in for it
         table.loc["OOF from"] = [f"{refits[c]}'s (stand-in)" if c in refits else "own"

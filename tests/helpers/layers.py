@@ -23,9 +23,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("core",),
     ("kaggle.cli", "kaggle.credentials"),  # the kaggle CLI client: data downloads, steps submit
     ("data", "evaluation"),
-    ("tracking",),
+    ("tracking", "ensemble"),  # the ensemble blends predictions; its model kind is in models
     ("models",),
-    ("ensemble", "submission"),
+    ("submission",),
     ("serve",),
     ("steps",),
     ("kaggle", "search"),

@@ -25,6 +25,7 @@ from kit.data.competition import Competition, render_texts
 from kit.data.readers import read_table
 from kit.errors import KitError
 from kit.models.distill.teacher import Teacher
+from kit.models.kinds.base import LoadMember
 
 __all__ = ["PseudoRows", "pseudo_rows", "select_confident"]
 
@@ -55,12 +56,12 @@ def select_confident(texts: list[str], probs: np.ndarray, min_confidence: float,
 
 
 def pseudo_rows(run: RunDir, comp: Competition, teacher: Teacher, test_texts: list[str],
-                template: str | None) -> PseudoRows:
+                template: str | None, load_member: LoadMember) -> PseudoRows:
     """The candidates of `pseudo` (test rows, files) that the teacher labels confidently.
 
     `test_texts`: the test rows as the student renders them; `template`: the student's
     prompt_template (the files' rows are rendered with it for the student, with the teacher's
-    own for the teacher).
+    own for the teacher); `load_member` loads the teacher to predict the files.
     """
     cfg = run.params.pseudo
     texts: list[str] = []
@@ -69,7 +70,7 @@ def pseudo_rows(run: RunDir, comp: Competition, teacher: Teacher, test_texts: li
         texts += list(test_texts)
         probs.append(teacher.test)
     for name in cfg.files:
-        file_texts, file_probs = _file_rows(run, comp, teacher, name, template)
+        file_texts, file_probs = _file_rows(run, comp, teacher, name, template, load_member)
         texts += file_texts
         probs.append(file_probs)
     return select_confident(texts, np.concatenate(probs), cfg.min_confidence, cfg.soft,
@@ -77,7 +78,7 @@ def pseudo_rows(run: RunDir, comp: Competition, teacher: Teacher, test_texts: li
 
 
 def _file_rows(run: RunDir, comp: Competition, teacher: Teacher, name: str,
-               template: str | None) -> tuple[list[str], np.ndarray]:
+               template: str | None, load_member: LoadMember) -> tuple[list[str], np.ndarray]:
     """One `pseudo.files` table: the student's texts and the teacher's probabilities (cached)."""
     path = _locate(run, comp, name)
     params = run.params.competition
@@ -92,8 +93,8 @@ def _file_rows(run: RunDir, comp: Competition, teacher: Teacher, name: str,
             if str(saved["key"]) == digest:
                 return texts, saved["probs"]
     log.info(f"pseudo.files: the teacher {teacher.name} predicts the {len(texts)} rows of {path}")
-    predict, teacher_template = teacher.predictor(comp.labels)
-    probs = predict(render_texts(df, teacher.params.competition, str(path), teacher_template))
+    model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels, "auto")
+    probs = model.predict(render_texts(df, teacher.params.competition, str(path), model.template))
     save_npz(cache, key=np.array(digest), probs=probs)
     return texts, probs
 

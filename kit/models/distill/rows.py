@@ -23,6 +23,7 @@ from kit.data.folds import Fold
 from kit.models.distill.pseudo import pseudo_rows
 from kit.models.distill.targets import DistillTargets
 from kit.models.distill.teacher import load_teacher
+from kit.models.kinds.base import LoadMember
 from kit.models.kinds.transformer import TrainingRows
 
 __all__ = ["student_rows"]
@@ -31,11 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_texts: Any,
-                 cfg: TransformerParams) -> TrainingRows:
+                 cfg: TransformerParams, load_member: LoadMember) -> TrainingRows:
     """The fold's training texts, labels and soft targets (teacher OOF), pseudo rows added.
 
     `texts`/`test_texts`: the training and test rows as the student renders them; `cfg`: its
-    settings (kit.config.distill.student_transformer).
+    settings (kit.config.distill.student_transformer); `load_member`: how the teacher is loaded
+    to predict `pseudo.files`.
     """
     params = run.params
     teacher = load_teacher(run, comp)
@@ -47,7 +49,7 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     extra: dict[str, Any] = {"teacher": teacher.name,
                              f"teacher_{metric}": teacher.score(comp, metric, scored)}
     if params.pseudo.enabled:
-        pseudo = pseudo_rows(run, comp, teacher, test_texts, cfg.prompt_template)
+        pseudo = pseudo_rows(run, comp, teacher, test_texts, cfg.prompt_template, load_member)
         train_texts += pseudo.texts
         labels = np.concatenate([labels, pseudo.labels])
         soft = np.concatenate([soft, pseudo.targets])

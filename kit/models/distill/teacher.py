@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from kit.data.competition import Competition
 from kit.data.folds import FOLDS_FILE
 from kit.errors import KitError
 from kit.evaluation import metrics
-from kit.models.kinds.base import KINDS
 
 __all__ = ["Teacher", "load_teacher"]
 
@@ -52,25 +50,6 @@ class Teacher:
     def score(self, comp: Competition, metric: str, rows: np.ndarray) -> float:
         """The teacher's `metric` on training `rows` (its OOF probabilities)."""
         return float(metrics.score(metric, comp.y[rows], self.oof[rows], None, comp.task))
-
-    def predictor(self, labels: list[str]) -> tuple[Callable[[list[str]], np.ndarray], str | None]:
-        """The teacher loaded to predict new texts (the mean of its fold models, as its test
-        probabilities are), and the template its texts are rendered with."""
-        kind = KINDS.get(self.model)
-        if kind is None:
-            raise KitError(
-                f"`pseudo.files` needs the teacher {self.name} to predict the files' rows, and "
-                f"a {self.model!r} model cannot be loaded here (an ensemble is blended by "
-                "kit.serve). Name one of its run's models as the teacher (`<run>:transformer`), "
-                "or leave pseudo.files empty (the test rows need no loading).")
-        base = self.folder / "models" / self.model
-        parts = [kind.load(self.folder, self.params, d, None, labels)
-                 for d in (sorted(p for p in base.glob("r*_f*") if p.is_dir()) or [base])]
-
-        def predict(texts: list[str]) -> np.ndarray:
-            return np.mean([p.predict(texts) for p in parts], axis=0)
-
-        return predict, parts[0].template
 
 
 def load_teacher(run: RunDir, comp: Competition) -> Teacher:

@@ -32,7 +32,7 @@ FINGERPRINT_FILE = "kit_fingerprint.json"
 NOT_FINGERPRINTED = {
     "time_budget_minutes", "checkpoint_dir", "disk_budget_gb", "save_total_limit",
     "eval_batch_size", "memory_budget_gb", "checkpoint_fsync", "distributed",
-    "keep_checkpoints",
+    "keep_checkpoints", "merge_folds",
     "seeds",  # the list of seeds: what a fit computes depends on its own seed (`seed` below)
 }
 
@@ -196,7 +196,8 @@ def _predict_with_export(export: Path, texts: list[str], batch_size: int) -> np.
 
     from kit.models.export import EXPORT_INFO, load_exported
     from kit.models.hardware import detect_hardware
-    from kit.models.hf.data import predict_probs, set_truncation_side
+    from kit.models.hf.data import set_truncation_side
+    from kit.models.hf.views import ViewPlan, predict_with_views
 
     info = json.loads((export / EXPORT_INFO).read_text())
     model, tokenizer, _ = load_exported(export)
@@ -205,9 +206,10 @@ def _predict_with_export(export: Path, texts: list[str], batch_size: int) -> np.
     if next(model.parameters()).device.type == "cuda":  # as training predicted on this GPU
         profile = detect_hardware()
         amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
-    return predict_probs(model, tokenizer, texts, batch_size, int(info["max_length"]),
-                         info["task"], autocast_dtype=amp, desc="predict test",
-                         head_tokens=info.get("head_tokens"))
+    return predict_with_views(ViewPlan.from_export(info), model, tokenizer, texts,
+                              batch_size=batch_size, max_length=int(info["max_length"]),
+                              task=info["task"], autocast_dtype=amp, progress=True,
+                              desc="predict test")
 
 
 def save_finished(

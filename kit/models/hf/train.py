@@ -40,7 +40,6 @@ from kit.models.hf.data import (
     logits_to_probs,
     make_collator,
     model_max_length,
-    predict_probs,
     set_truncation_side,
     suggest_max_length,
     tokenize_texts,
@@ -59,6 +58,14 @@ from kit.models.hf.resume import (
     training_finished,
 )
 from kit.models.hf.trainer import KitTrainer, class_weight_vector
+from kit.models.hf.views import (
+    RECORD_KEY,
+    ViewPlan,
+    check_view_texts,
+    plan_views,
+    predict_with_views,
+    view_scores,
+)
 
 if TYPE_CHECKING:
     from kit.models.distill.targets import DistillTargets
@@ -102,6 +109,7 @@ def train_transformer(
     data = check_training_texts(train_texts, train_labels, val_texts, val_labels, test_texts,
                                 task=task, label_names=label_names, metric=metric, cfg=cfg,
                                 distill=distill)
+    check_view_texts(cfg, data.val_texts, data.test_texts)  # before training, not after
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
     # In a DDP rank: the job's processes; else as many as this call would launch.
@@ -145,8 +153,10 @@ def train_transformer(
             "or the cell) to continue from there; predictions below come from the best model so "
             "far."
         )
+    plan = plan_views(cfg, prepared.max_length, label_names)
+    per_view: dict[str, np.ndarray] = {}
     val_probs, test_probs = predict_val_and_test(trainer.model, prepared, data, cfg, task,
-                                                 token_cache_dir)
+                                                 token_cache_dir, plan, per_view)
     result = TransformerResult(
         val_probs=val_probs,
         test_probs=test_probs,
@@ -165,6 +175,8 @@ def train_transformer(
         train_seconds=float(train_seconds),
         extra={"load_report": prepared.load_report} if prepared.load_report else {},
     )
+    if len(per_view) > 1 and data.has_val:
+        result.extra["view_scores"] = view_scores(per_view, val_probs, data.y_val, metric, task)
     if trainer.save_timings:
         result.extra["checkpoint_saves"] = [dataclasses.asdict(t) for t in trainer.save_timings]
     if prepared.load_report:
@@ -174,7 +186,7 @@ def train_transformer(
             profile.device)
     if completed and distributed.is_main_process():  # under DDP: rank 0 writes
         result.model_dir = _export_model(trainer, prepared.tokenizer, work_dir, task,
-                                         label_names, prepared.max_length, cfg)
+                                         label_names, prepared.max_length, cfg, plan)
         save_finished(work_dir, result, fingerprint, test_hash)
     return result
 
@@ -338,32 +350,38 @@ def resume_or_train(trainer: KitTrainer, checkpoint_root: Path,
 
 
 def predict_val_and_test(model: Any, prepared: Prepared, data: TrainingTexts,
-                         cfg: TransformerParams, task: str,
-                         token_cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """Step 4: validation and test probabilities from the trained (best) model."""
+                         cfg: TransformerParams, task: str, token_cache_dir: Path | None,
+                         plan: ViewPlan, per_view: dict[str, np.ndarray] | None = None,
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: validation and test probabilities from the trained (best) model, each the mean
+    over the test-time views (kit.models.hf.views); `per_view` gets validation's per view."""
     profile = prepared.profile
     amp = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else None
+    # Per view only in one process: under DDP a rank sees its share of the rows.
+    per_view = per_view if distributed.launched_world_size() == 1 else None
 
-    def predict(texts: list[str], desc: str) -> np.ndarray:
+    def predict(texts: list[str], desc: str, views: dict | None = None) -> np.ndarray:
         # Under DDP each rank predicts a share; the probabilities come back in input order.
         return distributed.predict_probs_gathered(
-            lambda share: predict_probs(model, prepared.tokenizer, share, cfg.eval_batch_size,
-                                        prepared.max_length, task, autocast_dtype=amp, desc=desc,
-                                        head_tokens=prepared.head_tokens,
-                                        cache_dir=token_cache_dir),
+            lambda share: predict_with_views(
+                plan, model, prepared.tokenizer, share, batch_size=cfg.eval_batch_size,
+                max_length=prepared.max_length, task=task, autocast_dtype=amp, progress=True,
+                desc=desc, cache_dir=token_cache_dir, per_view=views),
             texts)
 
-    return predict(data.val_texts, "predict validation"), predict(data.test_texts, "predict test")
+    return (predict(data.val_texts, "predict validation", per_view),
+            predict(data.test_texts, "predict test"))
 
 
 def _export_model(
     trainer: Any, tokenizer: Any, work_dir: Path, task: str, label_names: list[str],
-    max_length: int, cfg: TransformerParams,
+    max_length: int, cfg: TransformerParams, plan: ViewPlan,
 ) -> Path:
     """The trained model in the kit's one export format (kit.models.export), for every model."""
     from kit.models.export import export_for_kaggle  # peft: only once training is done
 
     params = {"transformer": dataclasses.asdict(cfg), "task": task, "max_length": int(max_length),
-              "head_tokens": head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)}
+              "head_tokens": head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length),
+              RECORD_KEY: plan.to_record()}
     return export_for_kaggle(trainer.model, tokenizer, work_dir / "model", label_names, params,
                              merge=cfg.lora.enabled and cfg.lora.merge_on_export)

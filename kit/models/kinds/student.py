@@ -19,9 +19,10 @@ from kit.config.params import Params, TransformerParams
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
+from kit.models.kinds.base import LoadMember
 from kit.models.kinds.transformer import TrainingRows, TransformerKind
 
-__all__ = ["STUDENT"]
+__all__ = ["StudentKind"]
 
 
 class StudentKind(TransformerKind):
@@ -30,6 +31,11 @@ class StudentKind(TransformerKind):
     name = STUDENT_NAME
     params_section = "distill"
     artifact = "model"  # the transformer's export folder (kit.models.export)
+
+    def __init__(self, load_member: LoadMember):
+        # How a teacher is loaded to predict `pseudo.files` (kit.models.kinds.load_fitted: any
+        # model of a run, an ensemble included); the soft targets need no loading.
+        self.load_member = load_member
 
     def settings(self, params: Params) -> TransformerParams:
         cfg = student_transformer(params)
@@ -42,7 +48,5 @@ class StudentKind(TransformerKind):
                       test_texts: Any) -> TrainingRows:
         from kit.models.distill.rows import student_rows
 
-        return student_rows(run, comp, fold, texts, test_texts, self.settings(run.params))
-
-
-STUDENT = StudentKind()
+        return student_rows(run, comp, fold, texts, test_texts, self.settings(run.params),
+                            self.load_member)

@@ -94,9 +94,12 @@ class TransformerKind:
         prefix = "/".join(work_dir.relative_to(run.models).parts)  # transformer/r0_f2
         seed = params.seed if fold.seed is None else fold.seed  # `seeds`: one fit per seed
         rows = self.training_rows(run, comp, fold, texts, test_texts)
+        val_texts = [texts[i] for i in fold.val_rows]
+        if cfg.swap_columns:  # a `swap` view: rows predicted in both orders (kit.data.pairs)
+            val_texts, test_texts = _with_swapped(comp, params, cfg, fold, val_texts, test_texts)
         result = train_transformer(
             rows.texts, rows.labels,
-            [texts[i] for i in fold.val_rows], comp.y[fold.val_rows], test_texts,
+            val_texts, comp.y[fold.val_rows], test_texts,
             task=comp.task, label_names=comp.labels, cfg=cfg,
             seed=seed + max(fold.fold, 0) + 1000 * fold.repeat,
             work_dir=work_dir, metric=params.competition.metric,
@@ -120,6 +123,9 @@ class TransformerKind:
                  "resumed_from_step": result.resumed_from_step,
                  "best_step": result.best_step, "model_dir": str(result.model_dir),
                  **rows.extra}
+        if result.extra.get("view_scores"):  # each test-time view's validation score
+            scores = result.extra["view_scores"]
+            extra["view_scores"] = scores if fold.is_holdout else {fold.tag: scores}
         if result.extra.get("load_report"):
             write_json(run.path / "llm_report.json", result.extra["load_report"], any_as_str=True)
             extra["memory_estimate_gb"] = result.extra["load_report"].get("memory_estimate_gb")
@@ -153,9 +159,10 @@ class TransformerKind:
         model, tokenizer, labels = (load_exported(export, device=device) if backend == "torch"
                                     else load_onnx_export(export, backend))
         from kit.models.hf.data import set_truncation_side
+        from kit.models.hf.views import ViewPlan, predict_with_views
 
         set_truncation_side(tokenizer, info.get("truncation_side", "right"))
-        head_tokens = info.get("head_tokens")  # head_tail truncation: cut as in training
+        plan = ViewPlan.from_export(info)  # the cut training used, and the test-time views
         task = info.get("task", params.competition.task)
         cfg = self.settings(params)
         max_length = int(info.get("max_length") or cfg.max_length or 512)
@@ -163,14 +170,63 @@ class TransformerKind:
         amp = _autocast_dtype() if dev.type == "cuda" else None
         batch_size = cfg.eval_batch_size
 
-        def predict(texts: list[str]) -> np.ndarray:
-            from kit.models.hf.data import predict_probs  # length-sorted batches, input order back
-
-            return predict_probs(model, tokenizer, texts, batch_size, max_length, task,
-                                 progress=False, autocast_dtype=amp, head_tokens=head_tokens)
+        def predict(texts: list[str]) -> np.ndarray:  # length-sorted batches, input order back
+            return predict_with_views(plan, model, tokenizer, texts, batch_size=batch_size,
+                                      max_length=max_length, task=task, autocast_dtype=amp)
 
         template = cfg.prompt_template or params.competition.text_template
-        return LoadedModel(predict, list(labels), str(dev), task, template, backend)
+        return LoadedModel(predict, list(labels), str(dev), task, template, backend,
+                           plan.swap_columns)
+
+    def after_folds(self, run: RunDir, comp: Competition, test_probs: np.ndarray) -> dict:
+        """02's end of a k-fold LoRA run with `transformer.merge_folds`: the fold adapters
+        merged into one model (kit.models.fold_merge), compared on test with the folds' mean
+        (`test_probs`); what metrics.json records of it."""
+        cfg = self.settings(run.params)
+        if not cfg.merge_folds:
+            return {}
+        import time
+
+        from kit.models.fold_merge import merge_report, merge_run_folds
+
+        out = merge_run_folds(run.path, kind=self.name)
+        model = self.load(run.path, run.params, out.parent, None, comp.labels)
+        texts = _test_texts(comp, run.params, cfg)
+        started = time.perf_counter()
+        merged = model.predict(texts)
+        report = merge_report(merged, test_probs, comp.task)
+        report["predict_seconds"] = round(time.perf_counter() - started, 2)
+        log.info("merged folds vs the folds' mean on test: max abs difference %.4f, "
+                 "agreement %.3f (%d rows, %.1f s)", report["max_abs_diff"],
+                 report["agreement"], report["rows"], report["predict_seconds"])
+        return {"merged_folds": {"export": str(out.relative_to(run.path)), **report}}
+
+
+def _test_texts(comp: Competition, params: Params, cfg: TransformerParams) -> list[str]:
+    """The test texts as this run's transformer (settings `cfg`) predicts them (template, swap
+    pairs)."""
+    if cfg.swap_columns:
+        from kit.data.pairs import render_pairs
+
+        return render_pairs(comp.test, params.competition, "test", cfg.prompt_template,
+                            cfg.swap_columns)
+    if cfg.prompt_template:
+        return render_texts(comp.test, params.competition, "test", cfg.prompt_template)
+    return list(comp.test_texts)
+
+
+def _with_swapped(comp: Competition, params: Params, cfg: TransformerParams, fold: Fold,
+                  val_texts: list[str], test_texts: Any) -> tuple[list[str], list[str]]:
+    """Validation and test texts carrying their swapped renderings (the `swap` view)."""
+    from kit.data.pairs import pair_texts, swapped_template
+    from kit.data.texts import template_of
+
+    comp_params = params.competition
+    swapped = swapped_template(template_of(comp_params, cfg.prompt_template), cfg.swap_columns)
+    train = render_texts(comp.train, comp_params, "train", swapped)
+    test = render_texts(comp.test, comp_params, "test", swapped)
+    return (pair_texts(val_texts, [train[i] for i in fold.val_rows]),
+            pair_texts(list(test_texts), test))
 
 
 def _autocast_dtype() -> Any:
