@@ -132,5 +132,6 @@ def test_a_blend_listed_in_models_or_an_unknown_kind_is_refused_by_name():
 
     with pytest.raises(KitError, match=r"`ensemble.enabled: true`"):
         fold_kind("ensemble")
-    with pytest.raises(KitError, match=r"Unknown model kind 'svm'.*tfidf, transformer, ensemble"):
+    with pytest.raises(KitError,
+                       match=r"Unknown model kind 'svm'.*tfidf, transformer, student, ensemble"):
         load_fitted(Path("."), Params(), "svm", None)
