@@ -5,8 +5,12 @@ For each mode (micro-batching on, then off: `--no-batching`) a real server proce
 connection) sends `--requests` requests of `--texts-per-request` texts each, one after the other.
 Printed per row: requests/s, p50/p95/p99 latency, failed requests, and texts per model call (from
 /health). The ceiling is the single-process predict throughput (`Predictor.predict` in batches
-of the server's micro-batch size, no HTTP), measured first; the last line is the ratio
-"32 clients with micro-batching / predict throughput" (both in texts/s).
+of the server's micro-batch size, no HTTP, on the same `--backend`), measured before the served
+load and again after it (the mean is the ceiling). Per row also
+the CPU milliseconds per request of the server process (model included) and of the load
+generator (this process), so a reader sees whether the clients took the cores. The last line is
+`served / predict = Y`: 32 clients with micro-batching over the predict throughput (texts/s),
+after a line with the p99 latency at that load.
 
     .venv/bin/python bench/bench_serve.py outputs/demo --input data/trec-questions/test.csv
     .venv/bin/python bench/bench_serve.py --tiny --clients 1,2 --requests 5   # check it runs
@@ -46,6 +50,8 @@ class Row:
     seconds: float
     latencies_ms: np.ndarray
     texts_per_call: float
+    server_cpu_s: float = 0.0  # the server process's CPU seconds (model and HTTP) at this level
+    client_cpu_s: float = 0.0  # this process's (the load generator's) CPU seconds
 
     @property
     def per_second(self) -> float:
@@ -57,7 +63,7 @@ def load_texts(run: Path, input_path: Path, n: int) -> list[str]:
     from kit.serve.predict_file import read_chunks
     from kit.serve.predictor import Predictor
 
-    predictor = Predictor.load(run)
+    predictor = Predictor.load(run, backend="torch")
     comp = predictor.params.competition
     chunk = next(read_chunks(input_path, n, comp.csv_delimiter, comp.encoding))
     return predictor.render(chunk.head(n), str(input_path))
@@ -74,21 +80,18 @@ def throughput(predictor, texts: list[str], size: int, min_seconds: float) -> fl
                 return done / elapsed
 
 
-def ceiling(run: Path, texts: list[str], batch: int, min_seconds: float) -> tuple[float, float]:
+def ceiling(predictor, texts: list[str], batch: int, min_seconds: float) -> tuple[float, float]:
     """Texts/s in one process without HTTP: in batches of `batch`, and one text per call."""
-    from kit.serve.predictor import Predictor
-
-    predictor = Predictor.load(run)
     predictor.predict(texts[:batch])  # warm-up
     return (throughput(predictor, texts, batch, min_seconds),
             throughput(predictor, texts, 1, min_seconds))
 
 
-def start_server(run: Path, batching: bool, max_queue: int, log: Path):
+def start_server(run: Path, batching: bool, max_queue: int, log: Path, backend: str = "auto"):
     """The real `python -m kit serve` on a free loopback port (the tests' helper)."""
     from tests.serve_helpers import start_server as start
 
-    args = ["--max-queue", str(max_queue), "--max-texts", "1024"]
+    args = ["--max-queue", str(max_queue), "--max-texts", "1024", "--backend", backend]
     return start(run, log, *args, *([] if batching else ["--no-batching"]), timeout=300)
 
 
@@ -100,13 +103,23 @@ def health(port: int) -> dict:
     return body
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(port: int, texts: list[str], clients: int, requests: int, per_request: int,
-         batching: bool) -> Row:
+         batching: bool, server_pid: int = 0) -> Row:
     """`clients` threads, each sending `requests` requests in turn on its own connection."""
     latencies: list[float] = []
     failed = [0]
     lock = threading.Lock()
     before = health(port)["served"]
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
 
     def client(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -140,26 +153,34 @@ def load(port: int, texts: list[str], clients: int, requests: int, per_request: 
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
+    server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
     after = health(port)["served"]
     calls = max(1, after["calls"] - before["calls"])
     return Row(batching, clients, clients * requests, failed[0], seconds,
-               np.array(latencies), (after["texts"] - before["texts"]) / calls)
+               np.array(latencies), (after["texts"] - before["texts"]) / calls, server_cpu,
+               client_cpu)
 
 
 def print_table(rows: list[Row], per_request: int, batch_ceiling: float, single: float) -> None:
     print(f"\n{'batching':>8} {'clients':>7} {'requests':>8} {'failed':>6} {'req/s':>8} "
-          f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'texts/call':>10}")
+          f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'texts/call':>10} {'server CPU':>10} "
+          f"{'client CPU':>10}")
     for r in rows:
         p50, p95, p99 = np.percentile(r.latencies_ms, [50, 95, 99])
         print(f"{'on' if r.batching else 'off':>8} {r.clients:>7} {r.requests:>8} {r.failed:>6} "
-              f"{r.per_second:>8.1f} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} {r.texts_per_call:>10.1f}")
+              f"{r.per_second:>8.1f} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} "
+              f"{r.texts_per_call:>10.1f} {1000 * r.server_cpu_s / r.requests:>7.1f} ms "
+              f"{1000 * r.client_cpu_s / r.requests:>7.1f} ms")
+    print("(server/client CPU: CPU milliseconds per request, the model's included in the server's)")
     print(f"\npredict throughput, one process, no HTTP: {batch_ceiling:.1f} texts/s in batches "
-          f"(the ceiling), {single:.1f} texts/s one text per call")
+          f"(the ceiling, mean of before and after), {single:.1f} texts/s one text per call")
     top = [r for r in rows if r.batching and r.clients == max(x.clients for x in rows)]
     if top:
         served = top[0].per_second * per_request
-        print(f"{top[0].clients} clients with micro-batching / predict throughput = "
-              f"{served:.1f} / {batch_ceiling:.1f} texts/s = {served / batch_ceiling:.2f}")
+        p99 = np.percentile(top[0].latencies_ms, 99)
+        print(f"{top[0].clients} clients with micro-batching: {served:.1f} texts/s served, p99 "
+              f"{p99:.0f} ms; predict: {batch_ceiling:.1f} texts/s")
+        print(f"served / predict = {served / batch_ceiling:.2f}")
 
 
 def main() -> None:
@@ -173,6 +194,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512, help="distinct texts to send")
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
     parser.add_argument("--modes", default="on,off", help="micro-batching on, off, or both")
+    parser.add_argument("--backend", default="auto", help="auto, torch, onnx, onnx-int8")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     modes = [m.strip() == "on" for m in args.modes.split(",")]
@@ -197,22 +219,32 @@ def main() -> None:
     batch = BatchingConfig().max_texts
     print(f"run {run.name}: {len(texts)} texts; machine: {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f}")
-    batch_ceiling, single = ceiling(run, texts, batch, args.ceiling_seconds)
+    from kit.serve.predictor import Predictor
+
+    predictor = Predictor.load(run, backend=args.backend)
+    batch_ceiling, single = ceiling(predictor, texts, batch, args.ceiling_seconds)
 
     rows: list[Row] = []
     for batching in modes:
-        server = start_server(run, batching, max(clients) * 2, work / f"server-{batching}.log")
+        server = start_server(run, batching, max(clients) * 2, work / f"server-{batching}.log",
+                              args.backend)
         port = int(server.url.rsplit(":", 1)[1])
         try:
             load(port, texts, 1, 3, args.texts_per_request, batching)  # warm-up
             for c in clients:
-                rows.append(load(port, texts, c, args.requests, args.texts_per_request, batching))
+                rows.append(load(port, texts, c, args.requests, args.texts_per_request, batching,
+                                 server.process.pid))
                 r = rows[-1]
                 print(f"batching {'on' if batching else 'off'}, {c} clients: "
                       f"{r.per_second:.1f} req/s, {r.failed} failed", flush=True)
         finally:
             server.stop()
-    print_table(rows, args.texts_per_request, batch_ceiling, single)
+    # Measured again after the load, and averaged: on a shared machine the load from elsewhere
+    # moves during the run, and the ratio should compare like with like.
+    after, _ = ceiling(predictor, texts, batch, args.ceiling_seconds)
+    print(f"predict throughput before the served load {batch_ceiling:.1f}, after {after:.1f} "
+          f"texts/s; load average now {os.getloadavg()[0]:.2f}")
+    print_table(rows, args.texts_per_request, (batch_ceiling + after) / 2, single)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
                         help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
-    export.add_argument("--int8-weights", choices=("u8", "s8"), default="u8",
-                        help="u8 (default; no saturation on CPUs without VNNI) or s8 (faster "
-                        "kernels on CPUs with AVX512-VNNI)")
+    export.add_argument("--int8-weights", choices=("auto", "u8", "s8"), default="auto",
+                        help="auto (default: s8 on a CPU with VNNI, else u8), u8 (no "
+                        "saturation on CPUs without VNNI) or s8 (fast kernels with VNNI)")
     export.add_argument("--merge-folds", action="store_true",
                         help="a k-fold LoRA run: its fold adapters averaged into one model "
                         "(models/transformer/merged), which predict, serve, 05_infer and "
@@ -338,6 +338,8 @@ def _add_serving_commands(sub: argparse._SubParsersAction) -> None:
                        help="how long a micro-batch waits for more requests")
     serve.add_argument("--max-queue", type=int, default=batching.max_queue,
                        help="requests waiting (more: 503)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="the model's CPU threads (torch and ONNX Runtime; default: torch's)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
 
 
@@ -357,8 +359,9 @@ def _serving_command(args: argparse.Namespace) -> int:
     from kit.serve.api import serve
     from kit.serve.settings import BatchingConfig, Limits, ServeSettings
 
-    for flag in ("max_texts", "max_chars", "max_body_bytes", "batch_texts", "max_queue"):
-        if getattr(args, flag) < 1:
+    for flag in ("max_texts", "max_chars", "max_body_bytes", "batch_texts", "max_queue",
+                 "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise KitError(f"--{flag.replace('_', '-')} is {getattr(args, flag)}; use >= 1.")
     if args.batch_wait_ms < 0:
         raise KitError(f"--batch-wait-ms is {args.batch_wait_ms}; use >= 0.")
@@ -370,6 +373,7 @@ def _serving_command(args: argparse.Namespace) -> int:
                                 args.max_queue),
         device=args.device,
         backend=args.backend,
+        threads=args.threads,
     )
     serve(settings, args.host, args.port, access_log=args.access_log)
     return 0

@@ -61,7 +61,10 @@ def test_export_writes_and_records_fp32_and_int8(exported: BuiltRun, capsys):
     assert (export / ONNX_FILE).stat().st_size > 0 and (export / ONNX_INT8_FILE).is_file()
     assert onnx["inputs"][:2] == ["input_ids", "attention_mask"]
     assert onnx["max_abs_diff_fp32"] < 1e-5 and onnx["int8_weights"].startswith("QUInt8")
-    assert not list(export.glob(".*.tmp"))  # written under a temporary name, then renamed
+    assert not list(export.glob(".*.tmp*"))  # written under a temporary name, then renamed
+    # ORT's transformer fusions applied (eager attention traced), and the CPU's int8 recorded.
+    assert onnx["fused"]["ops"]["Attention"] == 2 and onnx["fused"]["ops"]["SkipLayerNormalization"]
+    assert onnx["int8_choice"].startswith("auto: u8") and "vnni" not in onnx["cpu_int8"]
 
 
 def test_onnx_fp32_probabilities_equal_pytorch_within_1e_4(exported: BuiltRun):
@@ -112,11 +115,42 @@ def test_int8_changes_few_labels(exported: BuiltRun):
 def test_signed_int8_weights_on_request(exported: BuiltRun, tmp_path: Path):
     copy = tmp_path / "model"
     shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
-    with pytest.raises(KitError, match="use u8 or s8"):
+    with pytest.raises(KitError, match="use auto, u8 or s8"):
         export_onnx(copy, int8=True, int8_weights="int4")
     record = export_onnx(copy, int8=True, int8_weights="s8")
     assert record["int8_weights"].startswith("QInt8") and record["max_abs_diff_int8"] < 0.05
     assert json.loads((copy / EXPORT_INFO).read_text())["onnx"] == record
+
+
+def test_auto_int8_weights_are_signed_on_a_vnni_cpu(exported: BuiltRun, tmp_path: Path,
+                                                    monkeypatch):
+    from kit.models import onnx_export
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
+    monkeypatch.setattr(onnx_export, "cpu_int8_instructions", lambda: ["vnni", "avx2"])
+    record = export_onnx(copy, int8=True)
+    assert record["int8_weights"].startswith("QInt8") and record["int8_choice"].startswith(
+        "auto: s8")
+
+
+def test_export_keeps_the_plain_trace_when_fusion_fails(exported: BuiltRun, tmp_path: Path,
+                                                        monkeypatch):
+    import onnxruntime.transformers.optimizer as optimizer
+
+    def broken(*args, **kwargs):
+        raise ValueError("unknown graph")
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    record = export_onnx(copy)
+    assert record["fused"] == {"skipped": "optimizer failed: ValueError: unknown graph"}
+    assert record["max_abs_diff_fp32"] < 1e-5
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(copy / ONNX_FILE)).graph.node}
+    assert "MatMul" in ops and "Attention" not in ops  # the plain trace, still checked
 
 
 def test_auto_picks_int8_on_cpu_and_the_submission_labels_hold(exported: BuiltRun):

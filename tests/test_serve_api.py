@@ -25,7 +25,7 @@ def run(tmp_path_factory) -> BuiltRun:
 @pytest.fixture(scope="module")
 def server(run: BuiltRun, tmp_path_factory):
     srv = start_server(run.path, tmp_path_factory.mktemp("log") / "server.log",
-                       "--token", TOKEN, *LIMITS)
+                       "--token", TOKEN, "--threads", "1", *LIMITS)
     yield srv
     srv.stop()
 
@@ -50,6 +50,7 @@ def test_predict_answers_what_the_submission_says(server: Server, run: BuiltRun)
     assert health.status == 200
     assert health.body["model_loaded"] and health.body["run"] == "topics"
     assert health.body["model"] == "tfidf" and health.body["device"] == "cpu"
+    assert health.body["threads"] == 1  # --threads 1
 
     texts = run.test_texts[:4]
     answer = post(server, {"texts": texts})
@@ -167,3 +168,10 @@ def test_load_8_clients_x_10_requests_all_succeed(server: Server, run: BuiltRun)
 def test_server_log_names_the_run(server: Server):
     text = Path(server.log).read_text()
     assert "Loaded run 'topics': tfidf on cpu" in text and "micro-batching on" in text
+
+
+def test_threads_below_one_is_refused(run: BuiltRun, capsys):
+    from kit.cli import main
+
+    assert main(["serve", str(run.path), "--threads", "0"]) == 2
+    assert "--threads is 0; use >= 1" in capsys.readouterr().err

@@ -110,3 +110,20 @@ def test_run_folders_that_cannot_be_served_say_why(tfidf_run, tmp_path):
         (broken / name).write_text((tfidf_run.path / name).read_text())
     with pytest.raises(KitError, match="No fitted TF-IDF pipeline"):
         Predictor.load(broken)
+
+
+def test_request_rows_render_as_file_rows(tfidf_run: BuiltRun, caplog):
+    """A request's {column: value} rows give the texts a file's rows give (no DataFrame)."""
+    import dataclasses
+
+    from kit.data.texts import render_records, render_texts
+
+    predictor = Predictor.load(tfidf_run.path)
+    rows = [{"text": t} for t in tfidf_run.test_texts[:3]] + [{"text": ""}]
+    assert predictor.render_records(rows) == predictor.render(pd.DataFrame(rows), "file")
+    assert "1 of 4 texts are empty" in caplog.text
+    two = dataclasses.replace(predictor.params.competition, text_columns=["title", "body"],
+                              text_template="{title}: {body}")
+    rows = [{"title": "Goal", "body": "late win"}, {"title": "CPU", "body": ""}]
+    assert render_records(rows, two) == render_texts(pd.DataFrame(rows), two, "file") == [
+        "Goal: late win", "CPU: "]

@@ -74,6 +74,14 @@ def render_texts(df: pd.DataFrame, comp: CompetitionParams, file: str,
     return _render(columns, comp.text_columns, template_of(comp, template))
 
 
+def render_records(rows: list[dict], comp: CompetitionParams,
+                   template: str | None = None) -> list[str]:
+    """`render_texts` of rows given as {column: value} dicts (a served request), no DataFrame."""
+    names = comp.text_columns
+    columns = [[row.get(c) for row in rows] for c in names]
+    return _render(columns, names, template_of(comp, template))
+
+
 def empty_texts(df: pd.DataFrame, comp: CompetitionParams, file: str) -> np.ndarray:
     """Row positions whose text columns are all missing or blank."""
     require_columns(df, comp.text_columns, file)

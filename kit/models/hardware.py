@@ -317,6 +317,7 @@ __all__ = [
     "HardwareProfile",
     "SingleGpuTrainingArguments",
     "arch_supported",
+    "cpu_int8_instructions",
     "describe",
     "detect_hardware",
     "model_device_map",
@@ -324,3 +325,20 @@ __all__ = [
     "torch_device_query",
     "training_precision_kwargs",
 ]
+
+
+def cpu_int8_instructions() -> list[str]:
+    """This CPU's int8 GEMM instructions ORT uses: "vnni" (AVX512/AVX-VNNI), "avx512bw", "avx2".
+
+    From /proc/cpuinfo's flags (Linux); [] when unknown.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith("flags")), []))
+    found = ["vnni"] if flags & {"avx512_vnni", "avx_vnni"} else []
+    return found + [f for f in ("avx512bw", "avx2") if f in flags]
+

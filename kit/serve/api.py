@@ -4,27 +4,34 @@ The model is loaded once, at start. A run folder that cannot be served does not 
 /health and /predict answer 503 with the reason. Status codes: 200; 401 without the bearer token
 (when one is set); 413 over a limit (texts per request, characters per text, body bytes); 422
 for a malformed request, naming the field; 503 without a model or when the queue is full.
+
+Per request the event loop does as little as it can, because on a small machine it takes CPU
+from the model (bench/PROFILE.md): texts are rendered from the request's values without a
+DataFrame, and the answer is written with orjson from plain values (the response model documents
+it, FastAPI does not validate it a second time).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 
 from kit.errors import KitError
 from kit.serve.microbatch import MicroBatcher, OverloadedError
-from kit.serve.predictor import Predictor
+from kit.serve.predictor import Decisions, Predictor
 from kit.serve.settings import Limits, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -84,6 +91,7 @@ class _Served:
     predictor: Predictor | None = None
     batcher: MicroBatcher | None = None
     reason: str | None = None
+    header: dict[str, Any] | None = None  # what every answer says about the run and its rule
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -93,6 +101,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            if settings.threads:
+                import torch  # ONNX Runtime sessions take torch's thread count too
+
+                torch.set_num_threads(settings.threads)
             served.predictor = Predictor.load(settings.run_folder, device=settings.device,
                                               backend=settings.backend)
         except KitError as err:
@@ -103,6 +115,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if served.predictor is None:
             log.error(f"No model served: {served.reason}")
         else:
+            p = served.predictor
+            served.header = {"run": p.run_name, "model": p.model_name, "metric": p.metric,
+                             "validation": p.validation, "rule": p.describe_rule()}
             served.batcher = MicroBatcher(served.predictor.raw_probs, settings.batching)
             await served.batcher.start()
         yield
@@ -124,16 +139,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return JSONResponse(_health(served), status_code=200 if served.predictor else 503)
 
     @app.post("/predict", dependencies=auth, response_model=PredictResponse)
-    async def predict(body: PredictRequest) -> PredictResponse | JSONResponse:
+    async def predict(body: PredictRequest) -> Response:
         predictor, batcher = served.predictor, served.batcher
-        if predictor is None or batcher is None:
+        if predictor is None or batcher is None or served.header is None:
             return JSONResponse({"detail": f"No model loaded: {served.reason}"}, status_code=503)
         items = [body.text] if body.texts is None else body.texts
         field_name = "text" if body.texts is None else "texts"
         too_big = _over_limits(items, field_name, settings.limits)
         if too_big:
             return JSONResponse({"detail": too_big}, status_code=413)
-        texts = predictor.render(_records(items, field_name, predictor), "request")
+        texts = predictor.render_records(_records(items, field_name, predictor))
         try:
             raw = await batcher.predict(texts)
         except OverloadedError as err:
@@ -141,18 +156,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 {"detail": f"Server busy ({err}); retry shortly."}, status_code=503,
                 headers={"Retry-After": "1"},
             )
-        decided = predictor.decide(raw)
-        top_k = min(body.top_k or len(predictor.labels), len(predictor.labels))
-        out = []
-        for names, row in zip(decided.labels, decided.probs.tolist(), strict=True):
-            ranked = sorted(zip(predictor.labels, row, strict=True), key=lambda p: -p[1])
-            out.append(TextPrediction(labels=names, scores=[Score(label=n, score=s)
-                                                            for n, s in ranked[:top_k]]))
-        return PredictResponse(run=predictor.run_name, model=predictor.model_name,
-                               metric=predictor.metric, validation=predictor.validation,
-                               rule=predictor.describe_rule(), predictions=out)
+        answer = {**served.header, "predictions": _predictions(predictor.labels,
+                                                                predictor.decide(raw), body.top_k)}
+        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
 
     return app
+
+
+def _predictions(labels: list[str], decided: Decisions, top_k: int | None) -> list[dict]:
+    """Per text: its labels and the `top_k` highest scores (all by default), highest first."""
+    k = min(top_k or len(labels), len(labels))
+    order = np.argsort(-decided.probs, axis=1, kind="stable")[:, :k]  # ties: label order
+    return [{"labels": names, "scores": [{"label": labels[j], "score": float(row[j])}
+                                         for j in ranked]}
+            for names, row, ranked in zip(decided.labels, decided.probs, order, strict=True)]
 
 
 def _health(served: _Served) -> dict[str, Any]:
@@ -165,6 +183,8 @@ def _health(served: _Served) -> dict[str, Any]:
         "reason": served.reason,
         "limits": asdict(settings.limits),
         "batching": asdict(settings.batching),
+        # The model's CPU threads in effect (torch's count, which ONNX Runtime sessions take).
+        "threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
     }
     if predictor is not None and served.batcher is not None:
         out.update(model=predictor.model_name, device=predictor.device,
@@ -205,7 +225,7 @@ def _over_limits(items: list[Any], field_name: str, limits: Limits) -> str | Non
     return None
 
 
-def _records(items: list[Any], field_name: str, predictor: Predictor) -> pd.DataFrame:
+def _records(items: list[Any], field_name: str, predictor: Predictor) -> list[dict[str, str]]:
     """The texts as rows of the run's text columns; a mismatch is a 422 naming the item."""
     columns = predictor.text_columns
     rows, errors = [], []
@@ -230,7 +250,7 @@ def _records(items: list[Any], field_name: str, predictor: Predictor) -> pd.Data
         rows.append(item)
     if errors:
         raise HTTPException(422, errors)
-    return pd.DataFrame(rows, columns=columns)
+    return rows
 
 
 class BodyLimit:

@@ -24,6 +24,7 @@ from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
 from kit.data.competition import render_texts, warn_empty_test_texts
 from kit.data.pairs import render_pairs
+from kit.data.texts import render_records
 from kit.errors import KitError
 from kit.evaluation.rule_store import chosen_model, load_rule
 from kit.evaluation.thresholds import DecisionRule
@@ -121,6 +122,21 @@ class Predictor:
             return render_pairs(df, self.params.competition, source, self.template,
                                 self.pair_columns)
         return render_texts(df, self.params.competition, source, self.template)
+
+    def render_records(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Texts from rows given as {text column: value} (a served request), as `render` does.
+
+        No DataFrame (this runs once per request, on the server's event loop), except for the
+        paired renderings of the `swap` view, which go through `render`.
+        """
+        if self.pair_columns:
+            return self.render(pd.DataFrame(rows, columns=self.text_columns), "request")
+        texts = render_records(rows, self.params.competition, self.template)
+        blank = sum(not t.strip() for t in texts)
+        if blank:
+            log.warning(f"request: {blank} of {len(texts)} texts are empty: predicted from "
+                        "empty text.")
+        return texts
 
     def raw_probs(self, texts: list[str]) -> np.ndarray:
         """The model's probabilities (n, K) before the rule: what predictions/*.npz hold."""

@@ -35,3 +35,4 @@ class ServeSettings:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     device: str | None = None  # None: CUDA when present (transformer only)
     backend: str = "auto"  # auto, torch, onnx, onnx-int8 (kit.models.onnx_export.choose_backend)
+    threads: int | None = None  # the model's CPU threads (torch and ONNX Runtime); None: torch's
