@@ -32,6 +32,15 @@ def _encoder(factory: pytest.TempPathFactory) -> dict:
         "batch_size": 8, "eval_batch_size": 16, "lr": 5e-3}}
 
 
+def _student(factory: pytest.TempPathFactory) -> dict:
+    """A hold-out student of a 3-fold TF-IDF teacher run (same `topics` data, its own folder)."""
+    teacher = build_run(factory.mktemp("teacher"), name="teacher", models=["tfidf"],
+                        cv={"folds": 3}, tracking={"enabled": False},
+                        tfidf={"char_ngrams": False})
+    return {**_encoder(factory), "models": ["student"],
+            "distill": {"teacher": f"{teacher.path}:tfidf"}, "tracking": {"enabled": False}}
+
+
 def _lora_decoder(factory: pytest.TempPathFactory) -> dict:
     from tests.helpers.tiny_recipes import build_tiny_model
 
@@ -48,6 +57,7 @@ CASES: dict[str, tuple[str, Callable[[pytest.TempPathFactory], dict]]] = {
     "tfidf": ("tfidf", lambda factory: {"models": ["tfidf"]}),
     "transformer-encoder": ("transformer", _encoder),
     "transformer-lora-decoder": ("transformer", _lora_decoder),
+    "student": ("student", _student),  # a transformer distilled from a teacher run's OOF
     # k-fold members (their folds load averaged), blended by the ensemble, which 04 submits
     "ensemble": ("ensemble", lambda factory: {
         "models": ["tfidf"], "cv": {"folds": 2}, "ensemble": {"enabled": True},
@@ -122,5 +132,6 @@ def test_a_blend_listed_in_models_or_an_unknown_kind_is_refused_by_name():
 
     with pytest.raises(KitError, match=r"`ensemble.enabled: true`"):
         fold_kind("ensemble")
-    with pytest.raises(KitError, match=r"Unknown model kind 'svm'.*tfidf, transformer, ensemble"):
+    with pytest.raises(KitError,
+                       match=r"Unknown model kind 'svm'.*tfidf, transformer, student, ensemble"):
         load_fitted(Path("."), Params(), "svm", None)

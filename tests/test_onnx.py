@@ -220,8 +220,9 @@ def test_export_refuses_an_unfaithful_trace(exported: BuiltRun, tmp_path: Path, 
 
 
 def test_run_exports_finds_every_fold(tmp_path: Path):
-    folds = [fake_export(tmp_path / "run" / "models" / "transformer" / f"r0_f{k}" / "model")
-             for k in range(3)]
+    folds = [fake_export(tmp_path / "run" / "models" / kind / f"r0_f{k}" / "model")
+             for kind in ("student", "transformer") for k in range(3)]  # a student exports too
+    (tmp_path / "run" / "models" / "tfidf" / "r0_f0").mkdir(parents=True)
     assert run_exports(tmp_path / "run") == folds
 
 

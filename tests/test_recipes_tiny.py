@@ -20,7 +20,8 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from kit.config.params import Params, diff_params, load_params
+from kit.config.distill import student_transformer
+from kit.config.params import Params, TransformerParams, diff_params, load_params
 from kit.core.model_source import cache_dir, resolve_model
 from kit.core.rundir import FINISHED, RunDir, open_run
 from kit.data.competition import Competition, load_competition, render_texts
@@ -46,12 +47,15 @@ from tests.helpers.tiny_recipes import (
 
 SHIPPED = sorted(p.stem for p in (REPO / "params").glob("*.yaml") if p.stem != "base")
 N_ROWS = 64  # training rows of a demo competition; synthetic ones are written with 64 + 16
-# What the tiny runs change; everything else must equal the shipped params.
-CHANGED_KEYS = {"transformer.model", "transformer.max_steps", "transformer.eval_steps",
-                "transformer.save_steps", "transformer.batch_size", "transformer.max_length",
-                "competition.max_rows", "competition.data_dir",
-                "transformer.keep_checkpoints",  # kept to read what Trainer really ran
-                "cv.folds"}  # k-fold recipes run 2 folds: the k-fold path, at CI's cost
+SHRUNK = ("model", "max_steps", "eval_steps", "save_steps", "batch_size", "max_length",
+          "keep_checkpoints")  # kept to read what Trainer really ran
+# What the tiny runs change; everything else must equal the shipped params. A student's own
+# `distill.transformer` keys among them are shrunk too; k-fold recipes run 2 folds (the k-fold
+# path, at CI's cost).
+CHANGED_KEYS = {"competition.max_rows", "competition.data_dir", "cv.folds",
+                *(f"{section}.{key}" for section in ("transformer", "distill.transformer")
+                  for key in SHRUNK)}
+TUNED = ("transformer", "student")  # the kinds that fine-tune a transformer (a student is one)
 
 # A shipped recipe the kit refuses today, with the refusal: the parametrization fails strictly,
 # so it must be removed here once the recipe runs.
@@ -61,11 +65,71 @@ def shipped_params(name: str) -> Params:
 
 def shrunk_steps(shipped: Params) -> dict:
     """Two steps of batch <= 4 on 64 tokens. eval_steps becomes 2 and save_steps is scaled by
-    the same factor, so the recipe's own relation between the two still meets the kit's check."""
-    t = shipped.transformer
-    return {"transformer.max_steps": 2, "transformer.eval_steps": 2,
-            "transformer.save_steps": max(1, round(t.save_steps * 2 / t.eval_steps)),
-            "transformer.batch_size": min(4, t.batch_size), "transformer.max_length": 64}
+    the same factor, so the recipe's own relation between the two still meets the kit's check.
+    A student's own keys (`distill.transformer`) are shrunk the same way."""
+    out = {}
+    for kind in tuned_kinds(shipped):
+        t = settings(shipped, kind)
+        steps = {"max_steps": 2, "eval_steps": 2,
+                 "save_steps": max(1, round(t.save_steps * 2 / t.eval_steps)),
+                 "batch_size": min(4, t.batch_size), "max_length": 64}
+        if kind == "transformer":
+            out.update({f"transformer.{k}": v for k, v in steps.items()})
+        else:
+            out.update({f"transformer.{k}": v for k, v in steps.items()
+                        if k not in shipped.distill.transformer})
+            out.update({f"distill.transformer.{k}": v for k, v in steps.items()
+                        if k in shipped.distill.transformer})
+    return out
+
+
+def tuned_kinds(shipped: Params) -> list[str]:
+    """The recipe's models that fine-tune a transformer."""
+    return [kind for kind in shipped.models if kind in TUNED]
+
+
+def settings(shipped: Params, kind: str) -> TransformerParams:
+    """What `kind` trains with: `transformer`, or a student's merged settings."""
+    return student_transformer(shipped) if kind == "student" else shipped.transformer
+
+
+def tiny_overrides(shipped: Params, tmp_path: Path, tiny_model) -> dict:
+    """The recipe at toy size: its data (a demo's first rows, or synthetic), tiny models of its
+    families, two training steps."""
+    slug = shipped.competition.slug
+    overrides: dict = {}
+    if slug in DEMOS:  # built offline under tmp_path/data/<slug> by the kit itself
+        overrides["competition.max_rows"] = N_ROWS
+    elif not (tmp_path / "data" / slug).is_dir():
+        folder = write_synthetic_competition(slug, tmp_path / "data" / slug)
+        overrides["competition.data_dir"] = str(folder)
+    else:
+        overrides["competition.data_dir"] = str(tmp_path / "data" / slug)
+    if shipped.cv.folds > 2:  # a teacher run and its student alike: the same 2 folds
+        overrides["cv.folds"] = 2
+    for kind in tuned_kinds(shipped):
+        cfg = settings(shipped, kind)
+        model_dir = tiny_model(cfg.model)
+        assert AutoConfig.from_pretrained(model_dir).model_type == family_of(cfg.model).model_type
+        own = kind == "student" and "model" in shipped.distill.transformer
+        overrides["distill.transformer.model" if own else "transformer.model"] = str(model_dir)
+        overrides["transformer.keep_checkpoints"] = True  # training_args.bin is read below
+    overrides.update(shrunk_steps(shipped))
+    return overrides
+
+
+def train_teacher_run(shipped: Params, tmp_path: Path, tiny_model) -> None:
+    """A student's teacher run (`distill.teacher: <run>`), trained first at toy size."""
+    spec = shipped.distill.teacher
+    if "student" not in shipped.models or spec in shipped.models:
+        return
+    run_name = Path(spec.split(":")[0]).name
+    recipes = [n for n in SHIPPED if shipped_params(n).name == run_name]
+    assert recipes, f"no shipped params file trains the teacher run {run_name!r}"
+    teacher = shipped_params(recipes[0])
+    run = open_run(f"params/{recipes[0]}.yaml",
+                   overrides=tiny_overrides(teacher, tmp_path, tiny_model))
+    train_models(run, load_competition(run.params))
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +148,10 @@ def tiny_model(tmp_path_factory):
 
 def test_every_shipped_model_has_a_tiny_family_of_the_same_model_type():
     """A recipe's model must be in REAL_MODELS; where the real model is here, its type agrees."""
-    missing = [f"params/{n}.yaml: {p.transformer.model}" for n in SHIPPED
-               if "transformer" in (p := shipped_params(n)).models
-               and p.transformer.model not in REAL_MODELS]
+    recipes = {n: shipped_params(n) for n in SHIPPED}
+    missing = [f"params/{n}.yaml: {model}" for n, p in recipes.items()
+               for model in {settings(p, kind).model for kind in tuned_kinds(p)}
+               if model not in REAL_MODELS]
     assert not missing, (
         f"No tiny family for {missing}: add the hub id, the real config.model_type and the "
         "config class to tests/helpers/tiny_recipes.py REAL_MODELS.")
@@ -106,9 +171,9 @@ def test_every_shipped_competition_has_data_for_the_tiny_run():
             "tests/helpers/tiny_recipes.py SYNTHETIC; add a writer in its real layout.")
 
 
-def transformer_texts(run: RunDir, comp: Competition) -> list[str]:
+def transformer_texts(run: RunDir, comp: Competition, kind: str = "transformer") -> list[str]:
     """The test texts as the training step rendered them (prompt_template, else the template)."""
-    template = run.params.transformer.prompt_template
+    template = settings(run.params, kind).prompt_template
     if template is None:
         return comp.test_texts
     return render_texts(comp.test, run.params.competition, "test", template)
@@ -124,30 +189,21 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
     monkeypatch.setenv("COMPKIT_ROOT", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "params").symlink_to(REPO / "params")
-    slug = shipped.competition.slug
-    overrides: dict = {}
-    if slug in DEMOS:  # built offline under tmp_path/data/<slug> by the kit itself
-        overrides["competition.max_rows"] = N_ROWS
-    if shipped.cv.folds > 2:
-        overrides["cv.folds"] = 2
-    else:
-        folder = write_synthetic_competition(slug, tmp_path / "data" / slug)
-        overrides["competition.data_dir"] = str(folder)
-    has_transformer = "transformer" in shipped.models
+    overrides = tiny_overrides(shipped, tmp_path, tiny_model)
+    train_teacher_run(shipped, tmp_path, tiny_model)
+    tuned = tuned_kinds(shipped)
+    has_transformer = bool(tuned)
     if has_transformer:
-        family = family_of(shipped.transformer.model)
-        model_dir = tiny_model(shipped.transformer.model)
-        assert AutoConfig.from_pretrained(model_dir).model_type == family.model_type
-        overrides["transformer.model"] = str(model_dir)
-        overrides.update(shrunk_steps(shipped))
-        overrides["transformer.keep_checkpoints"] = True  # training_args.bin is read below
+        kind = tuned[0]  # the checks below read this model's training
+        cfg = settings(shipped, kind)
+        family = family_of(cfg.model)
 
     run = open_run(f"params/{name}.yaml", overrides=overrides)
     changed = {line.split(":")[0] for line in diff_params(shipped.to_dict(),
                                                           run.params.to_dict())}
     assert changed <= CHANGED_KEYS, f"the tiny run changed more than size: {changed}"
     comp = load_competition(run.params)
-    lora = shipped.transformer.lora
+    lora = cfg.lora if has_transformer else shipped.transformer.lora
     if has_transformer and lora.enabled and lora.unsloth == "require":
         with pytest.raises(KitError, match="'require' but there is no CUDA GPU"):
             train_models(run, comp)
@@ -162,8 +218,8 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
     # The run folder: predictions of every model, the rule, a validated submission, FINISHED.
     members = [*shipped.models, *(["ensemble"] if shipped.ensemble.enabled else [])]
     assert list(table.index) == members
-    for kind in members:
-        preds = run.load_predictions(kind)
+    for member in members:
+        preds = run.load_predictions(member)
         assert preds.test_probs.shape == (len(comp.test), len(comp.labels))
         assert np.array_equal(preds.test_ids, comp.test_ids)
     assert (run.path / RULE_FILE).is_file() and (run.path / FINISHED).is_file()
@@ -183,16 +239,16 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
     row = {"recipe": name, "family": "tfidf only", "backend": "-", "quantization": "-",
            "optimizer": "-"}
     if has_transformer:
-        assert table.loc["transformer", "global_step"] == 2
+        assert table.loc[kind, "global_step"] == 2
         row["family"] = f"{family.config.__name__} ({family.model_type})"
         profile = detect_hardware()
-        expected_optim, optim_notice = resolve_optimizer(shipped.transformer.optimizer, profile)
+        expected_optim, optim_notice = resolve_optimizer(cfg.optimizer, profile)
         first_fit = "r0_f0/" if shipped.cv.folds > 1 else ""  # k-fold: each fold's own folder
-        args = torch.load(run.models / "transformer" / f"{first_fit}checkpoints" / "checkpoint-2"
+        args = torch.load(run.models / kind / f"{first_fit}checkpoints" / "checkpoint-2"
                           / "training_args.bin", weights_only=False)  # what Trainer really ran
         assert args.optim == expected_optim
-        assert args.activation_checkpointing == shipped.transformer.gradient_checkpointing
-        assert args.gradient_accumulation_steps == shipped.transformer.grad_accum
+        assert args.activation_checkpointing == cfg.gradient_checkpointing
+        assert args.gradient_accumulation_steps == cfg.grad_accum
         row["optimizer"] = getattr(args.optim, "value", args.optim)
         if lora.enabled:
             report = json.loads((run.path / "llm_report.json").read_text())
@@ -208,30 +264,31 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
             row.update(backend=report["backend"], quantization=report["quantization"])
         else:
             row.update(backend="encoder (full fine-tune)", quantization="none")
-        _assert_export_predicts_the_saved_probabilities(run, comp)
+        _assert_export_predicts_the_saved_probabilities(run, comp, kind)
     row["seconds"] = round(time.monotonic() - started, 1)
     with capsys.disabled():  # the per-recipe table of the report
         print("\nRECIPE", json.dumps(row))
 
 
-def _assert_export_predicts_the_saved_probabilities(run: RunDir, comp: Competition) -> None:
+def _assert_export_predicts_the_saved_probabilities(run: RunDir, comp: Competition,
+                                                    kind: str) -> None:
     """The export folder, loaded as a Kaggle notebook would, gives the run's test probabilities
     (k-fold: the mean of the folds' exports)."""
-    folds = sorted((run.models / "transformer").glob("r*_f*/model"))
-    exports = folds or [Path(run.read_metrics()["models"]["transformer"]["model_dir"])]
-    texts = transformer_texts(run, comp)
+    folds = sorted((run.models / kind).glob("r*_f*/model"))
+    exports = folds or [Path(run.read_metrics()["models"][kind]["model_dir"])]
+    texts = transformer_texts(run, comp, kind)
     fold_probs = []
     for model_dir in exports:
         info = json.loads((model_dir / EXPORT_INFO).read_text())
         model, tokenizer, labels = load_exported(model_dir)
         assert labels == comp.labels
-        assert tokenizer.truncation_side == run.params.transformer.truncation_side
+        assert tokenizer.truncation_side == settings(run.params, kind).truncation_side
         if tokenizer.truncation_side == "left":  # texts are cut, so the side is really compared
             assert max(len(ids) for ids in tokenizer(texts)["input_ids"]) > info["max_length"]
         fold_probs.append(predict_probs(model, tokenizer, texts, 16, info["max_length"],
                                         comp.task, progress=False))
     assert len(exports) == run.params.cv.folds * run.params.cv.repeats
-    saved = run.load_predictions("transformer").test_probs
+    saved = run.load_predictions(kind).test_probs
     np.testing.assert_allclose(np.mean(fold_probs, axis=0), saved, atol=1e-5, rtol=0)
 
 

@@ -15,6 +15,7 @@ import pytest
 from kit.config.params import Params, params_from_dict
 from kit.core.rundir import open_run
 from kit.data.competition import load_competition
+from kit.ensemble.fit import read_ensemble
 from kit.errors import KitError
 from kit.steps.decide import fit_decision_rule
 from kit.steps.submit import make_submission
@@ -80,7 +81,7 @@ def test_tfidf_refit_fits_every_row_and_is_a_member_for_blend_submit_serve_and_p
     assert summary.loc["OOF from", "tfidf_full"] == "tfidf's (stand-in)"
     assert summary.loc["OOF", "tfidf_full"] == summary.loc["OOF", "tfidf"]
     # the blend cannot tell them apart on OOF: they share the weight the OOF earned
-    weights = json.loads((run.path / "ensemble.json").read_text())["weights"]
+    weights = read_ensemble(run.path)["weights"]
     assert weights == {"tfidf": 0.5, "tfidf_full": 0.5}
     blend = (kfold.test_probs + full.test_probs) / 2
     np.testing.assert_allclose(run.load_predictions("ensemble").test_probs,
@@ -284,7 +285,7 @@ def test_the_refit_trains_all_rows_for_the_folds_mean_best_step_and_joins_the_bl
     np.testing.assert_allclose(full["test_probs"], np.mean([r["test_probs"] for r in refits],
                                                            axis=0))
     # the blend gives the refit half of the weight the transformer's OOF earned, and submits it
-    weights = json.loads((out / "ensemble.json").read_text())["weights"]
+    weights = read_ensemble(out)["weights"]
     assert weights == {"transformer": 0.5, "transformer_full": 0.5}
     blend = (kfold["test_probs"] + full["test_probs"]) / 2
     blend /= blend.sum(axis=1, keepdims=True)

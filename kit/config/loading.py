@@ -10,15 +10,12 @@ they run as each section is built, and their messages get the file name in front
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from kit.config.coerce import build_section
 from kit.config.schema import Params
 from kit.errors import KitError
 
@@ -36,7 +33,7 @@ def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Pa
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a nested dict against the schema; errors name the file and the dotted key."""
-    return _build(Params, raw, prefix="", source=source)
+    return build_section(Params, raw, prefix="", source=source)
 
 
 def dump_params(params: Params, path: str | Path) -> None:
@@ -98,92 +95,3 @@ def _undot(overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             node[parts[-1]] = value
     return nested
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise KitError(f"{source}: `{where}` must be a mapping, got {raw!r}.")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f" Did you mean `{prefix}{close[0]}`?" if close else ""
-            raise KitError(
-                f"{source}: unknown key `{prefix}{key}`.{hint} Valid keys here: {', '.join(names)}."
-            )
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
-    try:
-        return cls(**kwargs)  # the schema's intervals and rules (kit.config.schema.Section)
-    except KitError as err:
-        raise KitError(f"{source}: {err}") from None
-
-
-def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
-    """Check `value` against the annotation `tp`; return it (ints widen to float)."""
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, prefix=f"{key}.", source=source)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # `X | None`: X's own message ("[0] is 'up'; one of ...")
-            return _coerce(options[0], value, key, source)
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(option, value, key, source)
-            except KitError as err:
-                errors.append(err)
-        raise _type_error(key, value, tp, source)
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise KitError(f"{source}: `{key}` is {value!r}; it must be one of {choices}.")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise _type_error(key, value, tp, source)
-        return [_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(key, value, tp, source)
-        return {
-            _coerce(args[0], k, f"{key} key", source): _coerce(args[1], v, f"{key}.{k}", source)
-            for k, v in value.items()
-        }
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(key, value, tp, source)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(key, value, tp, source)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(key, value, tp, source)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(key, value, tp, source)
-    raise TypeError(f"params schema uses an unsupported type {tp!r} at {key}")  # a kit bug
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _type_error(key: str, value: Any, tp: Any, source: str) -> KitError:
-    return KitError(
-        f"{source}: `{key}` is {value!r} ({type(value).__name__}); expected {_type_name(tp)}."
-    )

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from kit.config.compete import CvParams, EnsembleParams, SearchParams, run_models
 from kit.config.delivery import KaggleParams, PlatformParams
+from kit.config.distill import DistillParams, PseudoParams, check_distill
 from kit.config.kaggle_names import check_submission
 from kit.config.label_text import label_str
 from kit.config.metric_names import METRIC_NAMES, metric_name
@@ -34,10 +35,12 @@ from kit.errors import KitError
 
 __all__ = [  # the sections defined elsewhere, re-exported: this module is the whole schema
     "CvParams",
+    "DistillParams",
     "EnsembleParams",
     "KaggleParams",
     "LoraParams",
     "PlatformParams",
+    "PseudoParams",
     "SearchParams",
     "TfidfParams",
     "TransformerParams",
@@ -240,13 +243,15 @@ class Params(Section):
     output_dir: str = field(default="outputs", metadata={
         "help": "Where run folders go (relative paths: from the project root)."})
     models: list[ModelKind] = field(default_factory=lambda: ["tfidf"], metadata={
-        "help": "Models to train, in order: tfidf, transformer."})
+        "help": "Models to train, in order: tfidf, transformer, student (after its teacher)."})
     competition: CompetitionParams = field(default_factory=CompetitionParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
     cv: CvParams = field(default_factory=CvParams)
     eda: EdaParams = field(default_factory=EdaParams)
     tfidf: TfidfParams = field(default_factory=TfidfParams)
     transformer: TransformerParams = field(default_factory=TransformerParams)
+    distill: DistillParams = field(default_factory=DistillParams)
+    pseudo: PseudoParams = field(default_factory=PseudoParams)
     thresholds: ThresholdParams = field(default_factory=ThresholdParams)
     submit: SubmitParams = field(default_factory=SubmitParams)
     ensemble: EnsembleParams = field(default_factory=EnsembleParams)
@@ -296,6 +301,7 @@ class Params(Section):
                            "transformer.prompt_template")
             check_optimizer(self.transformer.optimizer)
             check_views_against(self.transformer, comp.text_columns, comp.labels, self.cv.folds)
+        check_distill(self)  # the student's teacher, settings and pseudo-labels
         # 04_submit builds this kaggle command, even for a dry run; checking its values now refuses
         # a bad slug, kernel or kernel version with the submit step's own message.
         check_submission(comp.slug, self.submit.message or self.name, self.submit.kernel,

@@ -17,7 +17,7 @@ TASKS: tuple[str, ...] = get_args(Task)
 # The registry's kinds (kit.models.kinds; tests/test_model_kinds.py holds the two in step): the
 # kinds trained per fold, which params `models` lists, and the blends fitted after them, each
 # switched on by its params section's `enabled`.
-ModelKind = Literal["tfidf", "transformer"]
+ModelKind = Literal["tfidf", "transformer", "student"]
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 BLEND_SECTIONS: dict[str, str] = {"ensemble": "ensemble"}  # blend kind -> its params section
 # A label as a params file writes it (`1`, `true`, `spam`); CompetitionParams.check() stores it in

@@ -165,9 +165,11 @@ def merge_fold_adapters(exports: list[Path], out: str | Path, *, weights: bool =
 
 
 def merge_run_folds(run_folder: str | Path, *, weights: bool = False,
-                    base_model: str | Path | None = None, device: str | None = None) -> Path:
-    """A k-fold LoRA run's fold adapters merged into `models/transformer/merged/model`."""
-    return merge_fold_adapters(fold_exports(run_folder), merged_export_dir(run_folder),
+                    base_model: str | Path | None = None, device: str | None = None,
+                    kind: str = "transformer") -> Path:
+    """A k-fold LoRA run's fold adapters of `kind` (a transformer, a student) merged into
+    `models/<kind>/merged/model`."""
+    return merge_fold_adapters(fold_exports(run_folder, kind), merged_export_dir(run_folder, kind),
                                weights=weights, base_model=base_model, device=device)
 
 

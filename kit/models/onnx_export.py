@@ -44,7 +44,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.config.compete import refit_name
 from kit.core.atomic import write_json
 from kit.errors import KitError
 from kit.models.hardware import cpu_int8_instructions
@@ -96,22 +95,23 @@ def onnx_files(export_dir: str | Path) -> dict[str, Path]:
 
 
 def run_exports(folder: str | Path) -> list[Path]:
-    """The transformer export folders of a run (one, or one per fold and seed, and the full-data
-    refit's), or `folder` if it is one. With the folds merged (kit.models.fold_merge) only that
-    one is served, so only that one is returned (kinds.base.fit_dirs)."""
+    """The transformer export folders of a run (one, or one per fold and seed, of each model
+    that has them: a transformer, its full-data refit, a distilled student), or `folder` if it
+    is one. With a model's folds merged (kit.models.fold_merge) only that one is served, so only
+    that one is returned (kinds.base.fit_dirs)."""
     from kit.models.export import EXPORT_INFO
     from kit.models.kinds.base import fit_dirs
 
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         return [folder]
-    found = [d / "model" for name in ("transformer", refit_name("transformer"))
-             for d in fit_dirs(folder / "models" / name)
+    models = sorted(p for p in (folder / "models").glob("*") if p.is_dir())
+    found = [d / "model" for base in models for d in fit_dirs(base)
              if (d / "model" / EXPORT_INFO).is_file()]
     if not found:
-        raise KitError(f"{folder}: no transformer export (models/transformer/model/{EXPORT_INFO}"
+        raise KitError(f"{folder}: no transformer export (models/<model>/model/{EXPORT_INFO}"
                        " or one per fold). Point `kit export` at a run folder whose 02_train "
-                       "trained a transformer, or at an export folder.")
+                       "trained a transformer (or student), or at an export folder.")
     return found
 
 

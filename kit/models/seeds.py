@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
 
 
 def seeds_of(params: Params, kind: str) -> list[int | None]:
-    """The seeds `kind` fits each fold with: its params section's `seeds`, else [None] (one fit
-    with the run's `seed`, in the folders and files of a model without seeds)."""
-    section = getattr(params, get_kind(kind).params_section)
+    """The seeds `kind` fits each fold with: its settings' `seeds` (its params section's, or a
+    student's merged transformer settings), else [None] (one fit with the run's `seed`, in the
+    folders and files of a model without seeds)."""
+    found = get_kind(kind)
+    settings = getattr(found, "settings", None)  # a kind that trains with derived settings
+    section = settings(params) if settings else getattr(params, found.params_section)
     return list(getattr(section, "seeds", None) or [None])
 
 

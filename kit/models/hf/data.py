@@ -74,11 +74,14 @@ class Encodings:
 
 
 class TokenizedTexts(Dataset):
-    """Token ids (unpadded) and optional labels; items are dicts for the collator."""
+    """Token ids (unpadded), optional labels and a teacher's probabilities (a distilled student's
+    soft targets, `teacher_probs` in each item); items are dicts for the collator."""
 
-    def __init__(self, encodings: Encodings | ArrowEncodings, labels: np.ndarray | None = None):
+    def __init__(self, encodings: Encodings | ArrowEncodings, labels: np.ndarray | None = None,
+                 teacher_probs: np.ndarray | None = None):
         self.encodings = encodings
         self.labels = labels
+        self.teacher_probs = teacher_probs
         self.lengths = encodings.lengths.tolist()
 
     def __len__(self) -> int:
@@ -88,6 +91,8 @@ class TokenizedTexts(Dataset):
         item: dict[str, Any] = self.encodings.row(i)
         if self.labels is not None:
             item["labels"] = self.labels[i].tolist()
+        if self.teacher_probs is not None:
+            item["teacher_probs"] = self.teacher_probs[i].tolist()
         return item
 
 

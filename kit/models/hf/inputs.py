@@ -6,12 +6,15 @@ Each fault is a KitError naming the argument, its shape or value, and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kit.config.params import TransformerParams
 from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.models.distill.targets import DistillTargets
 
 __all__ = ["TrainingTexts", "check_training_texts"]
 
@@ -26,6 +29,7 @@ class TrainingTexts:
     y_val: np.ndarray | None
     test_texts: list[str]
     num_labels: int
+    distill: DistillTargets | None = None  # a student's soft targets of the training rows
 
     @property
     def has_val(self) -> bool:
@@ -36,6 +40,7 @@ def check_training_texts(
     train_texts: list[str], train_labels: np.ndarray, val_texts: list[str] | None,
     val_labels: np.ndarray | None, test_texts: list[str] | None, *, task: str,
     label_names: list[str], metric: str, cfg: TransformerParams,
+    distill: DistillTargets | None = None,
 ) -> TrainingTexts:
     """The call's texts as lists and labels as int arrays, or a KitError saying what is off."""
     from kit.evaluation.metrics import get_metric
@@ -60,7 +65,9 @@ def check_training_texts(
             "transformer.early_stopping_patience > 0 needs validation texts to score; pass "
             "val_texts or set early_stopping_patience: 0."
         )
-    return TrainingTexts(train_texts, y_train, val_texts, y_val, test_texts, num_labels)
+    if distill is not None:
+        distill.check(len(train_texts), num_labels)
+    return TrainingTexts(train_texts, y_train, val_texts, y_val, test_texts, num_labels, distill)
 
 
 def _check_labels(

@@ -23,7 +23,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ from kit.models.hf.views import (
     view_scores,
 )
 
+if TYPE_CHECKING:
+    from kit.models.distill.targets import DistillTargets
+
 __all__ = ["TransformerResult", "train_transformer"]
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,7 @@ def train_transformer(
     metric: str = "f1_macro",
     callbacks: list[TrainerCallback] | None = None,
     token_cache_dir: Path | None = None,
+    distill: DistillTargets | None = None,
 ) -> TransformerResult:
     """Fine-tune `cfg.model` on the training texts; resume or return the saved result if rerun.
 
@@ -94,7 +98,8 @@ def train_transformer(
     checkpoint (loaded at the end) and drives early stopping. Returns validation and test
     probabilities in the kit's conventions, from the best model. `callbacks` watch training
     (e.g. kit.tracking's metric logger). `token_cache_dir`: tokenised texts are cached there
-    (memory-mapped Arrow, kit.models.hf.token_cache) and reused by reruns.
+    (memory-mapped Arrow, kit.models.hf.token_cache) and reused by reruns. `distill`: a
+    student's soft targets, one teacher probability row per training text (kit.models.hf.distill).
     """
     started = budget.now()
     from kit.models.hardware import detect_hardware, pin_single_gpu
@@ -102,7 +107,8 @@ def train_transformer(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     data = check_training_texts(train_texts, train_labels, val_texts, val_labels, test_texts,
-                                task=task, label_names=label_names, metric=metric, cfg=cfg)
+                                task=task, label_names=label_names, metric=metric, cfg=cfg,
+                                distill=distill)
     check_view_texts(cfg, data.val_texts, data.test_texts)  # before training, not after
 
     checkpoint_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work_dir / "checkpoints"
@@ -112,6 +118,8 @@ def train_transformer(
         cfg.distributed, distributed.visible_gpus())
     fingerprint = make_fingerprint(cfg, seed, task, label_names, metric, data.train_texts,
                                    data.y_train, data.val_texts, data.y_val, processes=processes)
+    if distill is not None:  # other soft targets, alpha or T: another training
+        fingerprint["settings"]["distill"] = distill.fingerprint()
     test_hash = hash_data(data.test_texts)
     done = load_finished(work_dir, fingerprint, test_hash, data.test_texts,
                          cfg.eval_batch_size)
@@ -122,7 +130,7 @@ def train_transformer(
         call = dict(train_texts=data.train_texts, train_labels=train_labels,
                     val_texts=data.val_texts, val_labels=val_labels, test_texts=data.test_texts,
                     task=task, label_names=list(label_names), cfg=cfg, seed=seed,
-                    work_dir=work_dir, metric=metric)
+                    work_dir=work_dir, metric=metric, distill=distill)
         result = distributed.launch_training(call, work_dir, processes)
         distributed.replay_logs(callbacks or [], result.history)
         return result
@@ -217,6 +225,8 @@ def load_and_tokenize(cfg: TransformerParams, data: TrainingTexts, task: str,
     head = head_tail_tokens(cfg.truncation_side, cfg.head_tokens, max_length)
     train_ds = tokenize_texts(tokenizer, data.train_texts, max_length, data.y_train, task,
                               head_tokens=head, cache_dir=token_cache_dir)
+    if data.distill is not None:
+        train_ds.teacher_probs = data.distill.probs.astype(np.float32)
     val_ds = (tokenize_texts(tokenizer, data.val_texts, max_length, data.y_val, task,
                              head_tokens=head, cache_dir=token_cache_dir)
               if data.has_val else None)
@@ -306,6 +316,8 @@ def build_trainer(cfg: TransformerParams, prepared: Prepared, data: TrainingText
         disk_budget_gb=cfg.disk_budget_gb,
         options=training_options(cfg, prepared.model),
         checkpoint_fsync=cfg.checkpoint_fsync,
+        distill=None if data.distill is None else (data.distill.alpha,
+                                                   data.distill.temperature),
     )
     use_text_progress(trainer, progress)
     return trainer, time_budget

@@ -28,6 +28,7 @@ from kit.models.hf.checkpoints import (
     write_marker,
 )
 from kit.models.hf.data import EpochSeededLengthGroupedSampler
+from kit.models.hf.distill import distillation_loss
 from kit.models.hf.ema import EmaCallback
 from kit.models.hf.llrd import layerwise_param_groups
 from kit.models.hf.options import TrainingOptions
@@ -89,9 +90,11 @@ class KitTrainer(Trainer):
         disk_budget_gb: float,
         options: TrainingOptions | None = None,
         checkpoint_fsync: bool = True,
+        distill: tuple[float, float] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.distill = distill  # (alpha, temperature): rows with `teacher_probs` mix in the KL
         self.options = options or TrainingOptions()
         if self.options.ema is not None:
             self.add_callback(EmaCallback(self.options.ema))
@@ -212,6 +215,7 @@ class KitTrainer(Trainer):
         # normalises over the whole accumulated batch; a per-batch mean is simpler to get right.
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        teacher = inputs.pop("teacher_probs", None)  # a student's training batch
         outputs = model(**inputs)
         logits = outputs.logits.float()
         weights = None
@@ -226,6 +230,9 @@ class KitTrainer(Trainer):
             loss = F.cross_entropy(
                 logits, labels.long(), weight=weights, label_smoothing=self.label_smoothing
             )
+        if teacher is not None and self.distill is not None:
+            loss = distillation_loss(loss, logits, teacher.to(logits.device), *self.distill,
+                                     self.task)
         return (loss, outputs) if return_outputs else loss
 
     # -- atomic checkpoints -------------------------------------------------------------------

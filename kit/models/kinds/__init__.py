@@ -25,6 +25,7 @@ from kit.models.kinds.base import (
     fit_dirs,
 )
 from kit.models.kinds.ensemble import EnsembleKind
+from kit.models.kinds.student import StudentKind
 from kit.models.kinds.tfidf import TFIDF
 from kit.models.kinds.transformer import TRANSFORMER
 
@@ -58,7 +59,8 @@ def load_fitted(folder: Path, params: Params, name: str, device: str | None,
 
 
 # Trained on each fold, in the order params `models` lists them.
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (TFIDF, TRANSFORMER)}
+KINDS: dict[str, ModelKind] = {kind.name: kind
+                               for kind in (TFIDF, TRANSFORMER, StudentKind(load_fitted))}
 # Fitted once per run after them, on their predictions, when their params section is enabled.
 BLENDS: dict[str, BlendKind] = {kind.name: kind for kind in (EnsembleKind(load_fitted),)}
 ALL_KINDS: dict[str, ModelKind | BlendKind] = {**KINDS, **BLENDS}

@@ -143,11 +143,11 @@ def fit_dirs(base: Path, merged: bool = True) -> list[Path]:
     return [base]
 
 
-def persistent_checkpoint_dir(run: RunDir) -> str | None:
-    """This run's transformer checkpoints under the platform's persistent folder (env.json)."""
+def persistent_checkpoint_dir(run: RunDir, kind: str = "transformer") -> str | None:
+    """This run's checkpoints of `kind` under the platform's persistent folder (env.json)."""
     try:
         where = json.loads((run.path / "env.json").read_text()).get("where") or {}
     except (OSError, json.JSONDecodeError):
         return None
     root = where.get("checkpoint_dir")
-    return str(Path(root) / run.params.name / "transformer") if root else None
+    return str(Path(root) / run.params.name / kind) if root else None

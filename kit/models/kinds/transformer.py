@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.config.params import Params
+from kit.config.params import Params, TransformerParams
 from kit.core.atomic import write_json
 from kit.core.rundir import RunDir
 from kit.data.cache import token_cache_dir
@@ -24,9 +25,23 @@ from kit.errors import KitError
 from kit.models.kinds.base import FitOutput, LoadedModel, model_dir, persistent_checkpoint_dir
 from kit.tracking import Tracker
 
-__all__ = ["TRANSFORMER"]
+if TYPE_CHECKING:
+    from kit.models.distill.targets import DistillTargets
+
+__all__ = ["TRANSFORMER", "TrainingRows", "TransformerKind"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRows:
+    """What one fit trains on: texts and labels, and a student's soft targets (with the pseudo-
+    labelled rows it adds); `extra` goes into the model's metrics."""
+
+    texts: list[str]
+    labels: Any
+    distill: DistillTargets | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TransformerKind:
@@ -42,7 +57,7 @@ class TransformerKind:
         from kit.models.hf.train import train_transformer  # torch/transformers only when needed
 
         params = run.params
-        cfg = params.transformer
+        cfg = self.settings(params)
         state = run.state()
         resolved = state.resolved.get("transformer.max_length")
         if resolved is not None and cfg.max_length == resolved.value:
@@ -65,7 +80,7 @@ class TransformerKind:
             refit = {"refit_steps": cfg.max_steps, "fold_best_steps": steps}
             log.info(f"Full-data refit on {len(fold.train_rows)} rows for {cfg.max_steps} steps: "
                      f"the mean best step of the {len(steps)} fold fits ({steps}).")
-        checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run)
+        checkpoints = cfg.checkpoint_dir or persistent_checkpoint_dir(run, self.name)
         if checkpoints:
             # Colab with Drive mounted, platform.checkpoint_dir, or transformer.checkpoint_dir: a
             # folder that survives the session; every fold (and seed) keeps its own checkpoints.
@@ -78,11 +93,12 @@ class TransformerKind:
             test_texts = render_texts(comp.test, params.competition, "test", cfg.prompt_template)
         prefix = "/".join(work_dir.relative_to(run.models).parts)  # transformer/r0_f2
         seed = params.seed if fold.seed is None else fold.seed  # `seeds`: one fit per seed
+        rows = self.training_rows(run, comp, fold, texts, test_texts)
         val_texts = [texts[i] for i in fold.val_rows]
         if cfg.swap_columns:  # a `swap` view: rows predicted in both orders (kit.data.pairs)
-            val_texts, test_texts = _with_swapped(comp, params, fold, val_texts, test_texts)
+            val_texts, test_texts = _with_swapped(comp, params, cfg, fold, val_texts, test_texts)
         result = train_transformer(
-            [texts[i] for i in fold.train_rows], comp.y[fold.train_rows],
+            rows.texts, rows.labels,
             val_texts, comp.y[fold.val_rows], test_texts,
             task=comp.task, label_names=comp.labels, cfg=cfg,
             seed=seed + max(fold.fold, 0) + 1000 * fold.repeat,
@@ -90,6 +106,7 @@ class TransformerKind:
             callbacks=[*tracker.callbacks(prefix), *callbacks],
             token_cache_dir=token_cache_dir(params, run.root, comp.data_info is not None,
                                             len(comp.train_texts)),
+            distill=rows.distill,
         )
         if not result.completed:
             raise KitError(
@@ -104,7 +121,8 @@ class TransformerKind:
         write_json(run.path / "hardware.json", result.hardware)
         extra = {"global_step": result.global_step, "max_length": result.max_length, **refit,
                  "resumed_from_step": result.resumed_from_step,
-                 "best_step": result.best_step, "model_dir": str(result.model_dir)}
+                 "best_step": result.best_step, "model_dir": str(result.model_dir),
+                 **rows.extra}
         if result.extra.get("view_scores"):  # each test-time view's validation score
             scores = result.extra["view_scores"]
             extra["view_scores"] = scores if fold.is_holdout else {fold.tag: scores}
@@ -114,6 +132,16 @@ class TransformerKind:
             extra["measured_peak_gb"] = result.extra["load_report"].get(
                 "measured_peak_after_training_gb")
         return result.val_probs, result.test_probs, extra
+
+    def settings(self, params: Params) -> TransformerParams:
+        """The section this kind trains with (a student merges its own keys over it)."""
+        return params.transformer
+
+    def training_rows(self, run: RunDir, comp: Competition, fold: Fold, texts: Any,
+                      test_texts: Any) -> TrainingRows:
+        """The fold's training rows as rendered `texts`, and their labels (a student adds soft
+        targets and pseudo-labelled rows, kit.models.kinds.student)."""
+        return TrainingRows([texts[i] for i in fold.train_rows], comp.y[fold.train_rows])
 
     def load(self, folder: Path, params: Params, model_dir: Path, device: str | None,
              labels: list[str] | None, backend: str = "auto") -> LoadedModel:
@@ -136,16 +164,17 @@ class TransformerKind:
         set_truncation_side(tokenizer, info.get("truncation_side", "right"))
         plan = ViewPlan.from_export(info)  # the cut training used, and the test-time views
         task = info.get("task", params.competition.task)
-        max_length = int(info.get("max_length") or params.transformer.max_length or 512)
+        cfg = self.settings(params)
+        max_length = int(info.get("max_length") or cfg.max_length or 512)
         dev = next(model.parameters()).device
         amp = _autocast_dtype() if dev.type == "cuda" else None
-        batch_size = params.transformer.eval_batch_size
+        batch_size = cfg.eval_batch_size
 
         def predict(texts: list[str]) -> np.ndarray:  # length-sorted batches, input order back
             return predict_with_views(plan, model, tokenizer, texts, batch_size=batch_size,
                                       max_length=max_length, task=task, autocast_dtype=amp)
 
-        template = params.transformer.prompt_template or params.competition.text_template
+        template = cfg.prompt_template or params.competition.text_template
         return LoadedModel(predict, list(labels), str(dev), task, template, backend,
                            plan.swap_columns)
 
@@ -153,15 +182,16 @@ class TransformerKind:
         """02's end of a k-fold LoRA run with `transformer.merge_folds`: the fold adapters
         merged into one model (kit.models.fold_merge), compared on test with the folds' mean
         (`test_probs`); what metrics.json records of it."""
-        if not run.params.transformer.merge_folds:
+        cfg = self.settings(run.params)
+        if not cfg.merge_folds:
             return {}
         import time
 
         from kit.models.fold_merge import merge_report, merge_run_folds
 
-        out = merge_run_folds(run.path)
+        out = merge_run_folds(run.path, kind=self.name)
         model = self.load(run.path, run.params, out.parent, None, comp.labels)
-        texts = _test_texts(comp, run.params)
+        texts = _test_texts(comp, run.params, cfg)
         started = time.perf_counter()
         merged = model.predict(texts)
         report = merge_report(merged, test_probs, comp.task)
@@ -172,9 +202,9 @@ class TransformerKind:
         return {"merged_folds": {"export": str(out.relative_to(run.path)), **report}}
 
 
-def _test_texts(comp: Competition, params: Params) -> list[str]:
-    """The test texts as this run's transformer predicts them (template, swap pairs)."""
-    cfg = params.transformer
+def _test_texts(comp: Competition, params: Params, cfg: TransformerParams) -> list[str]:
+    """The test texts as this run's transformer (settings `cfg`) predicts them (template, swap
+    pairs)."""
     if cfg.swap_columns:
         from kit.data.pairs import render_pairs
 
@@ -185,13 +215,13 @@ def _test_texts(comp: Competition, params: Params) -> list[str]:
     return list(comp.test_texts)
 
 
-def _with_swapped(comp: Competition, params: Params, fold: Fold, val_texts: list[str],
-                  test_texts: Any) -> tuple[list[str], list[str]]:
+def _with_swapped(comp: Competition, params: Params, cfg: TransformerParams, fold: Fold,
+                  val_texts: list[str], test_texts: Any) -> tuple[list[str], list[str]]:
     """Validation and test texts carrying their swapped renderings (the `swap` view)."""
     from kit.data.pairs import pair_texts, swapped_template
     from kit.data.texts import template_of
 
-    cfg, comp_params = params.transformer, params.competition
+    comp_params = params.competition
     swapped = swapped_template(template_of(comp_params, cfg.prompt_template), cfg.swap_columns)
     train = render_texts(comp.train, comp_params, "train", swapped)
     test = render_texts(comp.test, comp_params, "test", swapped)
