@@ -282,11 +282,12 @@ class Params(Section):
             raise KitError(f"`models` is {self.models}; list each model once.")
         if not self.name or "/" in self.name:
             raise KitError(f"`name` is {self.name!r}; use a folder-safe name.")
-        blends = [n for n in self.model_choices() if n not in run_models(self.models, self.cv)]
-        if self.submit.model != "best" and self.submit.model not in self.model_choices():
+        trained, choices = run_models(self.models, self.cv), self.model_choices()
+        blends = choices[len(trained):]  # model_choices lists the trained models first
+        if self.submit.model != "best" and self.submit.model not in choices:
             raise KitError(
                 f"`submit.model` is {self.submit.model!r}, not one of `models` {self.models}"
-                + (f" (with cv.refit: {run_models(self.models, self.cv)})" if self.cv.refit
+                + (f" (with cv.refit: {trained})" if self.cv.refit
                    else "") + (f" or {', '.join(f'`{b}`' for b in blends)}." if blends else ".")
             )
         comp = self.competition
