@@ -203,11 +203,8 @@ def test_cv_params_rules():
 def test_kfold_run_killed_in_fold_3_resumes_there_and_ends_equal(project: Path, tiny_model: Path):
     """The kill lands at step 9 of the third fold (checkpoint at step 8): the rerun skips folds
     1-2, resumes fold 3 from step 8, and ends bitwise equal to a run never killed."""
-    import subprocess
-    import sys
-
-    from conftest import REPO, write_params
-    from helpers.kill import kill_when_stopped
+    from conftest import write_params
+    from helpers.kill import kill_rerun_whole
 
     write_params(project / "params" / "cvkill.yaml", {
         "extends": "topics.yaml", "name": "cvkill", "models": ["transformer"],
@@ -215,14 +212,7 @@ def test_kfold_run_killed_in_fold_3_resumes_there_and_ends_equal(project: Path, 
         "transformer": {"model": str(tiny_model), "max_length": 32, "epochs": 2.0,
                         "batch_size": 8, "eval_steps": 4, "save_steps": 4, "lr": 2e-2,
                         "save_total_limit": 1}})
-    log = project / "fits.log"
-    worker = [sys.executable, str(REPO / "tests" / "cv_worker.py"), str(project),
-              "params/cvkill.yaml"]
-    proc = subprocess.Popen([*worker, "killed", str(log), "r0_f2", "9"], cwd=project)
-    kill_when_stopped(proc)
-    subprocess.run([*worker, "killed", str(log)], cwd=project, check=True)
-    subprocess.run([*worker, "whole", str(log)], cwd=project, check=True)
-    fits = log.read_text().splitlines()
+    fits = kill_rerun_whole(project, "params/cvkill.yaml", ("r0_f2", 9))
     assert fits == ["killed transformer r0_f0", "killed transformer r0_f1",
                     "killed transformer r0_f2",  # killed at step 9
                     "killed transformer r0_f2",  # the rerun: folds 1-2 are not trained again

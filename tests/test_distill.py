@@ -359,11 +359,7 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
     test kills it there: the rerun trains neither the teacher nor the student's first fold
     again, resumes from step 4 with the same soft targets and pseudo rows, and ends bitwise
     equal to a run never killed."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
-    from helpers.kill import kill_when_stopped
+    from helpers.kill import kill_rerun_whole
 
     write_params(project / "params" / "studentkill.yaml", {
         "extends": "topics.yaml", "name": "studentkill", "models": ["tfidf", "student"],
@@ -373,14 +369,7 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
         "transformer": {"model": str(tiny_model), "max_length": 32, "epochs": 2.0,
                         "batch_size": 8, "eval_steps": 4, "save_steps": 4, "lr": 2e-2,
                         "save_total_limit": 1}})
-    log = project / "fits.log"
-    worker = [sys.executable, str(REPO / "tests" / "cv_worker.py"), str(project),
-              "params/studentkill.yaml"]
-    proc = subprocess.Popen([*worker, "killed", str(log), "r0_f1", "5"], cwd=project)
-    kill_when_stopped(proc)
-    subprocess.run([*worker, "killed", str(log)], cwd=project, check=True)
-    subprocess.run([*worker, "whole", str(log)], cwd=project, check=True)
-    fits = log.read_text().splitlines()
+    fits = kill_rerun_whole(project, "params/studentkill.yaml", ("r0_f1", 5))
     assert fits == ["killed tfidf r0_f0", "killed tfidf r0_f1",
                     "killed student r0_f0", "killed student r0_f1",  # killed at step 5
                     "killed student r0_f1",  # the rerun: only the killed fold trains again

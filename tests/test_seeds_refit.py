@@ -4,8 +4,6 @@ what they save, how a killed run resumes, and how prediction, serving and packag
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from kit.steps.decide import fit_decision_rule
 from kit.steps.submit import make_submission
 from kit.steps.train import cv_summary, train_models
 from tests.conftest import REPO, topic_rows, write_competition, write_params
+from tests.helpers.kill import cv_worker, kill_when_stopped
 
 # ----------------------------------------------------------------------------- params rules
 
@@ -154,15 +153,6 @@ SEEDS = [5, 6]
 SEEDED = pytest.mark.xdist_group("seeded-run")
 
 
-def _worker(root: Path, run: str, log: Path, kill_at: tuple[str, int] | None = None,
-            ) -> subprocess.Popen:
-    """tests/cv_worker.py training run `run` of params/seeded.yaml; it stops itself at `kill_at`
-    (a fit as the log names it, a training step) for the caller to kill it there."""
-    args = [sys.executable, str(REPO / "tests" / "cv_worker.py"), str(root),
-            "params/seeded.yaml", run, str(log)]
-    return subprocess.Popen([*args, *map(str, kill_at or ())], cwd=root)
-
-
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     """A project whose run `whole` trained, never killed, a tiny BERT with 2 seeds on 2 folds
@@ -185,7 +175,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
                         "batch_size": 8, "eval_steps": 2, "save_steps": 2, "lr": 5e-3,
                         "save_total_limit": 1, "seeds": SEEDS}})
     log = root / "fits.log"
-    assert _worker(root, "whole", log).wait() == 0
+    assert cv_worker(root, "params/seeded.yaml", "whole", log).wait() == 0
     run = open_run("params/seeded.yaml", "whole", root=root)
     comp = load_competition(run.params, root)
     fit_decision_rule(run, comp)
@@ -304,15 +294,13 @@ def test_a_run_killed_in_a_seed_and_in_the_refit_resumes_each_and_ends_equal(see
     """Killed in fold 0's second seed (its first seed finished), then in the refit's first seed:
     each rerun trains only what was unfinished, from its last checkpoint, and the run ends
     bitwise equal to the one never killed."""
-    from helpers.kill import kill_when_stopped
-
     log = seeded / "killed.log"
     refit_steps = json.loads((seeded / "outputs" / "whole" / "metrics.json").read_text())[
         "models"]["transformer_full"]["refit_steps"]
     assert refit_steps >= 3, "the kill at step 3 must land after the refit's checkpoint at step 2"
-    kill_when_stopped(_worker(seeded, "killed", log, ("r0_f0/s6", 3)))
-    kill_when_stopped(_worker(seeded, "killed", log, ("full/s5", 3)))
-    assert _worker(seeded, "killed", log).wait() == 0
+    kill_when_stopped(cv_worker(seeded, "params/seeded.yaml", "killed", log, ("r0_f0/s6", 3)))
+    kill_when_stopped(cv_worker(seeded, "params/seeded.yaml", "killed", log, ("full/s5", 3)))
+    assert cv_worker(seeded, "params/seeded.yaml", "killed", log).wait() == 0
     assert log.read_text().split("\n")[:-1] == [
         f"killed transformer {fit}" for fit in (
             "r0_f0/s5", "r0_f0/s6",  # killed at step 3

@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+from pathlib import Path
 
 DEFAULT_SEED = 20261123
 
@@ -50,3 +51,25 @@ def kill_when_stopped(proc: subprocess.Popen, timeout: float = 300.0) -> None:
         time.sleep(0.05)  # polling interval only: the child is stopped or not, either way exact
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def cv_worker(root: Path, params: str, run: str, log: Path,
+              kill_at: tuple[str, int] | None = None) -> subprocess.Popen:
+    """Start tests/cv_worker.py training run `run` of `params` (relative to project `root`),
+    logging each fit it starts to `log`; with `kill_at` (a fit as the log names it, a training
+    step) it stops itself there for `kill_when_stopped`."""
+    import sys
+
+    worker = Path(__file__).resolve().parents[1] / "cv_worker.py"
+    args = [sys.executable, str(worker), str(root), params, run, str(log)]
+    return subprocess.Popen([*args, *map(str, kill_at or ())], cwd=root)
+
+
+def kill_rerun_whole(root: Path, params: str, kill_at: tuple[str, int]) -> list[str]:
+    """Run `killed` of `params` until `kill_at` and kill it there, rerun it to the end, then
+    train run `whole` never killed; the fits each started, in order (`<run> <kind> <fit>`)."""
+    log = root / "fits.log"
+    kill_when_stopped(cv_worker(root, params, "killed", log, kill_at))
+    assert cv_worker(root, params, "killed", log).wait() == 0, "the resumed run failed"
+    assert cv_worker(root, params, "whole", log).wait() == 0, "the run never killed failed"
+    return log.read_text().splitlines()

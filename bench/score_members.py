@@ -1,0 +1,92 @@
+"""Score every model of finished runs on OOF and on the demo's held-out answer key, side by side.
+
+For each run folder given (default `outputs/demo-win`) and each model it saved predictions of
+(`predictions/<model>.npz`: the k-fold members, refits, the student, the ensemble), prints:
+the OOF metric under argmax (what the kit chooses on), the local public and private scores of
+its test predictions under argmax, and, for the model the run submitted, the scores of the
+submission itself (its fitted decision rule) from outputs/submissions.csv. The answer key is
+read for reporting only: nothing here feeds back into a run (never tune on it).
+
+    .venv/bin/python bench/score_members.py [outputs/demo-cv outputs/demo-win ...]
+
+A refit (`<kind>_full`) has no OOF rows of its own: its OOF column is blank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kit.config.loading import load_params  # noqa: E402
+from kit.core.rundir import RunDir  # noqa: E402
+from kit.data.competition import load_competition  # noqa: E402
+from kit.evaluation import metrics  # noqa: E402
+from kit.submission.build import build_submission, score_local  # noqa: E402
+from kit.submission.store import read_log  # noqa: E402
+
+
+def member_scores(folder: Path) -> pd.DataFrame:
+    """One row per saved model of the run in `folder`: OOF, local public and private (argmax)."""
+    params = load_params(folder / "params.yaml")
+    run = RunDir(folder, params, ROOT)
+    comp = load_competition(params, ROOT)
+    metric, task = params.competition.metric, comp.task
+    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
+    rows = []
+    for npz in sorted(run.predictions.glob("*.npz")):
+        preds = run.load_predictions(npz.stem)
+        oof = None
+        if len(preds.val_ids):
+            y = comp.y[np.array([row_of[v] for v in preds.val_ids.tolist()])]
+            oof = metrics.score(metric, y, preds.val_probs, None, task)
+        pred = metrics.default_predictions(preds.test_probs, task)
+        sub = build_submission(comp, pred, preds.test_probs, "label",
+                               params.competition.label_delimiter)
+        held = score_local(sub, comp, metric, params.competition.label_delimiter)
+        rows.append({"run": folder.name, "model": npz.stem, "oof_rows": len(preds.val_ids),
+                     "oof": oof, "public": held.get("local_public"),
+                     "private": held.get("local_private")})
+    return pd.DataFrame(rows)
+
+
+def submitted(folders: list[Path]) -> pd.DataFrame:
+    """The last logged submission of each run: its model and its scores under the fitted rule."""
+    out = []
+    for folder in folders:
+        log = folder.parent / "submissions.csv"
+        if not log.exists():
+            continue
+        subs = read_log(log)
+        mine = subs[subs["run"] == folder.name]
+        if len(mine):
+            last = mine.iloc[-1]
+            out.append({"run": folder.name, "model": last["model"],
+                        "public": last["local_public"], "private": last["local_private"]})
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", default=["outputs/demo-win"], type=Path)
+    args = parser.parse_args()
+    folders = [p if p.is_absolute() else ROOT / p for p in args.runs]
+    table = pd.concat([member_scores(f) for f in folders], ignore_index=True)
+    pd.set_option("display.width", 120)
+    print("Each model under argmax (OOF: the rows its folds never trained on):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    subs = submitted(folders)
+    if len(subs):
+        print("\nSubmitted (the run's chosen model under its fitted decision rule):")
+        print(subs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":
+    main()
