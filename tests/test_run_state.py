@@ -53,6 +53,28 @@ def test_the_eda_length_is_a_resolved_param_of_the_run(project: Path, tiny_model
         open_run("params/topics.yaml", "eda-length", {**overrides, "transformer.max_length": 7})
 
 
+@pytest.mark.parametrize("own_model", [False, True])
+def test_a_student_only_run_resolves_the_length_its_student_trains_with(
+        project: Path, tiny_model: Path, own_model: bool):
+    """Without `transformer` in `models`, the student's tokenizer measures the length: into
+    `transformer.max_length` when it inherits those settings, into `distill.transformer`'s
+    when it names its own model; either way the reopened run's student has it."""
+    from kit.config.distill import student_transformer
+
+    overrides = {"models": ["tfidf", "student"], "distill.teacher": "tfidf", "cv.folds": 2,
+                 "transformer.model": "no-such-model" if own_model else str(tiny_model)}
+    if own_model:
+        overrides["distill.transformer"] = {"model": str(tiny_model)}
+    run = open_run("params/topics.yaml", "eda-student", overrides)
+    assert student_transformer(run.params).max_length is None
+    result = run_eda(run, load_competition(run.params, project))
+    assert result.token_unit == str(tiny_model)
+    key = "distill.transformer.max_length" if own_model else "transformer.max_length"
+    assert list(run.state().resolved) == [key]
+    reopened = open_run("params/topics.yaml", "eda-student", overrides)
+    assert student_transformer(reopened.params).max_length == result.suggested_max_length
+
+
 def test_an_explicit_length_is_kept_and_nothing_is_resolved(project: Path, tiny_model: Path):
     overrides = {"models": ["tfidf", "transformer"], "transformer.model": str(tiny_model),
                  "transformer.max_length": 24}

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from kit.config.distill import STUDENT, student_transformer
+from kit.config.params import Params
 from kit.core.run_state import EdaSummary
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
@@ -46,15 +48,32 @@ class EdaResult:
     data: dict  # the streamed pass: records, malformed lines, rows kept, cache hit ({} if none)
 
 
+def length_param(params: Params) -> tuple[str, str] | None:
+    """The params key a null `max_length` is resolved into and the model whose tokenizer
+    measures it: the `transformer`'s, else a distilled student's (its own `distill.transformer`
+    model, or the `transformer` settings it inherits); None when nothing fine-tunes or the
+    length is set."""
+    if "transformer" in params.models:
+        cfg, key = params.transformer, "transformer.max_length"
+    elif STUDENT in params.models:
+        cfg = student_transformer(params)
+        own = {"model", "max_length"} & set(params.distill.transformer)
+        key = "distill.transformer.max_length" if own else "transformer.max_length"
+    else:
+        return None
+    return None if cfg.max_length is not None else (key, cfg.model)
+
+
 def run_eda(run: RunDir, comp: Competition) -> EdaResult:
     """Every analysis of kit.data.eda; saves plots and the `eda` block of metrics.json."""
     params = run.params
     balance = class_balance(comp)
     balance_fig = plot_class_balance(balance, f"{comp.slug}: class balance")
     run.save_plot(balance_fig, "class_balance")
+    tuned = length_param(params)
     tokenizer = params.eda.tokenizer
-    if tokenizer is None and "transformer" in params.models:
-        tokenizer = params.transformer.model
+    if tokenizer is None and tuned is not None:
+        tokenizer = tuned[1]
     count, unit = load_tokenizer(tokenizer)
     lengths_table, lengths = text_lengths(comp, count)
     pct = params.eda.max_length_percentile
@@ -75,10 +94,9 @@ def run_eda(run: RunDir, comp: Competition) -> EdaResult:
         label_mapping=mapping_summary(mapping),
         data={k: v for k, v in data.items() if k != "class_rows_read"},
     ))
-    cfg = params.transformer
-    if "transformer" in params.models and cfg.max_length is None and unit == cfg.model:
+    if tuned is not None and unit == tuned[1]:
         # Measured with this model's tokenizer: training uses it, and params.yaml says so.
-        run.resolve_param("transformer.max_length", int(max_length),
+        run.resolve_param(tuned[0], int(max_length),
                           f"01_eda: p{pct:g} of the training texts' token lengths")
     plt.close("all")  # the returned figures still display in a notebook
     run.record_resources("eda")
