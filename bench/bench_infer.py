@@ -23,7 +23,7 @@ probability difference, the label agreement and the local scores of each; the la
 `merged vs k folds = X` (texts/s ratio).
 
     .venv/bin/python bench/bench_infer.py [--run outputs/demo] [--rows N] [--repeats 3]
-                                          [--int8-weights auto|u8|s8] [--single 128]
+                                          [--int8-weights auto|u8|s8|s7] [--single 128]
                                           [--merge-folds]
 
 Timings swing with the machine's load (printed before and after); compare the ratios.
@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="the first N test rows (0: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="default: torch's default")
-    ap.add_argument("--int8-weights", choices=("auto", "u8", "s8"), default="auto",
+    ap.add_argument("--int8-weights", choices=("auto", "u8", "s8", "s7"), default="auto",
                     help="as `kit export --int8-weights`")
     ap.add_argument("--keep-onnx", action="store_true",
                     help="use the run's own ONNX files when it has them (default: export anew)")

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
                         help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
-    export.add_argument("--int8-weights", choices=("auto", "u8", "s8"), default="auto",
-                        help="auto (default: s8 on a CPU with VNNI, else u8), u8 (no "
-                        "saturation on CPUs without VNNI) or s8 (fast kernels with VNNI)")
+    export.add_argument("--int8-weights", choices=("auto", "u8", "s8", "s7"), default="auto",
+                        help="auto (default: s8 on a CPU with VNNI, else s7), s7 (signed in 7 "
+                        "bits: ORT's U8S8 kernels without AVX2's int16 saturation), u8, s8")
     export.add_argument("--merge-folds", action="store_true",
                         help="a k-fold LoRA run: its fold adapters averaged into one model "
                         "(models/transformer/merged), which predict, serve, 05_infer and "

@@ -60,11 +60,12 @@ def test_export_writes_and_records_fp32_and_int8(exported: BuiltRun, capsys):
     assert onnx["fp32"] == ONNX_FILE and onnx["int8"] == ONNX_INT8_FILE
     assert (export / ONNX_FILE).stat().st_size > 0 and (export / ONNX_INT8_FILE).is_file()
     assert onnx["inputs"][:2] == ["input_ids", "attention_mask"]
-    assert onnx["max_abs_diff_fp32"] < 1e-5 and onnx["int8_weights"].startswith("QUInt8")
+    assert onnx["max_abs_diff_fp32"] < 1e-5
+    assert onnx["int8_weights"] == "QInt8 7-bit per-channel (dynamic)"  # no VNNI here: s7
     assert not list(export.glob(".*.tmp*"))  # written under a temporary name, then renamed
     # ORT's transformer fusions applied (eager attention traced), and the CPU's int8 recorded.
     assert onnx["fused"]["ops"]["Attention"] == 2 and onnx["fused"]["ops"]["SkipLayerNormalization"]
-    assert onnx["int8_choice"].startswith("auto: u8") and "vnni" not in onnx["cpu_int8"]
+    assert onnx["int8_choice"].startswith("auto: s7") and "vnni" not in onnx["cpu_int8"]
 
 
 def test_onnx_fp32_probabilities_equal_pytorch_within_1e_4(exported: BuiltRun):
@@ -112,14 +113,31 @@ def test_int8_changes_few_labels(exported: BuiltRun):
     assert changed <= 0.05
 
 
-def test_signed_int8_weights_on_request(exported: BuiltRun, tmp_path: Path):
+def _int8_weight_range(path: Path) -> tuple[int, int]:
+    """The smallest and largest quantized weight of an int8 ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    ints = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and t.dims and min(t.dims) > 1]
+    return min(int(w.min()) for w in ints), max(int(w.max()) for w in ints)
+
+
+@pytest.mark.parametrize("weights, lowest, highest", [("s8", -127, 127), ("s7", -64, 64)])
+def test_signed_int8_weights_on_request(exported: BuiltRun, tmp_path: Path, weights: str,
+                                        lowest: int, highest: int):
+    """s8 uses the full signed range; s7 (ORT's reduce_range) keeps weights in 7 bits, so
+    AVX2's u8 x s8 pair sums cannot saturate int16 on a CPU without VNNI."""
     copy = tmp_path / "model"
     shutil.copytree(exported.path / "models" / "transformer" / "model", copy)
-    with pytest.raises(KitError, match="use auto, u8 or s8"):
+    with pytest.raises(KitError, match="use one of auto, u8, s8, s7"):
         export_onnx(copy, int8=True, int8_weights="int4")
-    record = export_onnx(copy, int8=True, int8_weights="s8")
+    record = export_onnx(copy, int8=True, int8_weights=weights)
     assert record["int8_weights"].startswith("QInt8") and record["max_abs_diff_int8"] < 0.05
     assert json.loads((copy / EXPORT_INFO).read_text())["onnx"] == record
+    low, high = _int8_weight_range(copy / ONNX_INT8_FILE)
+    assert lowest <= low and high <= highest  # within the range
+    assert min(-low, high) > (highest - 8 if weights == "s8" else 48)  # and using it
 
 
 def test_auto_int8_weights_are_signed_on_a_vnni_cpu(exported: BuiltRun, tmp_path: Path,

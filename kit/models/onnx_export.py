@@ -24,11 +24,15 @@ the fused graph predicts 1.25x PyTorch's texts/s in batches and ~3.3x one text p
 int8: `onnxruntime.quantization.quantize_dynamic` of the fused graph (QAttention,
 DynamicQuantizeMatMul), per-channel weights. Weights `auto`: signed 8-bit (optimum's
 `avx512_vnni` choice) when this CPU has VNNI (AVX512-VNNI or AVX-VNNI), where ORT's U8S8 kernels
-are the fast ones; else unsigned (optimum's `avx2` choice): ORT's docs warn that signed weights
-can saturate on AVX2 without VNNI (docs: "Quantize ONNX models"). Without VNNI int8 is barely
-faster than fp32 at all: ORT's AVX2 int8 GEMM ran at 1.1x its fp32 GEMM on the AMD EPYC
-(family 23) this was measured on, so int8 then buys a 4x smaller file, not speed; the record
-names the CPU's int8 instructions (`cpu_int8`) so a figure can be read against them.
+are the fast ones; else signed in 7 bits (`s7`, `reduce_range`): ORT's docs ("Quantize ONNX
+models") warn that AVX2's u8 x s8 multiply-add (vpmaddubsw) can saturate int16 without VNNI and
+give 7-bit weights as the workaround (OpenVINO's "Saturation (overflow) issue" page the same), so
+the U8S8 kernels stay usable; `u8` (optimum's `avx2` choice) and `s8` on request. On the demo, s7
+changed 7 of 1,346 test labels against PyTorch, u8 12, s8 13 (bench_infer, 2026-12-05).
+Without VNNI int8 is barely faster than fp32 at all: ORT's AVX2 int8 GEMM ran at 1.1-1.5x its
+fp32 GEMM on the AMD EPYC (family 23) this was measured on, so int8 then buys a 4x smaller
+file more than speed; the record names the CPU's int8 instructions (`cpu_int8`) so a figure can
+be read against them.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ OPSET = 17
 MAX_FP32_DIFF = 1e-4  # fp32 ONNX vs PyTorch probabilities; more means the trace is not faithful
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+INT8_WEIGHTS = ("auto", "u8", "s8", "s7")  # s7: signed in 7 bits (ORT's reduce_range)
 CHECK_TEXTS = [
     "a short text",
     "a longer text with several words, so the batch is padded and the mask matters here",
@@ -191,10 +196,11 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET,
                 int8_weights: str = "auto", fuse: bool = True) -> dict[str, Any]:
     """Write model.onnx (and model_int8.onnx) into an export folder; record them; return the record.
 
-    `int8_weights`: "u8" (unsigned, optimum's AVX2 choice: no saturation without VNNI), "s8"
-    (signed, optimum's AVX512-VNNI and ARM64 choice; ORT's fast U8S8 kernels where VNNI exists)
-    or "auto": s8 when this CPU has VNNI, else u8. `fuse`: ORT's transformer fusions (kept only
-    when the fused graph passes the check against PyTorch).
+    `int8_weights`: "u8" (unsigned, optimum's AVX2 choice), "s8" (signed, optimum's AVX512-VNNI
+    and ARM64 choice; ORT's fast U8S8 kernels where VNNI exists), "s7" (signed in 7 bits, no
+    int16 saturation on AVX2) or "auto": s8 when this CPU has VNNI, else s7.
+    `fuse`: ORT's transformer fusions (kept only when the fused graph passes the check against
+    PyTorch).
 
     Exports whose model is saved whole (`full`, `merged`) are supported; an adapter export is
     refused (re-export it with merge=True). Each file is written under a temporary name and
@@ -203,11 +209,11 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET,
     ort = _require_onnxruntime()
     from kit.models.export import EXPORT_INFO, load_exported
 
-    if int8_weights not in ("auto", "u8", "s8"):
-        raise KitError(f"int8_weights is {int8_weights!r}; use auto, u8 or s8.")
+    if int8_weights not in INT8_WEIGHTS:
+        raise KitError(f"int8_weights is {int8_weights!r}; use one of {', '.join(INT8_WEIGHTS)}.")
     cpu_int8 = cpu_int8_instructions()
     asked, int8_weights = int8_weights, (int8_weights if int8_weights != "auto" else
-                                         "s8" if "vnni" in cpu_int8 else "u8")
+                                         "s8" if "vnni" in cpu_int8 else "s7")
 
     folder = Path(export_dir)
     info_path = folder / EXPORT_INFO
@@ -278,13 +284,15 @@ def export_onnx(export_dir: str | Path, int8: bool = False, opset: int = OPSET,
         # nodes (com.microsoft domain) have no ONNX shape inference: their outputs are float.
         tmp8 = folder / f".{ONNX_INT8_FILE}.tmp"
         weights = QuantType.QUInt8 if int8_weights == "u8" else QuantType.QInt8
-        quantize_dynamic(fp32, tmp8, weight_type=weights, per_channel=True, reduce_range=False,
+        seven = int8_weights == "s7"  # reduce_range: 7-bit weights, no int16 saturation on AVX2
+        quantize_dynamic(fp32, tmp8, weight_type=weights, per_channel=True, reduce_range=seven,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(tmp8, folder / ONNX_INT8_FILE)
         if "vnni" not in cpu_int8:
             log.info("This CPU has no VNNI (%s): ONNX Runtime's int8 GEMM runs about as fast as "
                      "fp32 here; int8 gives a smaller file, little speed.", cpu_int8 or "unknown")
-        record.update(int8=ONNX_INT8_FILE, int8_weights=f"{weights.name} per-channel (dynamic)",
+        kind = f"{weights.name}{' 7-bit' if seven else ''} per-channel (dynamic)"
+        record.update(int8=ONNX_INT8_FILE, int8_weights=kind,
                       int8_choice=f"{asked}: {int8_weights} (CPU int8: {cpu_int8 or 'unknown'})",
                       max_abs_diff_int8=_max_diff(_session(folder / ONNX_INT8_FILE, 1), checks,
                                                   info))
