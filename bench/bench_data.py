@@ -20,7 +20,13 @@ Every measurement runs in its own process, so each peak RSS is that step's alone
 Measured (2 cores shared with six other sessions, load average 4-10; peak RSS is not slowed by
 a busy CPU, timings are): the 1M-row CSV with `--model words`, peak RSS 1,284 MB cold and
 1,178 MB cached (was 4.2-4.5 GB with rows and texts as Python lists); the cached rerun started
-training at 1.7 % of the cold time. MiniLM's WordPiece (`--model tiny`) tokenised at ~4 ms a
+training at 1.7 % of the cold time.
+Rerun 2026-12-05 on an idle machine (load 0.2-1.0): peak RSS 1,634 MB cold and 1,583 MB cached
+(710 MB after the load, 773 MB after tokenising; the rest in the 50 training steps: ~120 MB of
+anonymous memory at the first step, then file-backed pages of the memory-mapped token cache,
+which grew 13 MB a step in one probe and 2 MB a step in another, depending on the page cache);
+rows into Arrow 359 MB against `datasets`' 1,348 MB; cached rerun at 3.7 % of the cold time.
+MiniLM's WordPiece (`--model tiny`) tokenised at ~4 ms a
 text on that machine, an hour for the cold run; its token arrays are the same size.
 
 Files are generated once under `--workdir` and reused. Timings swing with the machine's load;
