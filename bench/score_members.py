@@ -18,7 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +28,7 @@ from kit.config.loading import load_params  # noqa: E402
 from kit.core.rundir import RunDir  # noqa: E402
 from kit.data.competition import load_competition  # noqa: E402
 from kit.evaluation import metrics  # noqa: E402
+from kit.steps.decide import validation_of  # noqa: E402
 from kit.submission.build import build_submission, score_local  # noqa: E402
 from kit.submission.store import read_log  # noqa: E402
 
@@ -39,14 +39,13 @@ def member_scores(folder: Path) -> pd.DataFrame:
     run = RunDir(folder, params, ROOT)
     comp = load_competition(params, ROOT)
     metric, task = params.competition.metric, comp.task
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
     rows = []
     for npz in sorted(run.predictions.glob("*.npz")):
         preds = run.load_predictions(npz.stem)
         oof = None
-        if len(preds.val_ids):
-            y = comp.y[np.array([row_of[v] for v in preds.val_ids.tolist()])]
-            oof = metrics.score(metric, y, preds.val_probs, None, task)
+        if len(preds.val_ids):  # its OOF rows' labels, as 03 reads them (ids checked there)
+            val = validation_of(run, comp, npz.stem)
+            oof = metrics.score(metric, val.y, val.probs, None, task)
         pred = metrics.default_predictions(preds.test_probs, task)
         sub = build_submission(comp, pred, preds.test_probs, "label",
                                params.competition.label_delimiter)
