@@ -43,7 +43,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -54,15 +53,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 
+from kit.core.envinfo import peak_rss_mb  # noqa: E402  (the run folders' own peak RSS figure)
+
 COLUMNS = ["id", "title", "abstract", "categories"]
 DOMAINS = 7  # classes of params/arxiv-domains.yaml
 WORDS = ("the a of we so let then x y n sum prime integer equation solve root value find "
          "therefore hence answer step check total number each term since divide multiply both "
          "sides gives equals")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_parts_mb() -> dict[str, int]:
