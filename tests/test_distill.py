@@ -159,11 +159,72 @@ def _student_run(project: Path, name: str, **params):
     return run, load_competition(run.params)
 
 
-def test_a_training_rows_soft_target_is_the_teachers_oof_row_not_its_in_fold_probability(
-        project: Path, fake_training: list[dict]):
+def _in_fold(run, comp, fold) -> np.ndarray:
+    """What the teacher's fit of `fold` (which held out exactly its val rows) says of its
+    training rows: in-sample probabilities."""
     import joblib
 
-    run, comp = _student_run(project, "noleak")
+    model = joblib.load(run.models / "tfidf" / fold.tag / "pipeline.joblib")
+    return model.predict_proba([comp.train_texts[i] for i in fold.train_rows])
+
+
+def test_targets_fold_a_student_fold_learns_from_the_teacher_fit_that_held_out_its_val_rows(
+        project: Path, fake_training: list[dict]):
+    run, comp = _student_run(project, "byfold", pseudo={"enabled": True, "min_confidence": 0.5})
+    train_models(run, comp)
+    folds = load_or_make_folds(run, comp)
+    assert len(fake_training) == len(folds) == 3
+    for fold, call in zip(folds, fake_training, strict=True):
+        n = len(fold.train_rows)
+        with np.load(run.predictions / "folds" / "tfidf" / f"{fold.tag}.npz") as fit:
+            np.testing.assert_array_equal(fit["val_rows"], fold.val_rows)  # the same held out
+            fold_test = fit["test_probs"]
+        np.testing.assert_allclose(call["distill"].probs[:n], _in_fold(run, comp, fold))
+        # the fold's pseudo rows: the test rows that fit (not the fold mean) is sure of
+        sure = np.flatnonzero(fold_test.max(axis=1) >= 0.5)
+        assert call["train_texts"][n:] == [comp.test_texts[i] for i in sure]
+        np.testing.assert_array_equal(call["distill"].probs[n:], fold_test[sure])
+        assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
+        # predicted once: a resumed fold reads the same targets from the run folder
+        assert (run.path / "distill" / f"tfidf-{fold.tag}.npz").is_file()
+    details = run.state().models["student"].details
+    assert details["distill_targets"] == "fold" and details["teacher"] == "tfidf"
+
+
+@pytest.mark.parametrize("targets", ["fold", "oof"])
+def test_what_a_student_fold_learns_from_depends_on_its_val_labels_only_with_targets_oof(
+        project: Path, fake_training: list[dict], targets: str):
+    """The leak `targets: oof` has and `fold` closes: relabel fold r0_f0's validation rows (same
+    folds, same texts) and train the teacher and student again. With `fold` the student of
+    r0_f0 gets the very same soft targets and pseudo rows; with `oof` they change (the teacher
+    fits of the other folds trained on those labels), so its OOF score on r0_f0 is optimistic."""
+    pseudo = {"enabled": True, "min_confidence": 0.4}
+    first, comp = _student_run(project, f"{targets}-a", distill={
+        "teacher": "tfidf", "targets": targets}, pseudo=pseudo)
+    train_models(first, comp)
+    fold = load_or_make_folds(first, comp)[0]
+    before = fake_training[0]
+    path = project / "data" / "topics" / "train.csv"
+    train = pd.read_csv(path)
+    val = train.index[fold.val_rows]
+    train.loc[val, "label"] = np.roll(train.loc[val, "label"].to_numpy(), 1)
+    assert (train.loc[val, "label"].to_numpy() != comp.train["label"].to_numpy()[val]).any()
+    train.to_csv(path, index=False)
+    fake_training.clear()
+    second, comp = _student_run(project, f"{targets}-b", distill={
+        "teacher": "tfidf", "targets": targets}, pseudo=pseudo)
+    (second.path / "folds.json").write_text((first.path / "folds.json").read_text())
+    train_models(second, comp)
+    after = fake_training[0]
+    same = (np.array_equal(before["distill"].probs, after["distill"].probs)
+            and before["train_texts"] == after["train_texts"])
+    assert same == (targets == "fold")
+
+
+def test_targets_oof_a_training_rows_soft_target_is_the_teachers_oof_row(
+        project: Path, fake_training: list[dict]):
+    run, comp = _student_run(project, "noleak", distill={
+        "teacher": "tfidf", "alpha": 0.5, "temperature": 2.0, "targets": "oof"})
     train_models(run, comp)
     folds = load_or_make_folds(run, comp)
     teacher = run.load_predictions("tfidf")
@@ -177,8 +238,7 @@ def test_a_training_rows_soft_target_is_the_teachers_oof_row_not_its_in_fold_pro
         np.testing.assert_array_equal(targets, np.stack([oof_of[str(i)] for i in ids]))
         # ...which is not what the fold's own teacher fit (trained on these rows) says of them:
         # that one saw their labels, and is surer of the gold class.
-        in_fold = joblib.load(run.models / "tfidf" / fold.tag / "pipeline.joblib").predict_proba(
-            [comp.train_texts[i] for i in rows])
+        in_fold = _in_fold(run, comp, fold)
         assert np.abs(in_fold - targets).max() > 1e-3
         gold = (np.arange(len(rows)), comp.y[rows])
         assert in_fold[gold].mean() > targets[gold].mean()
@@ -192,6 +252,10 @@ def test_a_training_rows_soft_target_is_the_teachers_oof_row_not_its_in_fold_pro
 
 def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
         project: Path, fake_training: list[dict], capsys):
+    """Each fold's teacher fit (`targets: fold`) picks that fold's pseudo rows among the test
+    rows and the rows of `pseudo.files`; they join its training rows, never its validation."""
+    import joblib
+
     extra = pd.DataFrame({"text": ["the soup needs more salt and pepper tonight",
                                    "the team won the match late", "a quiet afternoon"]})
     extra.to_csv(project / "data" / "topics" / "unlabelled.csv", index=False)
@@ -199,26 +263,31 @@ def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
     run, comp = _student_run(project, "pseudo", pseudo={
         "enabled": True, "min_confidence": threshold, "files": ["unlabelled.csv"]})
     train_models(run, comp)
-    teacher = run.load_predictions("tfidf")
-    file_probs = np.load(run.path / "pseudo" / "tfidf-unlabelled.npz")["probs"]
-    candidates = np.concatenate([teacher.test_probs, file_probs])
     texts = [*comp.test_texts, *extra["text"]]
-    sure = np.flatnonzero(candidates.max(axis=1) >= threshold)
-    assert 0 < len(sure) < len(candidates), "the threshold splits the candidates"
-    expected = np.bincount(candidates[sure].argmax(axis=1), minlength=3)
+    student = run.state().models["student"].details
+    out, split = capsys.readouterr().out, 0
     for fold, call in zip(load_or_make_folds(run, comp), fake_training, strict=True):
+        fit = joblib.load(run.models / "tfidf" / fold.tag / "pipeline.joblib")
+        file_probs = np.load(run.path / "pseudo" / f"tfidf-unlabelled-{fold.tag}.npz")["probs"]
+        np.testing.assert_allclose(file_probs, fit.predict_proba(list(extra["text"])))
+        candidates = np.concatenate([fit.predict_proba(list(comp.test_texts)), file_probs])
+        sure = np.flatnonzero(candidates.max(axis=1) >= threshold)
+        split += 0 < len(sure) < len(candidates)
         n = len(fold.train_rows)
         assert call["train_texts"][:n] == [comp.train_texts[i] for i in fold.train_rows]
         assert call["train_texts"][n:] == [texts[i] for i in sure]
         np.testing.assert_array_equal(call["train_labels"][n:], candidates[sure].argmax(axis=1))
-        np.testing.assert_array_equal(call["distill"].probs[n:], candidates[sure])  # soft
+        np.testing.assert_allclose(call["distill"].probs[n:], candidates[sure])  # soft
         # validation rows: the fold's own labelled rows, nothing added
         assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
         np.testing.assert_array_equal(call["val_labels"], comp.y[fold.val_rows])
-    student = run.state().models["student"].details
-    assert student["pseudo_rows"] == len(sure) and student["pseudo_candidates"] == len(texts)
-    assert student["pseudo_per_class"] == dict(zip(comp.labels, expected.tolist(), strict=True))
-    assert f"{len(sure)} of {len(texts)} unlabelled rows joined" in capsys.readouterr().out
+        expected = np.bincount(candidates[sure].argmax(axis=1), minlength=3)
+        assert student["pseudo_rows"][fold.tag] == len(sure)
+        assert student["pseudo_candidates"][fold.tag] == len(texts)
+        assert student["pseudo_per_class"][fold.tag] == dict(
+            zip(comp.labels, expected.tolist(), strict=True))
+        assert f"student {fold.tag}: {len(sure)} of {len(texts)} unlabelled rows joined" in out
+    assert split, "the threshold splits the candidates of some fold"
 
 
 def test_no_pseudo_row_joins_at_threshold_one_and_hard_labels_are_one_hot(
@@ -227,7 +296,7 @@ def test_no_pseudo_row_joins_at_threshold_one_and_hard_labels_are_one_hot(
     train_models(run, comp)
     assert all(len(c["train_texts"]) == len(f.train_rows)
                for c, f in zip(fake_training, load_or_make_folds(run, comp), strict=True))
-    assert run.state().models["student"].details["pseudo_rows"] == 0
+    assert set(run.state().models["student"].details["pseudo_rows"].values()) == {0}
     fake_training.clear()
     run, comp = _student_run(project, "hard", pseudo={"enabled": True, "min_confidence": 0.0,
                                                       "soft": False})
@@ -245,26 +314,42 @@ def test_a_teacher_run_must_share_the_competition_classes_rows_and_folds(
                                      cv={"folds": folds})
         train_models(teacher, comp)
 
-    # A k-fold run with the same folds: its best model's OOF rows are the soft targets.
-    run, comp = _student_run(project, "same", models=["student"], distill={"teacher": "kfold"})
-    train_models(run, comp)
-    kfold = open_run("params/kfold.yaml").load_predictions("tfidf")
-    first = load_or_make_folds(run, comp)[0]
-    where = {str(v): i for i, v in enumerate(kfold.val_ids.tolist())}
-    np.testing.assert_array_equal(
-        fake_training[0]["distill"].probs,
-        kfold.val_probs[[where[str(v)] for v in comp.train_ids[first.train_rows]]])
-    assert run.state().models["student"].details["teacher"] == "kfold/tfidf"
+    # A k-fold run with the same folds: the fit of each fold of its best model teaches that
+    # fold (`targets: fold`), or its OOF rows do (`targets: oof`).
+    kfold = open_run("params/kfold.yaml")
+    for targets in ("fold", "oof"):
+        fake_training.clear()
+        run, comp = _student_run(project, f"same-{targets}", models=["student"],
+                                 distill={"teacher": "kfold", "targets": targets})
+        train_models(run, comp)
+        first = load_or_make_folds(run, comp)[0]
+        if targets == "fold":
+            want = _in_fold(kfold, comp, first)
+        else:
+            oof = kfold.load_predictions("tfidf")
+            where = {str(v): i for i, v in enumerate(oof.val_ids.tolist())}
+            want = oof.val_probs[[where[str(v)] for v in comp.train_ids[first.train_rows]]]
+        np.testing.assert_allclose(fake_training[0]["distill"].probs, want)
+        assert run.state().models["student"].details["teacher"] == "kfold/tfidf"
+    from kit.models.kinds import load_fitted
 
-    # A hold-out student may learn from a k-fold teacher run: it has OOF of every row.
+    with pytest.raises(KitError, match=r"model tfidf has no fit of fold r0_f7"):
+        load_fitted(kfold.path, kfold.params, "tfidf", None, fold="r0_f7")
+
+    # A hold-out student may learn from a k-fold teacher run's OOF rows (no fit held out its
+    # validation rows alone); `targets: fold` says so.
     run, comp = _student_run(project, "one", models=["student"], cv={"folds": 1},
-                             distill={"teacher": "outputs/kfold:tfidf"})
+                             distill={"teacher": "outputs/kfold:tfidf", "targets": "oof"})
     train_models(run, comp)
+    with pytest.raises(KitError, match=r"validates on one hold-out split.*targets: oof"):
+        _student_run(project, "one-fold", models=["student"], cv={"folds": 1},
+                     distill={"teacher": "outputs/kfold:tfidf"})
 
     refusals = {
         "other folds": ({"cv": {"folds": 4}, "distill": {"teacher": "kfold"}},
                         r"made other folds \(3 folds x 1 repeat\(s\), seed 42"),
-        "hold-out teacher": ({"cv": {"folds": 1}, "distill": {"teacher": "holdout:tfidf"}},
+        "hold-out teacher": ({"cv": {"folds": 1}, "distill": {"teacher": "holdout:tfidf",
+                                                              "targets": "oof"}},
                              r"hold-out split \(cv.folds 1 in .*k-fold \(cv.folds >= 2\)"),
         "no such run": ({"distill": {"teacher": "outputs/nowhere"}},
                         r"no run folder \(with params.yaml\) is at"),
@@ -305,7 +390,8 @@ def misled(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     torch.set_num_threads(1)  # the machine is shared
     try:
         run = build_run(root, name="student", models=["student"], **quick,
-                        distill={"teacher": "teacher:tfidf", "alpha": 1.0, "temperature": 1.0},
+                        distill={"teacher": "teacher:tfidf", "alpha": 1.0, "temperature": 1.0,
+                                 "targets": "oof"},
                         transformer={"model": str(tiny_model), "max_length": 32, "epochs": 6.0,
                                      "batch_size": 8, "eval_steps": 50, "save_steps": 50,
                                      "lr": 5e-3, "warmup_ratio": 0.0})
@@ -376,7 +462,7 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
                     "whole tfidf r0_f0", "whole tfidf r0_f1",
                     "whole student r0_f0", "whole student r0_f1"]
     student = RunState.read(project / "outputs" / "killed").models["student"].details
-    assert student["resumed_from_step"] == 4 and student["pseudo_rows"] > 0
+    assert student["resumed_from_step"] == 4 and min(student["pseudo_rows"].values()) > 0
     a = np.load(project / "outputs" / "killed" / "predictions" / "student.npz", allow_pickle=True)
     b = np.load(project / "outputs" / "whole" / "predictions" / "student.npz", allow_pickle=True)
     np.testing.assert_array_equal(a["val_probs"], b["val_probs"])

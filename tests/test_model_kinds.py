@@ -33,12 +33,14 @@ def _encoder(factory: pytest.TempPathFactory) -> dict:
 
 
 def _student(factory: pytest.TempPathFactory) -> dict:
-    """A hold-out student of a 3-fold TF-IDF teacher run (same `topics` data, its own folder)."""
+    """A hold-out student of a 3-fold TF-IDF teacher run's OOF rows (same `topics` data, its own
+    folder)."""
     teacher = build_run(factory.mktemp("teacher"), name="teacher", models=["tfidf"],
                         cv={"folds": 3}, tracking={"enabled": False},
                         tfidf={"char_ngrams": False})
     return {**_encoder(factory), "models": ["student"],
-            "distill": {"teacher": f"{teacher.path}:tfidf"}, "tracking": {"enabled": False}}
+            "distill": {"teacher": f"{teacher.path}:tfidf", "targets": "oof"},  # hold-out
+            "tracking": {"enabled": False}}
 
 
 def _lora_decoder(factory: pytest.TempPathFactory) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from kit.config.coerce import build_section
 from kit.config.model_sections import TransformerParams
@@ -38,6 +38,9 @@ class DistillParams(Section):
 
     teacher: str | None = field(default=None, metadata={
         "help": "A model listed before student in `models`, or a run: `outputs/<run>[:<model>]`."})
+    targets: Literal["fold", "oof"] = field(default="fold", metadata={
+        "help": "fold: the teacher's fit of the same fold (honest OOF); oof: its OOF rows "
+                "(optimistic OOF)."})
     alpha: float = field(default=0.5, metadata={
         "help": "Loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T || student_T).",
         "within": "[0, 1]"})
@@ -119,6 +122,13 @@ def check_distill(params: Params) -> None:
             "listed before student in `models` (e.g. transformer), or another run of the same "
             "competition and folds (`outputs/<run>`, its best model, or `outputs/<run>:<model>`).")
     _check_teacher_in_run(params)
+    if distill.targets == "fold" and params.cv.folds == 1:
+        raise KitError(
+            "`distill.targets` is fold: each student fold learns from the teacher fit of the "
+            "same fold, and this student validates on one hold-out split (cv.folds 1). Train "
+            "the student with the teacher's k folds (the same `cv`, `seed` and data), or set "
+            "distill.targets: oof (its OOF score is then optimistic: the teacher fits saw its "
+            "validation rows).")
     if pseudo.enabled and params.competition.task == "multilabel":
         raise KitError("`pseudo.enabled` picks rows by the teacher's highest class probability, "
                        "which a multilabel task does not have. Set pseudo.enabled: false.")

@@ -1,8 +1,10 @@
 """Pseudo-labels: unlabelled rows the teacher is sure of, with its soft (or hard) labels.
 
-The candidates are the test rows (`pseudo.test`, with the teacher's fold-mean test probabilities:
-no teacher fit trained on a test row) and the rows of `pseudo.files` (tables with the
-competition's text columns, predicted once by the teacher and cached in the run folder). A row
+The candidates are the test rows (`pseudo.test`) and the rows of `pseudo.files` (tables with the
+competition's text columns, predicted once by the teacher and cached in the run folder). With
+`distill.targets: fold` the teacher of a student fold is the teacher's fit of that fold
+(kit.models.distill.fold_teacher), so each fold gets its own pseudo rows; with `oof` it is the
+teacher's fold mean. A row
 joins when the teacher's highest class probability is at least `pseudo.min_confidence`; its
 label is that class, its soft target the teacher's probabilities (`pseudo.soft`) or the class
 one-hot. The rows join the training rows of every fold and never a validation (OOF) row, so
@@ -56,21 +58,23 @@ def select_confident(texts: list[str], probs: np.ndarray, min_confidence: float,
 
 
 def pseudo_rows(run: RunDir, comp: Competition, teacher: Teacher, test_texts: list[str],
-                template: str | None, load_member: LoadMember) -> PseudoRows:
+                test_probs: np.ndarray, template: str | None, load_member: LoadMember,
+                fold: str | None = None) -> PseudoRows:
     """The candidates of `pseudo` (test rows, files) that the teacher labels confidently.
 
-    `test_texts`: the test rows as the student renders them; `template`: the student's
-    prompt_template (the files' rows are rendered with it for the student, with the teacher's
-    own for the teacher); `load_member` loads the teacher to predict the files.
+    `test_texts`: the test rows as the student renders them, `test_probs` the teacher's
+    probabilities of them; `template`: the student's prompt_template (the files' rows are
+    rendered with it for the student, with the teacher's own for the teacher); `load_member`
+    loads the teacher to predict the files: its fit of `fold` (a tag) alone, or all of it.
     """
     cfg = run.params.pseudo
     texts: list[str] = []
     probs = [np.zeros((0, len(comp.labels)))]
     if cfg.test:
         texts += list(test_texts)
-        probs.append(teacher.test)
+        probs.append(test_probs)
     for name in cfg.files:
-        file_texts, file_probs = _file_rows(run, comp, teacher, name, template, load_member)
+        file_texts, file_probs = _file_rows(run, comp, teacher, name, template, load_member, fold)
         texts += file_texts
         probs.append(file_probs)
     return select_confident(texts, np.concatenate(probs), cfg.min_confidence, cfg.soft,
@@ -78,22 +82,26 @@ def pseudo_rows(run: RunDir, comp: Competition, teacher: Teacher, test_texts: li
 
 
 def _file_rows(run: RunDir, comp: Competition, teacher: Teacher, name: str,
-               template: str | None, load_member: LoadMember) -> tuple[list[str], np.ndarray]:
-    """One `pseudo.files` table: the student's texts and the teacher's probabilities (cached)."""
+               template: str | None, load_member: LoadMember,
+               fold: str | None) -> tuple[list[str], np.ndarray]:
+    """One `pseudo.files` table: the student's texts and the teacher's (or its fit of `fold`)
+    probabilities, cached."""
     path = _locate(run, comp, name)
     params = run.params.competition
     df = read_table(path, delimiter=params.csv_delimiter, encoding=params.encoding)
     texts = render_texts(df, params, str(path), template)
-    digest = hashlib.sha256("\x00".join([teacher.name, str(teacher.folder.resolve()), *texts])
+    digest = hashlib.sha256("\x00".join([teacher.name, str(teacher.folder.resolve()),
+                                         fold or "", *texts])
                             .encode("utf-8", "surrogatepass")).hexdigest()
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", teacher.name)
-    cache = run.path / "pseudo" / f"{safe}-{path.stem}.npz"
+    cache = run.path / "pseudo" / f"{safe}-{path.stem}{'-' + fold if fold else ''}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
             if str(saved["key"]) == digest:
                 return texts, saved["probs"]
     log.info(f"pseudo.files: the teacher {teacher.name} predicts the {len(texts)} rows of {path}")
-    model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels, "auto")
+    model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels, "auto",
+                        fold=fold)
     probs = model.predict(render_texts(df, teacher.params.competition, str(path), model.template))
     save_npz(cache, key=np.array(digest), probs=probs)
     return texts, probs

@@ -1,11 +1,13 @@
 """One fold's training rows for a student: its labelled rows with the teacher's OOF probabilities,
 plus the pseudo-labelled rows, and what the run's metrics record about them.
 
-The no-leak rule: a training row's soft target is the teacher's out-of-fold probability of that
-row (kit.models.distill.teacher), never the probability of a teacher fit that trained on it; the
-validation rows are the fold's own and get no soft target or pseudo row. (The teacher fit that
-predicted a training row did train on other rows, this fold's validation rows among them, as a
-stacked model's level-1 fits do; the student sees only its probabilities, not those labels.)
+Where the soft targets come from (`distill.targets`): `fold` (the default), the teacher fit of
+this same fold, which never saw the fold's validation rows (kit.models.distill.fold_teacher), for
+the training rows and for the pseudo-labelled test rows; `oof`, the teacher's out-of-fold
+probability of each training row (kit.models.distill.teacher) and its fold-mean test
+probabilities: softer targets, but made by teacher fits that trained on this fold's validation
+rows, so the student's OOF score is optimistic. Either way the validation rows are the fold's own
+and get no soft target or pseudo row.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kit.core.progress import show_progress
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
+from kit.models.distill.fold_teacher import fold_teacher_probs, fold_test_probs
 from kit.models.distill.pseudo import pseudo_rows
 from kit.models.distill.targets import DistillTargets
 from kit.models.distill.teacher import load_teacher
@@ -33,28 +36,37 @@ log = logging.getLogger(__name__)
 
 def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_texts: Any,
                  cfg: TransformerParams, load_member: LoadMember) -> TrainingRows:
-    """The fold's training texts, labels and soft targets (teacher OOF), pseudo rows added.
+    """The fold's training texts, labels and soft targets (`distill.targets`), pseudo rows added.
 
     `texts`/`test_texts`: the training and test rows as the student renders them; `cfg`: its
-    settings (kit.config.distill.student_transformer); `load_member`: how the teacher is loaded
-    to predict `pseudo.files`.
+    settings (kit.config.distill.student_transformer); `load_member`: how the teacher (or its
+    fit of this fold) is loaded to predict the fold's training rows and `pseudo.files`.
     """
     params = run.params
     teacher = load_teacher(run, comp)
     rows = fold.train_rows
     train_texts = [texts[i] for i in rows]
-    labels, soft = comp.y[rows], teacher.oof[rows]
+    by_fold = params.distill.targets == "fold"
+    labels = comp.y[rows]
+    if by_fold:
+        soft = fold_teacher_probs(run, comp, teacher, fold, load_member)
+        teacher_test = fold_test_probs(teacher, fold)
+    else:
+        soft, teacher_test = teacher.oof[rows], teacher.test
     metric = params.competition.metric
     scored = fold.val_rows if fold.is_holdout else np.arange(len(comp.y))  # the student's too
-    extra: dict[str, Any] = {"teacher": teacher.name,
+    extra: dict[str, Any] = {"teacher": teacher.name, "distill_targets": params.distill.targets,
                              f"teacher_{metric}": teacher.score(comp, metric, scored)}
     if params.pseudo.enabled:
-        pseudo = pseudo_rows(run, comp, teacher, test_texts, cfg.prompt_template, load_member)
+        pseudo = pseudo_rows(run, comp, teacher, test_texts, teacher_test, cfg.prompt_template,
+                             load_member, fold.tag if by_fold else None)
         train_texts += pseudo.texts
         labels = np.concatenate([labels, pseudo.labels])
         soft = np.concatenate([soft, pseudo.targets])
-        extra.update(pseudo_rows=len(pseudo.texts), pseudo_candidates=pseudo.candidates,
-                     pseudo_per_class=pseudo.per_class)
+        facts = {"pseudo_rows": len(pseudo.texts), "pseudo_candidates": pseudo.candidates,
+                 "pseudo_per_class": pseudo.per_class}
+        # each fold's own, by tag (its teacher fit picks them with `targets: fold`)
+        extra.update(facts if fold.is_holdout else {k: {fold.tag: v} for k, v in facts.items()})
         counts = ", ".join(f"{name} {n}" for name, n in pseudo.per_class.items())
         show_progress(log, f"student {fold.tag}: {len(pseudo.texts)} of {pseudo.candidates} "
                            f"unlabelled rows joined its training rows (teacher {teacher.name} "

@@ -36,13 +36,22 @@ log = logging.getLogger(__name__)
 
 
 def load_fitted(folder: Path, params: Params, name: str, device: str | None,
-                labels: list[str] | None = None, backend: str = "auto") -> LoadedModel:
+                labels: list[str] | None = None, backend: str = "auto",
+                fold: str | None = None) -> LoadedModel:
     """Model `name` of the run in `folder`, ready to predict: one fit, or its fold (and seed) fits
     averaged as for test, or the folds merged into one; a refit `<kind>_full` loads as its kind
-    (`labels`: class names when the run has no rule naming them)."""
+    (`labels`: class names when the run has no rule naming them). `fold` (a tag, `r0_f2`): that
+    fold's fit alone (its seeds averaged), as a distilled student's fold learns from it."""
     kind = kind_of_model(name)
     base = Path(folder) / "models" / name
-    fits = fit_dirs(base)  # each fold (and seed), or the folds merged into one
+    if fold is None:
+        fits = fit_dirs(base)  # each fold (and seed), or the folds merged into one
+    elif name in BLENDS or not (base / fold).is_dir():
+        raise KitError(f"{folder}: model {name} has no fit of fold {fold} ({base / fold}): it "
+                       "was not trained on these k folds (a blend, a full-data refit or a "
+                       "hold-out model has none).")
+    else:
+        fits = fit_dirs(base / fold, merged=False)  # the fold's seeds, or the fold's one fit
     if fits == [base / MERGED_FOLDS]:
         log.info("%s: predicting with the folds merged into one model (%s); delete that folder "
                  "to predict with the fold models' mean.", name, fits[0])

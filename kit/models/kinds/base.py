@@ -92,9 +92,13 @@ class ModelKind(Protocol):
         ...
 
 
-# Loads a fitted model by its name from a run folder (kit.models.kinds.load_fitted): a blend's
-# members. Arguments: folder, params, name, device, labels, backend.
-LoadMember = Callable[["Path", "Params", str, "str | None", "list[str] | None", str], LoadedModel]
+class LoadMember(Protocol):
+    """Loads a fitted model by its name from a run folder (kit.models.kinds.load_fitted): a
+    blend's members, a student's teacher; `fold` (a tag, `r0_f2`): only that fold's fits."""
+
+    def __call__(self, folder: Path, params: Params, name: str, device: str | None,
+                 labels: list[str] | None = None, backend: str = "auto",
+                 fold: str | None = None) -> LoadedModel: ...
 
 
 class BlendKind(Protocol):
