@@ -170,7 +170,7 @@ def _encode(
 def _encode_cached(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                    max_length: int | None, head_tokens: int | None,
                    cache_dir: Path | None) -> Encodings | ArrowEncodings:
-    """`_encode`, through the memory-mapped token cache in `cache_dir` when one is given."""
+    """`_encode`, through the token cache in `cache_dir` when one is given."""
     if cache_dir is None:
         return _encode(tokenizer, texts, max_length, head_tokens)
     from kit.models.hf.token_cache import cached_encodings
@@ -194,8 +194,8 @@ def tokenize_texts(
     `head_tokens` (or truncation_side "head_tail", which defaults it to max_length/4) keeps the
     first `head_tokens` and the last `max_length - head_tokens` tokens of a long text. Labels
     become int64 class ids (binary, multiclass) or float multi-hot rows (multilabel), which is
-    what cross-entropy and BCE expect. With `cache_dir`, the tokens are cached there as a
-    memory-mapped Arrow file (kit.models.hf.token_cache) and reused by any later call.
+    what cross-entropy and BCE expect. With `cache_dir`, the tokens are cached there as an
+    Arrow file (kit.models.hf.token_cache) and reused by any later call.
     """
     if truncation_side is not None:
         set_truncation_side(tokenizer, truncation_side)
@@ -301,7 +301,7 @@ def predict_probs(
     """Class probabilities (n, K) in the order of `texts`.
 
     `head_tokens`: cut long texts as training did under head_tail truncation (head_tail_tokens).
-    `cache_dir`: tokens through the memory-mapped token cache, as in `tokenize_texts`.
+    `cache_dir`: tokens through the token cache, as in `tokenize_texts`.
 
     Batches are cut from the texts sorted by token length, so each pads only to its own
     neighbours' length; the rows are put back in input order at the end. (`Trainer.predict`

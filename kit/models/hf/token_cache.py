@@ -1,12 +1,12 @@
-"""A cache of tokenised texts as memory-mapped Arrow files, keyed by texts, tokenizer and cut.
+"""A cache of tokenised texts as Arrow files, keyed by texts, tokenizer and cut.
 
 `tokenize_texts` (kit.models.hf.data) calls `cached_encodings` when given a cache folder. A hit
-maps the Arrow IPC file into memory: token ids stay on disk until a batch reads them, so a
+opens the Arrow IPC file: token ids stay on disk until a batch reads them, so a
 million tokenised rows cost page cache, not process memory, and a rerun after a killed session
 skips tokenisation. The file is Arrow IPC with one `large_list<int32>` column per model input
 (input_ids, attention_mask, ...), in record batches of 16k texts written as they are
-tokenised, so the cold path holds one batch, never all the tokens; `ArrowEncodings` reads the
-batches' values and offsets as numpy views of the mapped file. (pyarrow directly rather than
+tokenised, so the cold path holds one batch, never all the tokens; `ArrowEncodings` reads a
+row's tokens from the file when a batch asks for it. (pyarrow directly rather than
 `datasets`: the texts are streamed in, the tokens written batch by batch and read back as numpy
 views; `datasets`' batched `map` reads its input through the memory map, which measured 2.3 GB
 of peak RSS on a million texts where the streamed read stays near 0.3 GB; kit.data.arrow_rows.)
@@ -80,31 +80,41 @@ BATCH_TEXTS = 16_384  # texts per Arrow record batch: what the cold path holds i
 
 
 class ArrowEncodings:
-    """`Encodings` (kit.models.hf.data) over a memory-mapped Arrow file of record batches.
+    """`Encodings` (kit.models.hf.data) over an Arrow file of record batches, read row by row.
 
-    Each batch holds `BATCH_TEXTS` texts as one `large_list<int32>` column per model input;
-    its values and offsets are numpy views of the mapped file (no copy). Only the per-text
-    lengths (8 bytes a text) live in memory.
+    Each batch holds `BATCH_TEXTS` texts as one `large_list<int32>` column per model input.
+    Opening maps the file once to find where each batch's values lie and copies the per-text
+    offsets (8 bytes a text); `row(i)` then reads the text's tokens with `os.pread`, a few
+    hundred bytes per input. Why not numpy views of the mapped file: a page fault on a mapping
+    reads ahead (read_ahead_kb, 8 MB on this machine's disk) into the process's resident set,
+    so random rows grew RSS by ~37 MB a training step of 16 rows, 0.7 GB in 50 steps of the
+    1M-row bench (bench/bench_data.py); pread's read-ahead stays in the page cache.
     """
 
     def __init__(self, path: Path):
         import pyarrow as pa
 
         self.path = path
-        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
-        self.batches: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        source = pa.memory_map(str(path), "r")
+        base = source.read_buffer(1).address  # the mapping's first byte: file position 0
+        reader = pa.ipc.open_file(source)
+        # per batch: {input: file position of its int32 values}, offsets (a copy, in memory)
+        self.batches: list[tuple[dict[str, int], np.ndarray]] = []
         for b in range(reader.num_record_batches):
             batch = reader.get_batch(b)
-            flat, offsets = {}, np.zeros(1, dtype=np.int64)
+            where, offsets = {}, np.zeros(1, dtype=np.int64)
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                flat[name] = column.values.to_numpy(zero_copy_only=True)
-                offsets = column.offsets.to_numpy(zero_copy_only=True)
-            self.batches.append((flat, offsets))
+                values = column.values
+                where[name] = values.buffers()[1].address - base + 4 * values.offset
+                offsets = np.array(column.offsets.to_numpy(zero_copy_only=True))
+            self.batches.append((where, offsets))
         sizes = [len(offsets) - 1 for _, offsets in self.batches]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.lengths = (np.concatenate([np.diff(o) for _, o in self.batches])
                         if self.batches else np.zeros(0, dtype=np.int64))
         self.keys = list(self.batches[0][0]) if self.batches else []
+        del reader, source  # the mapping goes; rows are read from a plain descriptor
+        self._fd = os.open(path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -112,10 +122,23 @@ class ArrowEncodings:
     def row(self, i: int) -> dict[str, list[int]]:
         """The i-th text's model inputs."""
         b = int(np.searchsorted(self.starts, i, side="right")) - 1
-        flat, offsets = self.batches[b]
+        where, offsets = self.batches[b]
         j = i - int(self.starts[b])
-        start, end = offsets[j], offsets[j + 1]
-        return {key: values[start:end].tolist() for key, values in flat.items()}
+        start, end = int(offsets[j]), int(offsets[j + 1])
+        return {key: np.frombuffer(os.pread(self._fd, 4 * (end - start), pos + 4 * start),
+                                   dtype=np.int32).tolist() for key, pos in where.items()}
+
+    def __getstate__(self) -> dict[str, Any]:  # a DataLoader worker (spawn) reopens the file
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = self.__dict__.pop("_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 def write_arrow(path: Path, texts: Sequence[str], encode: Callable[[Sequence[str]], Any]) -> Path:
@@ -171,13 +194,13 @@ def cached_encodings(folder: Path, tokenizer: Any, texts: Sequence[str], max_len
                      ) -> ArrowEncodings:
     """The texts' encodings from the cache file, or tokenised with `encode` into it first.
 
-    Either way they come back memory-mapped: the cold path holds one batch at a time.
+    Either way they are read from the file row by row: the cold path holds one batch at a time.
     """
     key = token_cache_key(tokenizer, texts, max_length, head_tokens)
     path = Path(folder) / f"tokens-{key}.arrow"
     if path.is_file():
         EVENTS["tokens hit"] += 1
-        log.info(f"{len(texts)} tokenised texts from the cache {path.name} (memory-mapped).")
+        log.info(f"{len(texts)} tokenised texts from the cache {path.name}.")
     else:
         EVENTS["tokens miss"] += 1
         write_arrow(path, texts, encode)
