@@ -18,11 +18,11 @@ import shutil
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.models.kinds.base import EXPORT_INFO
 
 log = logging.getLogger(__name__)
 
 BASE_FOLDER = "base_model"  # in the dataset folder
-EXPORT_INFO = "kit_export.json"  # kit.models.export.EXPORT_INFO (not imported: it loads torch)
 
 
 def adapter_exports(run_folder: Path, parts: list[str]) -> list[Path]:

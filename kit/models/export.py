@@ -32,6 +32,7 @@ from torch import nn
 
 from kit.core.atomic import staged_folder, to_jsonable, write_json
 from kit.errors import KitError
+from kit.models.kinds.base import EXPORT_INFO
 from kit.models.llm.lora import (
     cast_head_input,
     classification_head_names,
@@ -44,7 +45,6 @@ from kit.models.llm.lora import (
 
 __all__ = ["EXPORT_INFO", "export_for_kaggle", "load_export_base", "load_exported"]
 
-EXPORT_INFO = "kit_export.json"
 FORMAT_VERSION = 1
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kit.tracking import Tracker
 
 __all__ = [
+    "EXPORT_INFO",
     "MERGED_FOLDS",
     "BlendKind",
     "FitOutput",
@@ -40,6 +41,9 @@ __all__ = [
     "persistent_checkpoint_dir",
 ]
 
+# The record a transformer export folder (`.../model/`) is finished with (kit.models.export
+# writes it last); here, torch-free, so the packaging and Kaggle layers find exports by it.
+EXPORT_INFO = "kit_export.json"
 # `models/<kind>/merged/`: one model standing for the k fold models (kit export --merge-folds,
 # kit.models.fold_merge); loaders prefer it, packaging ships it instead of the folds.
 MERGED_FOLDS = "merged"
@@ -138,7 +142,7 @@ def fit_dirs(base: Path, merged: bool = True) -> list[Path]:
     training's test probabilities (seeds averaged per fold, folds averaged) are that mean too,
     since every fold has the same seeds. With `merged` (the default), fits merged into one model
     (`merged/`, kit.models.fold_merge) stand for them all: serving and packaging use that one."""
-    if merged and (base / MERGED_FOLDS / "model" / "kit_export.json").is_file():
+    if merged and (base / MERGED_FOLDS / "model" / EXPORT_INFO).is_file():
         return [base / MERGED_FOLDS]
     for pattern in ("r[0-9]*_f[0-9]*/s[0-9]*", "r[0-9]*_f[0-9]*", "s[0-9]*"):
         found = sorted(p for p in base.glob(pattern) if p.is_dir())
