@@ -22,12 +22,15 @@ a busy CPU, timings are): the 1M-row CSV with `--model words`, peak RSS 1,284 MB
 1,178 MB cached (was 4.2-4.5 GB with rows and texts as Python lists); the cached rerun started
 training at 1.7 % of the cold time.
 Rerun 2026-12-05 on an idle machine (load 0.2-1.0): peak RSS 1,634 MB cold and 1,583 MB cached
-(710 MB after the load, 773 MB after tokenising; the rest in the 50 training steps: ~120 MB of
-anonymous memory at the first step, then file-backed pages of the memory-mapped token cache,
-which grew 13 MB a step in one probe and 2 MB a step in another, depending on the page cache);
-rows into Arrow 359 MB against `datasets`' 1,348 MB; cached rerun at 3.7 % of the cold time.
-The cached child alone, minutes later: peak 950 MB, at its end 606 MB anonymous + 319 MB
-file-backed (the `train` table's last column now prints that split).
+(710 MB after the load, 773 MB after tokenising; the rest in the 50 training steps): the token
+cache's rows were numpy views of a memory-mapped file, and each page fault read ahead up to
+read_ahead_kb (8 MB on this disk) into the process's resident set, ~37 MB a step of 16 random
+rows. Rows into Arrow 359 MB against `datasets`' 1,348 MB.
+Since the token cache reads rows with pread (kit.models.hf.token_cache.ArrowEncodings), rerun
+2026-12-05 at nice 19 beside a test suite and a training (load 2.8-3.2: timings inflated, RSS
+not): peak RSS **888 MB cold, 833 MB cached** (783 / 665 MB after the load; at the end 647 + 208
+and 602 + 208 MB anonymous + file-backed); the cached rerun started training at 1.4 % of the
+cold time.
 MiniLM's WordPiece (`--model tiny`) tokenised at ~4 ms a
 text on that machine, an hour for the cold run; its token arrays are the same size.
 
