@@ -221,6 +221,24 @@ def test_what_a_student_fold_learns_from_depends_on_its_val_labels_only_with_tar
     assert same == (targets == "fold")
 
 
+def test_a_teacher_reads_rows_as_its_own_run_renders_them_swap_view_included():
+    """The texts a teacher predicts (a fold's training rows, `pseudo.files`) are rendered with
+    its run's template, and with a `swap` view each carries its swapped rendering."""
+    from kit.models.distill.teacher import Teacher
+    from kit.models.kinds.base import LoadedModel
+
+    params = params_from_dict({"competition": {"text_columns": ["question", "answer"],
+                                               "text_template": "Q: {question} A: {answer}"}})
+    teacher = Teacher("t", Path("."), params, "transformer", np.zeros((0, 2)), np.zeros((0, 2)))
+    df = pd.DataFrame({"question": ["2+2?"], "answer": ["4"]})
+    plain = LoadedModel(lambda texts: None, ["no", "yes"], "cpu", "binary", None)
+    assert teacher.render(df, plain, "x") == ["Q: 2+2? A: 4"]
+    swap = LoadedModel(lambda texts: None, ["no", "yes"], "cpu", "binary", "{answer} / {question}",
+                       pair_columns=("question", "answer"))
+    (text,) = teacher.render(df, swap, "x")
+    assert (text, text.swapped) == ("4 / 2+2?", "2+2? / 4")
+
+
 def test_targets_oof_a_training_rows_soft_target_is_the_teachers_oof_row(
         project: Path, fake_training: list[dict]):
     run, comp = _student_run(project, "noleak", distill={

@@ -27,7 +27,7 @@ import numpy as np
 from kit.core.atomic import save_npz
 from kit.core.progress import show_progress
 from kit.core.rundir import RunDir
-from kit.data.competition import Competition, render_texts
+from kit.data.competition import Competition
 from kit.data.folds import Fold
 from kit.errors import KitError
 from kit.models.distill.teacher import Teacher
@@ -74,14 +74,7 @@ def fold_teacher_probs(run: RunDir, comp: Competition, teacher: Teacher, fold: F
                         "auto", fold=fold.tag)
     show_progress(log, f"student {fold.tag}: the teacher's fit of this fold ({teacher.name}) "
                        f"predicts its {len(rows)} training rows")
-    probs = model.predict(_teacher_texts(comp, teacher, rows, model.template))
+    probs = model.predict(teacher.render(comp.train.iloc[rows], model, "train"))
     save_npz(cache, key=np.array(digest), probs=probs)
     return probs
 
-
-def _teacher_texts(comp: Competition, teacher: Teacher, rows: np.ndarray,
-                   template: str | None) -> list[str]:
-    """Training `rows` rendered as the teacher's fit reads them (its run's template)."""
-    if comp.data_info is not None:  # streamed: the text columns stay in the data cache
-        return [comp.train_texts[i] for i in rows]
-    return render_texts(comp.train.iloc[rows], teacher.params.competition, "train", template)

@@ -102,7 +102,7 @@ def _file_rows(run: RunDir, comp: Competition, teacher: Teacher, name: str,
     log.info(f"pseudo.files: the teacher {teacher.name} predicts the {len(texts)} rows of {path}")
     model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels, "auto",
                         fold=fold)
-    probs = model.predict(render_texts(df, teacher.params.competition, str(path), model.template))
+    probs = model.predict(teacher.render(df, model, str(path)))
     save_npz(cache, key=np.array(digest), probs=probs)
     return texts, probs
 

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from kit.config.distill import teacher_in_run
 from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
-from kit.data.competition import Competition
+from kit.data.competition import Competition, render_texts
 from kit.data.folds import FOLDS_FILE
+from kit.data.pairs import render_pairs
 from kit.errors import KitError
 from kit.evaluation import metrics
+from kit.models.kinds.base import LoadedModel
 
 __all__ = ["Teacher", "load_teacher"]
 
@@ -50,6 +53,14 @@ class Teacher:
     def score(self, comp: Competition, metric: str, rows: np.ndarray) -> float:
         """The teacher's `metric` on training `rows` (its OOF probabilities)."""
         return float(metrics.score(metric, comp.y[rows], self.oof[rows], None, comp.task))
+
+    def render(self, df: pd.DataFrame, model: LoadedModel, file: str) -> list[str]:
+        """The rows of `df` as the teacher's loaded `model` reads them: its run's template, each
+        text with its swapped rendering when it predicts with a `swap` view (kit.data.pairs)."""
+        comp = self.params.competition
+        if model.pair_columns:
+            return render_pairs(df, comp, file, model.template, model.pair_columns)
+        return render_texts(df, comp, file, model.template)
 
 
 def load_teacher(run: RunDir, comp: Competition) -> Teacher:
