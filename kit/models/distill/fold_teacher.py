@@ -18,13 +18,10 @@ training rows, and in-sample soft targets (surer than OOF ones).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 
 import numpy as np
 
-from kit.core.atomic import save_npz
 from kit.core.progress import show_progress
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
@@ -61,20 +58,13 @@ def fold_teacher_probs(run: RunDir, comp: Competition, teacher: Teacher, fold: F
     """The probabilities the teacher's fit of `fold` gives the fold's training rows (in the
     order of `fold.train_rows`): loaded and predicted once, then read from the run folder."""
     rows = fold.train_rows
-    ids = comp.train_ids[rows]
-    digest = hashlib.sha256("\x00".join([teacher.name, str(teacher.folder.resolve()), fold.tag,
-                                         *map(str, ids.tolist())]).encode()).hexdigest()
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", teacher.name)
-    cache = run.path / "distill" / f"{safe}-{fold.tag}.npz"
-    if cache.is_file():
-        with np.load(cache) as saved:
-            if str(saved["key"]) == digest:
-                return saved["probs"]
-    model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels,
-                        "auto", fold=fold.tag)
-    show_progress(log, f"student {fold.tag}: the teacher's fit of this fold ({teacher.name}) "
-                       f"predicts its {len(rows)} training rows")
-    probs = model.predict(teacher.render(comp.train.iloc[rows], model, "train"))
-    save_npz(cache, key=np.array(digest), probs=probs)
-    return probs
 
+    def predict() -> np.ndarray:
+        model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels,
+                            "auto", fold=fold.tag)
+        show_progress(log, f"student {fold.tag}: the teacher's fit of this fold "
+                           f"({teacher.name}) predicts its {len(rows)} training rows")
+        return model.predict(teacher.render(comp.train.iloc[rows], model, "train"))
+
+    ids = [fold.tag, *map(str, comp.train_ids[rows].tolist())]
+    return teacher.cached(run.path / "distill", fold.tag, ids, predict)

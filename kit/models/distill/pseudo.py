@@ -4,24 +4,20 @@ The candidates are the test rows (`pseudo.test`) and the rows of `pseudo.files` 
 competition's text columns, predicted once by the teacher and cached in the run folder). With
 `distill.targets: fold` the teacher of a student fold is the teacher's fit of that fold
 (kit.models.distill.fold_teacher), so each fold gets its own pseudo rows; with `oof` it is the
-teacher's fold mean. A row
-joins when the teacher's highest class probability is at least `pseudo.min_confidence`; its
-label is that class, its soft target the teacher's probabilities (`pseudo.soft`) or the class
-one-hot. The rows join the training rows of every fold and never a validation (OOF) row, so
-the student's scores stay measured on labelled rows only.
+teacher's fold mean. A row joins when the teacher's highest class probability is at least
+`pseudo.min_confidence`; its label is that class, its soft target the teacher's probabilities
+(`pseudo.soft`) or the class one-hot. The rows join the fold's training rows and never a
+validation (OOF) row, so the student's scores stay measured on labelled rows only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kit.core.atomic import save_npz
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition, render_texts
 from kit.data.readers import read_table
@@ -90,21 +86,16 @@ def _file_rows(run: RunDir, comp: Competition, teacher: Teacher, name: str,
     params = run.params.competition
     df = read_table(path, delimiter=params.csv_delimiter, encoding=params.encoding)
     texts = render_texts(df, params, str(path), template)
-    digest = hashlib.sha256("\x00".join([teacher.name, str(teacher.folder.resolve()),
-                                         fold or "", *texts])
-                            .encode("utf-8", "surrogatepass")).hexdigest()
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", teacher.name)
-    cache = run.path / "pseudo" / f"{safe}-{path.stem}{'-' + fold if fold else ''}.npz"
-    if cache.is_file():
-        with np.load(cache) as saved:
-            if str(saved["key"]) == digest:
-                return texts, saved["probs"]
-    log.info(f"pseudo.files: the teacher {teacher.name} predicts the {len(texts)} rows of {path}")
-    model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels, "auto",
-                        fold=fold)
-    probs = model.predict(teacher.render(df, model, str(path)))
-    save_npz(cache, key=np.array(digest), probs=probs)
-    return texts, probs
+
+    def predict() -> np.ndarray:
+        log.info(f"pseudo.files: the teacher {teacher.name} predicts the {len(texts)} rows of "
+                 f"{path}" + (f" (its fit of {fold})" if fold else ""))
+        model = load_member(teacher.folder, teacher.params, teacher.model, None, comp.labels,
+                            "auto", fold=fold)
+        return model.predict(teacher.render(df, model, str(path)))
+
+    what = path.stem + (f"-{fold}" if fold else "")
+    return texts, teacher.cached(run.path / "pseudo", what, [fold or "", *texts], predict)
 
 
 def _locate(run: RunDir, comp: Competition, name: str) -> Path:

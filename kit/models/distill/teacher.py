@@ -11,8 +11,11 @@ a row's probability then comes from a teacher fit that never trained on it. A ho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import yaml
 
 from kit.config.distill import teacher_in_run
 from kit.config.params import Params, params_from_dict
+from kit.core.atomic import save_npz
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition, render_texts
 from kit.data.folds import FOLDS_FILE
@@ -61,6 +65,21 @@ class Teacher:
         if model.pair_columns:
             return render_pairs(df, comp, file, model.template, model.pair_columns)
         return render_texts(df, comp, file, model.template)
+
+    def cached(self, folder: Path, what: str, key: list[str],
+               predict: Callable[[], np.ndarray]) -> np.ndarray:
+        """`predict()` (the teacher's probabilities of some rows), saved once as
+        `folder/<teacher>-<what>.npz` and read back while `key` (the rows) is the same."""
+        digest = hashlib.sha256("\x00".join([self.name, str(self.folder.resolve()), *key])
+                                .encode("utf-8", "surrogatepass")).hexdigest()
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.name)}-{what}.npz"
+        if path.is_file():
+            with np.load(path) as saved:
+                if str(saved["key"]) == digest:
+                    return saved["probs"]
+        probs = predict()
+        save_npz(path, key=np.array(digest), probs=probs)
+        return probs
 
 
 def load_teacher(run: RunDir, comp: Competition) -> Teacher:
