@@ -1,12 +1,13 @@
 """The teacher of a student: its saved out-of-fold and test probabilities, checked to fit this run.
 
 `distill.teacher` names a model of this run listed before the student, or another run
-(`outputs/<run>`: its best model, an ensemble included; `outputs/<run>:<model>`). Only its saved
-predictions are read (predictions/<model>.npz), so the teacher is never loaded to make soft
-targets. They must come from the same competition (classes, training and test rows) and, for a
-k-fold student, the same folds (folds.json); and they must be out of fold for every training row:
-a row's probability then comes from a teacher fit that never trained on it. A hold-out teacher
-(`cv.folds` 1) covers only its validation rows, and is refused.
+(`outputs/<run>`: its best model; `outputs/<run>:<model>`). Its saved predictions
+(predictions/<model>.npz) must come from the same competition (classes, training and test rows)
+and, for a k-fold student, the same folds (folds.json); and they must be out of fold for every
+training row. A hold-out teacher (`cv.folds` 1) covers only its validation rows, and is refused.
+With `distill.targets: oof` they are the soft targets, and the teacher is never loaded; with
+`fold` (kit.models.distill.fold_teacher) its fit of each fold is loaded to predict that fold's
+training rows, and `Teacher.render` / `Teacher.cached` render those rows and keep the result.
 """
 
 from __future__ import annotations
