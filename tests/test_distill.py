@@ -191,6 +191,24 @@ def test_targets_fold_a_student_fold_learns_from_the_teacher_fit_that_held_out_i
     assert details["distill_targets"] == "fold" and details["teacher"] == "tfidf"
 
 
+def test_a_students_full_data_refit_learns_from_the_teachers_oof_rows(
+        project: Path, fake_training: list[dict], monkeypatch: pytest.MonkeyPatch):
+    """`cv.refit` with `targets: fold`: the refit has no fold of the teacher and no validation
+    rows, so its targets are the teacher's OOF rows, and its pseudo rows the fold mean's."""
+    # the recorded folds leave no result files to take a step count from
+    monkeypatch.setattr("kit.models.hf.refit.refit_settings", lambda cfg, folds: (cfg, [1]))
+    run, comp = _student_run(project, "refit", cv={"folds": 3, "refit": True},
+                             pseudo={"enabled": True, "min_confidence": 0.5})
+    train_models(run, comp)
+    refit = fake_training[-1]
+    assert Path(refit["work_dir"]).name == "student_full"
+    teacher = run.load_predictions("tfidf")
+    n = len(comp.train_ids)
+    np.testing.assert_array_equal(refit["distill"].probs[:n], teacher.val_probs)
+    sure = np.flatnonzero(teacher.test_probs.max(axis=1) >= 0.5)
+    assert refit["train_texts"][n:] == [comp.test_texts[i] for i in sure]
+
+
 @pytest.mark.parametrize("targets", ["fold", "oof"])
 def test_what_a_student_fold_learns_from_depends_on_its_val_labels_only_with_targets_oof(
         project: Path, fake_training: list[dict], targets: str):

@@ -46,7 +46,9 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     teacher = load_teacher(run, comp)
     rows = fold.train_rows
     train_texts = [texts[i] for i in rows]
-    by_fold = params.distill.targets == "fold"
+    # The full-data refit has no validation rows to keep clean, and no teacher fit of its own:
+    # it learns from the teacher's OOF rows (no fit trained on the row) and fold-mean test.
+    by_fold = params.distill.targets == "fold" and not fold.is_refit
     labels = comp.y[rows]
     if by_fold:
         soft = fold_teacher_probs(run, comp, teacher, fold, load_member)
