@@ -1,5 +1,5 @@
-"""One fold's training rows for a student: its labelled rows with the teacher's OOF probabilities,
-plus the pseudo-labelled rows, and what the run's metrics record about them.
+"""One fold's training rows for a student: its labelled rows with the teacher's probabilities as
+soft targets, plus the pseudo-labelled rows, and what the run's metrics record about them.
 
 Where the soft targets come from (`distill.targets`): `fold` (the default), the teacher fit of
 this same fold, which never saw the fold's validation rows (kit.models.distill.fold_teacher), for
