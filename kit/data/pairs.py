@@ -19,7 +19,8 @@ from kit.config.params import CompetitionParams
 from kit.data.texts import render_texts, template_of
 from kit.errors import KitError
 
-__all__ = ["PairText", "pair_texts", "render_pairs", "swapped_template", "swapped_texts"]
+__all__ = ["PairText", "pair_texts", "render_as_read", "render_pairs", "swapped_template",
+           "swapped_texts"]
 
 
 class PairText(str):
@@ -81,6 +82,15 @@ def render_pairs(df: pd.DataFrame, comp: CompetitionParams, file: str, template:
     plain = render_texts(df, comp, file, template)
     other = render_texts(df, comp, file, swapped_template(template_of(comp, template), columns))
     return pair_texts(plain, other)
+
+
+def render_as_read(df: pd.DataFrame, comp: CompetitionParams, file: str, template: str | None,
+                   pair_columns: Sequence[str] | None) -> list[str]:
+    """The rows as a model reads them: with its swap view's `pair_columns`, each text carrying
+    its swapped rendering (render_pairs); without, plain texts (render_texts)."""
+    if pair_columns:
+        return render_pairs(df, comp, file, template, pair_columns)
+    return render_texts(df, comp, file, template)
 
 
 def swapped_texts(texts: Sequence[str]) -> list[str]:

@@ -22,8 +22,8 @@ import yaml
 
 from kit.config.params import Params, params_from_dict
 from kit.core.rundir import RunDir
-from kit.data.competition import render_texts, warn_empty_test_texts
-from kit.data.pairs import render_pairs
+from kit.data.competition import warn_empty_test_texts
+from kit.data.pairs import render_as_read
 from kit.data.texts import render_records
 from kit.errors import KitError
 from kit.evaluation.rule_store import chosen_model, load_rule
@@ -118,10 +118,9 @@ class Predictor:
                 f"{list(df.columns)[:20]}. Rename the column(s) in the input."
             )
         warn_empty_test_texts(df, self.params.competition, source)
-        if self.pair_columns:  # each text carries its swapped rendering (the `swap` view)
-            return render_pairs(df, self.params.competition, source, self.template,
-                                self.pair_columns)
-        return render_texts(df, self.params.competition, source, self.template)
+        # with the `swap` view each text carries its swapped rendering
+        return render_as_read(df, self.params.competition, source, self.template,
+                              self.pair_columns)
 
     def render_records(self, rows: list[dict[str, Any]]) -> list[str]:
         """Texts from rows given as {text column: value} (a served request), as `render` does.

@@ -28,9 +28,9 @@ from kit.config.distill import teacher_in_run
 from kit.config.params import Params, params_from_dict
 from kit.core.atomic import save_npz
 from kit.core.rundir import RunDir
-from kit.data.competition import Competition, render_texts
+from kit.data.competition import Competition
 from kit.data.folds import FOLDS_FILE
-from kit.data.pairs import render_pairs
+from kit.data.pairs import render_as_read
 from kit.errors import KitError
 from kit.evaluation import metrics
 from kit.models.kinds.base import LoadedModel
@@ -62,10 +62,8 @@ class Teacher:
     def render(self, df: pd.DataFrame, model: LoadedModel, file: str) -> list[str]:
         """The rows of `df` as the teacher's loaded `model` reads them: its run's template, each
         text with its swapped rendering when it predicts with a `swap` view (kit.data.pairs)."""
-        comp = self.params.competition
-        if model.pair_columns:
-            return render_pairs(df, comp, file, model.template, model.pair_columns)
-        return render_texts(df, comp, file, model.template)
+        return render_as_read(df, self.params.competition, file, model.template,
+                              model.pair_columns)
 
     def cached(self, folder: Path, what: str, key: list[str],
                predict: Callable[[], np.ndarray]) -> np.ndarray:
