@@ -44,7 +44,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+from kit.models.backends import INT8_WEIGHTS  # noqa: E402  (torch-free)
+
+BACKENDS = ("torch", "onnx", "onnx-int8")  # the ones compared (kit.models.backends: + auto)
 
 
 def prepare(run: Path, workdir: Path, int8_weights: str, keep: bool) -> Path:
@@ -187,7 +189,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="the first N test rows (0: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="default: torch's default")
-    ap.add_argument("--int8-weights", choices=("auto", "u8", "s8", "s7"), default="auto",
+    ap.add_argument("--int8-weights", choices=INT8_WEIGHTS, default="auto",
                     help="as `kit export --int8-weights`")
     ap.add_argument("--keep-onnx", action="store_true",
                     help="use the run's own ONNX files when it has them (default: export anew)")

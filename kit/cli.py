@@ -13,8 +13,8 @@ from kit.core.logs import show_logs
 from kit.core.project import find_project_root
 from kit.core.rundir import FINISHED, resolve_params, run_path
 from kit.errors import KitError
+from kit.models.backends import BACKENDS, INT8_WEIGHTS
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")  # kit.models.onnx_export.BACKENDS (no torch here)
 BACKEND_HELP = ("what runs a transformer: auto (default: on a CPU the ONNX files `kit export` "
                 "wrote, int8 first, else PyTorch), torch, onnx (fp32) or onnx-int8")
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--onnx", action="store_true", help="write model.onnx (fp32)")
     export.add_argument("--int8", action="store_true",
                         help="also model_int8.onnx, dynamic int8 quantization (implies --onnx)")
-    export.add_argument("--int8-weights", choices=("auto", "u8", "s8", "s7"), default="auto",
+    export.add_argument("--int8-weights", choices=INT8_WEIGHTS, default="auto",
                         help="auto (default: s8 on a CPU with VNNI, else s7), s7 (signed in 7 "
                         "bits: ORT's U8S8 kernels without AVX2's int16 saturation), u8, s8")
     export.add_argument("--merge-folds", action="store_true",

@@ -50,6 +50,7 @@ from torch import nn
 
 from kit.core.atomic import write_json
 from kit.errors import KitError
+from kit.models.backends import BACKENDS, INT8_WEIGHTS
 from kit.models.hardware import cpu_int8_instructions
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ ONNX_INT8_FILE = "model_int8.onnx"
 OPSET = 17
 MAX_FP32_DIFF = 1e-4  # fp32 ONNX vs PyTorch probabilities; more means the trace is not faithful
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-INT8_WEIGHTS = ("auto", "u8", "s8", "s7")  # s7: signed in 7 bits (ORT's reduce_range)
 CHECK_TEXTS = [
     "a short text",
     "a longer text with several words, so the batch is padded and the mask matters here",

@@ -32,10 +32,15 @@ class FoldPredictions:
     test_probs: np.ndarray
 
 
+def fold_path(folder: Path, kind: str, tag: str, seed: int | None = None) -> Path:
+    """`<run folder>/predictions/folds/<kind>/r0_f2.npz`; one seed's fit of it `r0_f2_s43.npz`."""
+    name = tag if seed is None else f"{tag}_s{seed}"
+    return Path(folder) / "predictions" / "folds" / kind / f"{name}.npz"
+
+
 def fold_file(run: RunDir, kind: str, fold: Fold) -> Path:
-    """`predictions/folds/<kind>/r0_f2.npz`; one seed's fit of it `r0_f2_s43.npz`."""
-    seed = "" if fold.seed is None else f"_s{fold.seed}"
-    return run.predictions / "folds" / kind / f"{fold.tag}{seed}.npz"
+    """This run's file of `fold`'s fit (kit.models.seeds: one per seed, then their mean)."""
+    return fold_path(run.path, kind, fold.tag, fold.seed)
 
 
 def save_fold(run: RunDir, kind: str, fold: Fold, val_probs: np.ndarray,
@@ -47,7 +52,12 @@ def save_fold(run: RunDir, kind: str, fold: Fold, val_probs: np.ndarray,
 
 def load_fold(run: RunDir, kind: str, fold: Fold) -> FoldPredictions | None:
     """A finished fit's probabilities, or None when the fold has not finished."""
-    path = fold_file(run, kind, fold)
+    return read_fold(fold_file(run, kind, fold), fold)
+
+
+def read_fold(path: Path, fold: Fold) -> FoldPredictions | None:
+    """The fit of `fold` saved at `path` (None when there is none), refused when it was
+    predicted on other rows than `fold`'s."""
     if not path.exists():
         return None
     with np.load(path) as z:

@@ -29,6 +29,7 @@ from kit.data.folds import Fold
 from kit.errors import KitError
 from kit.models.distill.teacher import Teacher
 from kit.models.kinds.base import LoadMember
+from kit.models.oof import fold_path, read_fold
 
 __all__ = ["fold_teacher_probs", "fold_test_probs"]
 
@@ -36,21 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def fold_test_probs(teacher: Teacher, fold: Fold) -> np.ndarray:
-    """The test probabilities of the teacher's fit of `fold` (its seeds averaged), as saved when
-    it trained (predictions/folds/<model>/<tag>[_s<seed>].npz, kit.models.oof)."""
-    folder = teacher.folder / "predictions" / "folds" / teacher.model
-    files = sorted(folder.glob(f"{fold.tag}.npz")) or sorted(folder.glob(f"{fold.tag}_s*.npz"))
-    if not files:
+    """The test probabilities of the teacher's fit of `fold` (its seeds' mean), as saved when it
+    trained (kit.models.oof)."""
+    path = fold_path(teacher.folder, teacher.model, fold.tag)
+    done = read_fold(path, fold)
+    if done is None:
         raise KitError(
-            f"The teacher {teacher.name} has no saved fit of fold {fold.tag} ({folder}): "
+            f"The teacher {teacher.name} has no saved fit of fold {fold.tag} ({path}): "
             "`distill.targets: fold` needs a teacher trained on the student's k folds (a model "
             "listed in `models` of a k-fold run; not a blend or a full-data refit). Name such a "
             "model (`outputs/<run>:<model>`), or set distill.targets: oof.")
-    probs = []
-    for path in files:
-        with np.load(path) as saved:
-            probs.append(saved["test_probs"])
-    return np.mean(probs, axis=0)
+    return done.test_probs
 
 
 def fold_teacher_probs(run: RunDir, comp: Competition, teacher: Teacher, fold: Fold,
