@@ -9,15 +9,19 @@ read for reporting only: nothing here feeds back into a run (never tune on it).
 
     .venv/bin/python bench/score_members.py [outputs/demo-cv outputs/demo-win ...]
 
-A refit (`<kind>_full`) has no OOF rows of its own: its OOF column is blank.
+A refit (`<kind>_full`) has no OOF rows of its own: its OOF column is blank. A model trained with
+`seeds` adds one row per seed (`transformer s43`): that seed's own folds, OOF and test fold mean,
+so what averaging the seeds gained shows on every split.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,16 +29,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kit.config.loading import load_params  # noqa: E402
+from kit.config.params import Params  # noqa: E402
 from kit.core.rundir import RunDir  # noqa: E402
-from kit.data.competition import load_competition  # noqa: E402
+from kit.data.competition import Competition, load_competition  # noqa: E402
+from kit.data.folds import load_or_make_folds  # noqa: E402
+from kit.errors import KitError  # noqa: E402
 from kit.evaluation import metrics  # noqa: E402
+from kit.models.oof import assemble, load_fold  # noqa: E402
+from kit.models.seeds import seeds_of  # noqa: E402
 from kit.steps.decide import validation_of  # noqa: E402
 from kit.submission.build import build_submission, score_local  # noqa: E402
 from kit.submission.store import read_log  # noqa: E402
 
 
 def member_scores(folder: Path) -> pd.DataFrame:
-    """One row per saved model of the run in `folder`: OOF, local public and private (argmax)."""
+    """One row per saved model of the run in `folder` (and per seed of a seeded one): OOF, local
+    public and private (argmax)."""
     params = load_params(folder / "params.yaml")
     run = RunDir(folder, params, ROOT)
     comp = load_competition(params, ROOT)
@@ -46,14 +56,42 @@ def member_scores(folder: Path) -> pd.DataFrame:
         if len(preds.val_ids):  # its OOF rows' labels, as 03 reads them (ids checked there)
             val = validation_of(run, comp, npz.stem)
             oof = metrics.score(metric, val.y, val.probs, None, task)
-        pred = metrics.default_predictions(preds.test_probs, task)
-        sub = build_submission(comp, pred, preds.test_probs, "label",
-                               params.competition.label_delimiter)
-        held = score_local(sub, comp, metric, params.competition.label_delimiter)
         rows.append({"run": folder.name, "model": npz.stem, "oof_rows": len(preds.val_ids),
-                     "oof": oof, "public": held.get("local_public"),
-                     "private": held.get("local_private")})
+                     "oof": oof, **held_out(comp, params, preds.test_probs)})
+        rows += seed_rows(run, comp, npz.stem)
     return pd.DataFrame(rows)
+
+
+def held_out(comp: Competition, params: Params, test_probs: np.ndarray) -> dict:
+    """Local public and private scores of `test_probs` under argmax (answer key: report only)."""
+    metric = params.competition.metric
+    pred = metrics.default_predictions(test_probs, comp.task)
+    sub = build_submission(comp, pred, test_probs, "label", params.competition.label_delimiter)
+    held = score_local(sub, comp, metric, params.competition.label_delimiter)
+    return {"public": held.get("local_public"), "private": held.get("local_private")}
+
+
+def seed_rows(run: RunDir, comp: Competition, model: str) -> list[dict]:
+    """One row per seed of a k-fold model trained with `seeds` (none for other models)."""
+    try:
+        seeds = seeds_of(run.params, model)
+    except KitError:  # a refit (`<kind>_full`): not a kind; its seeds are its kind's
+        return []
+    if seeds == [None] or run.params.cv.folds < 2:
+        return []
+    folds = load_or_make_folds(run, comp)
+    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
+    out = []
+    for seed in seeds:
+        fits = [load_fold(run, model, dataclasses.replace(f, seed=seed)) for f in folds]
+        preds = assemble(model, comp, fits)
+        y = comp.y[[row_of[v] for v in preds.val_ids.tolist()]]
+        out.append({"run": run.path.name, "model": f"{model} s{seed}",
+                    "oof_rows": len(preds.val_ids),
+                    "oof": metrics.score(run.params.competition.metric, y, preds.val_probs, None,
+                                         comp.task),
+                    **held_out(comp, run.params, preds.test_probs)})
+    return out
 
 
 def submitted(folders: list[Path]) -> pd.DataFrame:

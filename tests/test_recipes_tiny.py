@@ -243,8 +243,10 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
         row["family"] = f"{family.config.__name__} ({family.model_type})"
         profile = detect_hardware()
         expected_optim, optim_notice = resolve_optimizer(cfg.optimizer, profile)
-        first_fit = "r0_f0/" if shipped.cv.folds > 1 else ""  # k-fold: each fold's own folder
-        args = torch.load(run.models / kind / f"{first_fit}checkpoints" / "checkpoint-2"
+        first_fit = run.models / kind / ("r0_f0" if shipped.cv.folds > 1 else "")  # k-fold
+        if cfg.seeds:  # each seed's fit in its own folder (kit.models.kinds.base.model_dir)
+            first_fit = first_fit / f"s{cfg.seeds[0]}"
+        args = torch.load(first_fit / "checkpoints" / "checkpoint-2"
                           / "training_args.bin", weights_only=False)  # what Trainer really ran
         assert args.optim == expected_optim
         assert args.activation_checkpointing == cfg.gradient_checkpointing
