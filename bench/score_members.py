@@ -8,6 +8,11 @@ submission itself (its fitted decision rule) from outputs/submissions.csv. The a
 read for reporting only: nothing here feeds back into a run (never tune on it).
 
     .venv/bin/python bench/score_members.py [outputs/demo-cv outputs/demo-win ...]
+    .venv/bin/python bench/score_members.py outputs/demo-win --versus ensemble transformer
+
+`--versus A B` (one run, a single-label task) adds a paired bootstrap of A's score minus B's on
+each held-out split (2,000 resamples of its rows): the difference and its 95 % interval, so a
+gain of a few rows is not read as a win.
 
 A refit (`<kind>_full`) has no OOF rows of its own: its OOF column is blank. A model trained with
 `seeds` adds one row per seed (`transformer s43`): that seed's own folds, OOF and test fold mean,
@@ -110,9 +115,47 @@ def submitted(folders: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def versus(folder: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Paired bootstrap of model `a`'s argmax score minus `b`'s on each held-out split."""
+    params = load_params(folder / "params.yaml")
+    run = RunDir(folder, params, ROOT)
+    comp = load_competition(params, ROOT)
+    if comp.answer_key is None or comp.task == "multilabel":
+        raise SystemExit(f"--versus needs a single-label task with an answer key ({folder}).")
+    idc, col = comp.id_column, comp.label_column
+    key = comp.answer_key[[idc, col, "Usage"]].astype({col: str})
+    index = {label: k for k, label in enumerate(comp.labels)}
+    preds = {}
+    for name in (a, b):
+        test = run.load_predictions(name)
+        frame = pd.DataFrame({idc: test.test_ids, "pred": test.test_probs.argmax(axis=1)})
+        preds[name] = key.merge(frame.astype({idc: key[idc].dtype}), on=idc)["pred"].to_numpy()
+    y = key[col].map(lambda v: index.get(v, -1)).to_numpy()
+    metric = params.competition.metric
+    rng = np.random.default_rng(seed)
+    width = len(comp.labels)
+
+    def score(rows: np.ndarray, pred: np.ndarray) -> float:
+        return metrics.score(metric, y[rows], np.eye(width)[pred[rows]], pred[rows], comp.task)
+
+    out = []
+    for usage in ("Public", "Private"):
+        rows = np.flatnonzero(key["Usage"].to_numpy() == usage)
+        diff = score(rows, preds[a]) - score(rows, preds[b])
+        boot = [score(r, preds[a]) - score(r, preds[b])
+                for r in (rng.choice(rows, len(rows)) for _ in range(resamples))]
+        low, high = np.percentile(boot, [2.5, 97.5])
+        out.append({"split": usage.lower(), "rows": len(rows), f"{a} - {b}": diff,
+                    "95% low": low, "95% high": high,
+                    "differing rows": int((preds[a][rows] != preds[b][rows]).sum())})
+    return pd.DataFrame(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", default=["outputs/demo-win"], type=Path)
+    parser.add_argument("--versus", nargs=2, metavar=("A", "B"),
+                        help="paired bootstrap of model A minus model B on each held-out split")
     args = parser.parse_args()
     folders = [p if p.is_absolute() else ROOT / p for p in args.runs]
     table = pd.concat([member_scores(f) for f in folders], ignore_index=True)
@@ -123,6 +166,10 @@ def main() -> None:
     if len(subs):
         print("\nSubmitted (the run's chosen model under its fitted decision rule):")
         print(subs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.versus:
+        a, b = args.versus
+        print(f"\n{a} minus {b} under argmax, paired bootstrap ({folders[0].name}):")
+        print(versus(folders[0], a, b).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":
