@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from kit.config.compete import EnsembleParams
 from kit.errors import KitError
 
 COMMANDS = ("train", "folds", "ensemble", "search", "leaderboard")
@@ -23,7 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ens.add_argument("params", help="the params file the runs were trained with")
     ens.add_argument("--name", required=True, help="the new run's name")
     ens.add_argument("--runs", nargs="+", required=True, help="run folder names under outputs/")
-    ens.add_argument("--method", choices=["hill_climb", "nelder_mead", "powell"])
+    ens.add_argument("--method", choices=get_args(get_type_hints(EnsembleParams)["method"]),
+                     help="ensemble.method (default: the params file's)")
     ens.add_argument("--rank", action="store_true", help="blend ranks (rank averaging)")
     search = sub.add_parser("search", help="run or resume the params file's `search`")
     search.add_argument("params")
@@ -142,8 +144,11 @@ def _ensemble(args: argparse.Namespace) -> int:
     from kit.steps.submit import make_submission
     from kit.steps.train import train_models
 
+    # It trains nothing: the training-only sections (a student's teacher, pseudo-labels) go back
+    # to their defaults, which the schema would otherwise refuse beside `models: []`.
     overrides: dict[str, Any] = {"models": [], "ensemble.enabled": True,
-                                 "ensemble.runs": list(args.runs), "submit.model": "ensemble"}
+                                 "ensemble.runs": list(args.runs), "submit.model": "ensemble",
+                                 "distill": None, "pseudo": None}
     if args.method:
         overrides["ensemble.method"] = args.method
     if args.rank:

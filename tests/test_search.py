@@ -122,6 +122,15 @@ def test_ensemble_command_blends_runs_decides_and_submits(project: Path, capsys)
     info = read_ensemble(run)
     assert set(info["weights"]) == {"e-a/tfidf", "e-b/tfidf"} and info["rank"] is True
     assert (run / "FINISHED").exists() and (run / "submission.csv").exists()
+    # A recipe file with a student and pseudo-labels (as params/demo-win.yaml) blends its runs
+    # too, and by stacking: the command trains nothing, so those sections do not apply.
+    (project / "params" / "topics-win.yaml").write_text(
+        "extends: topics.yaml\nmodels: [tfidf, student]\ncv: {folds: 3}\n"
+        "distill: {teacher: tfidf}\npseudo: {enabled: true}\n")
+    assert kit_main(["ensemble", "params/topics-win.yaml", "--name", "stacked",
+                     "--runs", "e-a", "e-b", "--method", "stack"]) == 0
+    scores = json.loads((project / "outputs" / "stacked" / "metrics.json").read_text())
+    assert any(key.startswith("stack_") for key in scores["models"]["ensemble"]), scores
 
 
 def test_folds_command_prints_rows_per_class(project: Path, capsys):
