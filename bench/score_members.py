@@ -22,7 +22,6 @@ so what averaging the seeds gained shows on every split.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -40,8 +39,7 @@ from kit.data.competition import Competition, load_competition  # noqa: E402
 from kit.data.folds import load_or_make_folds  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 from kit.evaluation import metrics  # noqa: E402
-from kit.models.oof import assemble, load_fold  # noqa: E402
-from kit.models.seeds import seeds_of  # noqa: E402
+from kit.models.seeds import seed_predictions  # noqa: E402
 from kit.steps.decide import validation_of  # noqa: E402
 from kit.submission.build import build_submission, score_local  # noqa: E402
 from kit.submission.store import read_log  # noqa: E402
@@ -79,24 +77,16 @@ def held_out(comp: Competition, params: Params, test_probs: np.ndarray) -> dict:
 def seed_rows(run: RunDir, comp: Competition, model: str) -> list[dict]:
     """One row per seed of a k-fold model trained with `seeds` (none for other models)."""
     try:
-        seeds = seeds_of(run.params, model)
+        by_seed = seed_predictions(run, comp, model, load_or_make_folds(run, comp))
     except KitError:  # a refit (`<kind>_full`): not a kind; its seeds are its kind's
         return []
-    if seeds == [None] or run.params.cv.folds < 2:
-        return []
-    folds = load_or_make_folds(run, comp)
     row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
-    out = []
-    for seed in seeds:
-        fits = [load_fold(run, model, dataclasses.replace(f, seed=seed)) for f in folds]
-        preds = assemble(model, comp, fits)
-        y = comp.y[[row_of[v] for v in preds.val_ids.tolist()]]
-        out.append({"run": run.path.name, "model": f"{model} s{seed}",
-                    "oof_rows": len(preds.val_ids),
-                    "oof": metrics.score(run.params.competition.metric, y, preds.val_probs, None,
-                                         comp.task),
-                    **held_out(comp, run.params, preds.test_probs)})
-    return out
+    metric = run.params.competition.metric
+    return [{"run": run.path.name, "model": f"{model} s{seed}", "oof_rows": len(preds.val_ids),
+             "oof": metrics.score(metric, comp.y[[row_of[v] for v in preds.val_ids.tolist()]],
+                                  preds.val_probs, None, comp.task),
+             **held_out(comp, run.params, preds.test_probs)}
+            for seed, preds in by_seed.items()]
 
 
 def submitted(folders: list[Path]) -> pd.DataFrame:

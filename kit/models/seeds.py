@@ -23,7 +23,7 @@ import numpy as np
 from kit.config.params import Params
 from kit.core.progress import show_progress
 from kit.core.run_state import FoldScore
-from kit.core.rundir import RunDir
+from kit.core.rundir import Predictions, RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
 from kit.errors import KitError
@@ -31,7 +31,7 @@ from kit.evaluation import metrics
 from kit.models.kinds import FitOutput, get_kind
 from kit.models.oof import FoldPredictions, assemble, fold_file, load_fold, save_fold
 
-__all__ = ["fit_seeds", "seed_scores", "seeds_of"]
+__all__ = ["fit_seeds", "seed_predictions", "seed_scores", "seeds_of"]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,14 @@ def fit_seeds(run: RunDir, comp: Competition, kind: str, fold: Fold,
     return np.mean(vals, axis=0), np.mean(tests, axis=0), extra
 
 
-def seed_scores(run: RunDir, comp: Competition, kind: str, folds: list[Fold]) -> dict:
-    """Each seed's own score over all `folds` (its OOF, or the hold-out validation), from the
-    saved fits: `{"seed_scores": {"42": 0.91, ...}}`; {} for a model without seeds."""
+def seed_predictions(run: RunDir, comp: Competition, kind: str,
+                     folds: list[Fold]) -> dict[int, Predictions]:
+    """Each seed's own model over all `folds`, from the saved fits: its OOF (or validation)
+    probabilities and its fold-mean test probabilities; {} for a model without seeds."""
     seeds = seeds_of(run.params, kind)
     if seeds == [None]:
         return {}
-    metric = run.params.competition.metric
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
-    scores = {}
+    out = {}
     for seed in seeds:
         fits: list[FoldPredictions] = []
         for fold in folds:
@@ -98,7 +97,20 @@ def seed_scores(run: RunDir, comp: Competition, kind: str, folds: list[Fold]) ->
                                f"{fold.tag} of {kind} finished: the run folder lost a file. "
                                "Start a new run (another run name).")
             fits.append(done)
-        preds = assemble(kind, comp, fits)
+        out[seed] = assemble(kind, comp, fits)
+    return out
+
+
+def seed_scores(run: RunDir, comp: Competition, kind: str, folds: list[Fold]) -> dict:
+    """Each seed's own score over all `folds` (its OOF, or the hold-out validation), from the
+    saved fits: `{"seed_scores": {"42": 0.91, ...}}`; {} for a model without seeds."""
+    by_seed = seed_predictions(run, comp, kind, folds)
+    if not by_seed:
+        return {}
+    metric = run.params.competition.metric
+    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
+    scores = {}
+    for seed, preds in by_seed.items():
         rows = np.array([row_of[v] for v in preds.val_ids.tolist()], dtype=int)
         scores[str(seed)] = metrics.score(metric, comp.y[rows], preds.val_probs, None, comp.task)
     return {"seed_scores": scores}
