@@ -31,6 +31,7 @@ from kit.errors import KitError
 from kit.models.export import EXPORT_INFO, load_exported
 from kit.models.hardware import detect_hardware
 from kit.models.hf.data import predict_probs
+from kit.models.kinds.base import fit_dirs
 from kit.models.llm.lora import resolve_optimizer
 from kit.steps.decide import RULE_FILE, fit_decision_rule
 from kit.steps.submit import make_submission
@@ -275,9 +276,8 @@ def test_shipped_recipe_runs_end_to_end_on_a_tiny_model(
 def _assert_export_predicts_the_saved_probabilities(run: RunDir, comp: Competition,
                                                     kind: str) -> None:
     """The export folder, loaded as a Kaggle notebook would, gives the run's test probabilities
-    (k-fold: the mean of the folds' exports)."""
-    folds = sorted((run.models / kind).glob("r*_f*/model"))
-    exports = folds or [Path(run.read_metrics()["models"][kind]["model_dir"])]
+    (k-fold, seeds: the mean of every fit's export)."""
+    exports = [d / "model" for d in fit_dirs(run.models / kind, merged=False)]  # fold, seed
     texts = transformer_texts(run, comp, kind)
     fold_probs = []
     for model_dir in exports:
@@ -289,7 +289,8 @@ def _assert_export_predicts_the_saved_probabilities(run: RunDir, comp: Competiti
             assert max(len(ids) for ids in tokenizer(texts)["input_ids"]) > info["max_length"]
         fold_probs.append(predict_probs(model, tokenizer, texts, 16, info["max_length"],
                                         comp.task, progress=False))
-    assert len(exports) == run.params.cv.folds * run.params.cv.repeats
+    seeds = settings(run.params, kind).seeds or [None]
+    assert len(exports) == run.params.cv.folds * run.params.cv.repeats * len(seeds)
     saved = run.load_predictions(kind).test_probs
     np.testing.assert_allclose(np.mean(fold_probs, axis=0), saved, atol=1e-5, rtol=0)
 
