@@ -37,8 +37,8 @@ from kit.config.params import Params  # noqa: E402
 from kit.core.rundir import RunDir  # noqa: E402
 from kit.data.competition import Competition, load_competition  # noqa: E402
 from kit.data.folds import load_or_make_folds  # noqa: E402
-from kit.errors import KitError  # noqa: E402
 from kit.evaluation import metrics  # noqa: E402
+from kit.models.kinds import KINDS  # noqa: E402
 from kit.models.seeds import seed_predictions  # noqa: E402
 from kit.steps.decide import validation_of  # noqa: E402
 from kit.submission.build import build_submission, score_local  # noqa: E402
@@ -76,10 +76,9 @@ def held_out(comp: Competition, params: Params, test_probs: np.ndarray) -> dict:
 
 def seed_rows(run: RunDir, comp: Competition, model: str) -> list[dict]:
     """One row per seed of a k-fold model trained with `seeds` (none for other models)."""
-    try:
-        by_seed = seed_predictions(run, comp, model, load_or_make_folds(run, comp))
-    except KitError:  # a refit (`<kind>_full`): not a kind; its seeds are its kind's
+    if model not in KINDS:  # a blend or a refit (`<kind>_full`): no fold fits of its own
         return []
+    by_seed = seed_predictions(run, comp, model, load_or_make_folds(run, comp))
     row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
     metric = run.params.competition.metric
     return [{"run": run.path.name, "model": f"{model} s{seed}", "oof_rows": len(preds.val_ids),
