@@ -79,10 +79,9 @@ def seed_rows(run: RunDir, comp: Competition, model: str) -> list[dict]:
     if model not in KINDS:  # a blend or a refit (`<kind>_full`): no fold fits of its own
         return []
     by_seed = seed_predictions(run, comp, model, load_or_make_folds(run, comp))
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
     metric = run.params.competition.metric
     return [{"run": run.path.name, "model": f"{model} s{seed}", "oof_rows": len(preds.val_ids),
-             "oof": metrics.score(metric, comp.y[[row_of[v] for v in preds.val_ids.tolist()]],
+             "oof": metrics.score(metric, comp.y[comp.train_rows(preds.val_ids)],
                                   preds.val_probs, None, comp.task),
              **held_out(comp, run.params, preds.test_probs)}
             for seed, preds in by_seed.items()]

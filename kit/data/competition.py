@@ -73,6 +73,12 @@ class Competition:
     def test_ids(self) -> np.ndarray:
         return self.test[self.id_column].to_numpy()
 
+    def train_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The positions in train of the training ids `ids` (a model's validation/OOF rows), to
+        index `y` with; a KeyError names an id train does not have."""
+        row_of = {v: i for i, v in enumerate(self.train_ids.tolist())}
+        return np.array([row_of[v] for v in ids.tolist()], dtype=int)
+
 
 def locate_data(comp: CompetitionParams, root: Path) -> Path:
     """Find (or build, or download) the competition folder; see the module docstring."""

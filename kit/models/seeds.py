@@ -108,9 +108,7 @@ def seed_scores(run: RunDir, comp: Competition, kind: str, folds: list[Fold]) ->
     if not by_seed:
         return {}
     metric = run.params.competition.metric
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
-    scores = {}
-    for seed, preds in by_seed.items():
-        rows = np.array([row_of[v] for v in preds.val_ids.tolist()], dtype=int)
-        scores[str(seed)] = metrics.score(metric, comp.y[rows], preds.val_probs, None, comp.task)
+    scores = {str(seed): metrics.score(metric, comp.y[comp.train_rows(preds.val_ids)],
+                                       preds.val_probs, None, comp.task)
+              for seed, preds in by_seed.items()}
     return {"seed_scores": scores}

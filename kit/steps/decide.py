@@ -92,9 +92,8 @@ class Validation:
 
 def validation_of(run: RunDir, comp: Competition, model: str) -> Validation:
     preds = run.load_predictions(model)
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
     try:
-        rows = np.array([row_of[v] for v in preds.val_ids.tolist()])
+        rows = comp.train_rows(preds.val_ids)
     except KeyError as err:
         raise KitError(
             f"Validation id {err.args[0]!r} of model {model!r} is not in train.csv: the "

@@ -52,8 +52,7 @@ def train_refits(run: RunDir, comp: Competition, fit: Callable[[str, Fold], FitO
         oof = run.load_predictions(kind)
         run.save_predictions(Predictions(name, oof.val_ids, oof.val_probs, comp.test_ids,
                                          test_probs))
-        row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
-        y = comp.y[[row_of[v] for v in oof.val_ids.tolist()]]
+        y = comp.y[comp.train_rows(oof.val_ids)]
         rep = metrics.report(y, oof.val_probs, None, comp.task, metric)
         seconds = round(time.time() - start, 1)
         run.update_state(models={name: ModelReport(scores=dict(rep), train_seconds=seconds,

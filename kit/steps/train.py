@@ -74,7 +74,7 @@ def train_models(run: RunDir, comp: Competition, callbacks: list | None = None,
             extra.update(getattr(get_kind(kind), "after_folds", _no_step)(run, comp,
                                                                          preds.test_probs))
         run.save_predictions(preds)
-        rep = metrics.report(comp.y[_rows(comp, preds.val_ids)], preds.val_probs, None,
+        rep = metrics.report(comp.y[comp.train_rows(preds.val_ids)], preds.val_probs, None,
                              comp.task, metric)
         spread = _fold_summary(run, kind, folds)
         seconds = round(time.time() - start, 1)
@@ -131,11 +131,6 @@ def _fit_fold(run: RunDir, comp: Competition, kind: str, fold: Fold, n_fits: int
 
 def _nth(run: RunDir, fold: Fold) -> int:
     return fold.repeat * run.params.cv.folds + fold.fold + 1
-
-
-def _rows(comp: Competition, ids: np.ndarray) -> np.ndarray:
-    row_of = {v: i for i, v in enumerate(comp.train_ids.tolist())}
-    return np.array([row_of[v] for v in ids.tolist()], dtype=int)
 
 
 def _fold_summary(run: RunDir, kind: str, folds: list[Fold]) -> dict:
