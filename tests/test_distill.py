@@ -116,6 +116,9 @@ def test_the_params_refuse_a_student_without_a_usable_teacher():
         params_from_dict({"models": ["tfidf"], "pseudo": {"enabled": True}})
     with pytest.raises(KitError, match="multilabel"):
         check(pseudo={"enabled": True}, competition={"task": "multilabel", "metric": "f1_micro"})
+    with pytest.raises(KitError, match=r"`pseudo.validation: true`.*Set pseudo.enabled: true"):
+        check(pseudo={"validation": True})
+    assert check(pseudo={"enabled": True, "test": False, "validation": True}).pseudo.validation
     merged = check(distill={"teacher": "tfidf", "transformer": {"lr": 1e-4, "lora": {"r": 4}}})
     from kit.config.distill import student_transformer
 
@@ -216,7 +219,7 @@ def test_what_a_student_fold_learns_from_depends_on_its_val_labels_only_with_tar
     folds, same texts) and train the teacher and student again. With `fold` the student of
     r0_f0 gets the very same soft targets and pseudo rows; with `oof` they change (the teacher
     fits of the other folds trained on those labels), so its OOF score on r0_f0 is optimistic."""
-    pseudo = {"enabled": True, "min_confidence": 0.4}
+    pseudo = {"enabled": True, "min_confidence": 0.4, "validation": True}  # r0_f0's own rows too
     first, comp = _student_run(project, f"{targets}-a", distill={
         "teacher": "tfidf", "targets": targets}, pseudo=pseudo)
     train_models(first, comp)
@@ -324,6 +327,34 @@ def test_pseudo_rows_join_every_folds_training_rows_above_the_threshold_only(
             zip(comp.labels, expected.tolist(), strict=True))
         assert f"student {fold.tag}: {len(sure)} of {len(texts)} unlabelled rows joined" in out
     assert split, "the threshold splits the candidates of some fold"
+
+
+def test_pseudo_validation_adds_each_folds_val_rows_unlabelled_as_the_held_out_fit_sees_them(
+        project: Path, fake_training: list[dict]):
+    """`pseudo.validation`: after the test rows, each fold's own validation rows that its teacher
+    fit (which held them out) is sure of join its training rows with that fit's probabilities and
+    argmax as label, never their gold label; they stay the fold's validation rows, scored with
+    their labels. (That no validation label reaches them: the relabelling test above.)"""
+    threshold = 0.93
+    run, comp = _student_run(project, "ownval", pseudo={
+        "enabled": True, "min_confidence": threshold, "validation": True})
+    train_models(run, comp)
+    student = run.state().models["student"].details
+    split = 0
+    for fold, call in zip(load_or_make_folds(run, comp), fake_training, strict=True):
+        with np.load(run.predictions / "folds" / "tfidf" / f"{fold.tag}.npz") as fit:
+            held_out, fold_test = fit["val_probs"], fit["test_probs"]
+        n = len(fold.train_rows) + int((fold_test.max(axis=1) >= threshold).sum())
+        sure = np.flatnonzero(held_out.max(axis=1) >= threshold)
+        split += 0 < len(sure) < len(fold.val_rows)
+        assert call["train_texts"][n:] == [comp.train_texts[fold.val_rows[i]] for i in sure]
+        np.testing.assert_array_equal(call["distill"].probs[n:], held_out[sure])
+        np.testing.assert_array_equal(call["train_labels"][n:], held_out[sure].argmax(axis=1))
+        assert call["val_texts"] == [comp.train_texts[i] for i in fold.val_rows]
+        np.testing.assert_array_equal(call["val_labels"], comp.y[fold.val_rows])
+        assert student["pseudo_val_rows"][fold.tag] == len(sure)
+        assert student["pseudo_val_candidates"][fold.tag] == len(fold.val_rows)
+    assert split, "the threshold splits the validation rows of some fold"
 
 
 def test_no_pseudo_row_joins_at_threshold_one_and_hard_labels_are_one_hot(
@@ -479,15 +510,15 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
         project: Path, tiny_model: Path):
     """cv_worker.py stops the student at step 5 of fold r0_f1 (checkpoint at step 4) and the
     test kills it there: the rerun trains neither the teacher nor the student's first fold
-    again, resumes from step 4 with the same soft targets and pseudo rows, and ends bitwise
-    equal to a run never killed."""
+    again, resumes from step 4 with the same soft targets and pseudo rows (its validation rows
+    among them), and ends bitwise equal to a run never killed."""
     from helpers.kill import kill_rerun_whole
 
     write_params(project / "params" / "studentkill.yaml", {
         "extends": "topics.yaml", "name": "studentkill", "models": ["tfidf", "student"],
         "cv": {"folds": 2}, "tracking": {"enabled": False}, "tfidf": {"char_ngrams": False},
         "distill": {"teacher": "tfidf", "alpha": 0.7, "temperature": 2.0},
-        "pseudo": {"enabled": True, "min_confidence": 0.5},
+        "pseudo": {"enabled": True, "min_confidence": 0.5, "validation": True},
         "transformer": {"model": str(tiny_model), "max_length": 32, "epochs": 2.0,
                         "batch_size": 8, "eval_steps": 4, "save_steps": 4, "lr": 2e-2,
                         "save_total_limit": 1}})
@@ -499,6 +530,7 @@ def test_a_student_run_killed_in_its_second_fold_resumes_there_and_ends_equal(
                     "whole student r0_f0", "whole student r0_f1"]
     student = RunState.read(project / "outputs" / "killed").models["student"].details
     assert student["resumed_from_step"] == 4 and min(student["pseudo_rows"].values()) > 0
+    assert min(student["pseudo_val_rows"].values()) > 0  # the fold's own rows, unlabelled
     a = np.load(project / "outputs" / "killed" / "predictions" / "student.npz", allow_pickle=True)
     b = np.load(project / "outputs" / "whole" / "predictions" / "student.npz", allow_pickle=True)
     np.testing.assert_array_equal(a["val_probs"], b["val_probs"])

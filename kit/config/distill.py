@@ -69,6 +69,10 @@ class PseudoParams(Section):
     files: list[str] = field(default_factory=list, metadata={
         "help": "Unlabelled tables with the text columns (from the data folder); the teacher "
                 "predicts them."})
+    validation: bool = field(default=False, metadata={
+        "help": "Also each fold's own validation rows, unlabelled, with the probabilities of "
+                "the teacher fit that held them out: the OOF then measures what pseudo-labels "
+                "give the test rows."})
 
 
 def student_transformer(params: Params) -> TransformerParams:
@@ -132,9 +136,14 @@ def check_distill(params: Params) -> None:
     if pseudo.enabled and params.competition.task == "multilabel":
         raise KitError("`pseudo.enabled` picks rows by the teacher's highest class probability, "
                        "which a multilabel task does not have. Set pseudo.enabled: false.")
-    if pseudo.enabled and not (pseudo.test or pseudo.files):
-        raise KitError("`pseudo.enabled` with `pseudo.test: false` and no `pseudo.files`: there "
-                       "are no rows to pseudo-label. Set pseudo.test: true or list files.")
+    if pseudo.enabled and not (pseudo.test or pseudo.files or pseudo.validation):
+        raise KitError("`pseudo.enabled` with `pseudo.test: false`, `pseudo.validation: false` "
+                       "and no `pseudo.files`: there are no rows to pseudo-label. Set "
+                       "pseudo.test: true or list files.")
+    if pseudo.validation and not pseudo.enabled:
+        raise KitError("`pseudo.validation: true` adds pseudo-labelled rows, but "
+                       "`pseudo.enabled` is false. Set pseudo.enabled: true, or remove "
+                       "pseudo.validation.")
     cfg = student_transformer(params)
     check_template(cfg.prompt_template, params.competition.text_columns,
                    "distill.transformer.prompt_template")

@@ -8,12 +8,14 @@ MiniLM folds as teacher): the student was 0.0141 above its teacher on OOF macro-
 below it on local public and 0.0058 on local private; a blend chosen on that OOF lost on private.
 
 Fold by fold (how issue 19 describes LMSYS 2024's 1st place distilling its teachers): student
-fold k learns from teacher fit k alone, which never saw fold k: its
-probabilities of fold k's training rows (the rows it trained on; predicted once, cached in the
-run folder so a resumed fold gets the same targets) and its own test probabilities for the
-pseudo-labels. Nothing the student of fold k sees then depends on fold k's labels, and its OOF
-score is as honest as any model's. The price: one teacher prediction pass over each fold's
-training rows, and in-sample soft targets (surer than OOF ones).
+fold k learns from teacher fit k alone, which never saw fold k: its probabilities of fold k's
+training rows (the rows it trained on; predicted once, cached in the run folder so a resumed fold
+gets the same targets) and its own test probabilities for the pseudo-labels (with
+`pseudo.validation`, also its probabilities of fold k's validation rows, which it held out: the
+student sees those rows unlabelled, as it sees the test rows). Nothing the student of fold k sees
+then depends on fold k's labels, and its OOF score is as honest as any model's. The price: one
+teacher prediction pass over each fold's training rows, and in-sample soft targets (surer than
+OOF ones).
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ from kit.data.folds import Fold
 from kit.errors import KitError
 from kit.models.distill.teacher import Teacher
 from kit.models.kinds.base import LoadMember
-from kit.models.oof import fold_path, read_fold
+from kit.models.oof import FoldPredictions, fold_path, read_fold
 
-__all__ = ["fold_teacher_probs", "fold_test_probs"]
+__all__ = ["fold_teacher_probs", "teacher_fold"]
 
 log = logging.getLogger(__name__)
 
 
-def fold_test_probs(teacher: Teacher, fold: Fold) -> np.ndarray:
-    """The test probabilities of the teacher's fit of `fold` (its seeds' mean), as saved when it
-    trained (kit.models.oof)."""
+def teacher_fold(teacher: Teacher, fold: Fold) -> FoldPredictions:
+    """The teacher's fit of `fold` (its seeds' mean) as saved when it trained (kit.models.oof):
+    its probabilities of the fold's validation rows, which it held out, and of the test rows."""
     path = fold_path(teacher.folder, teacher.model, fold.tag)
     done = read_fold(path, fold)
     if done is None:
@@ -47,7 +49,7 @@ def fold_test_probs(teacher: Teacher, fold: Fold) -> np.ndarray:
             "`distill.targets: fold` needs a teacher trained on the student's k folds (a model "
             "listed in `models` of a k-fold run; not a blend or a full-data refit). Name such a "
             "model (`outputs/<run>:<model>`), or set distill.targets: oof.")
-    return done.test_probs
+    return done
 
 
 def fold_teacher_probs(run: RunDir, comp: Competition, teacher: Teacher, fold: Fold,

@@ -7,7 +7,14 @@ the training rows and for the pseudo-labelled test rows; `oof`, the teacher's ou
 probability of each training row (kit.models.distill.teacher) and its fold-mean test
 probabilities: softer targets, but made by teacher fits that trained on this fold's validation
 rows, so the student's OOF score is optimistic. Either way the validation rows are the fold's own
-and get no soft target or pseudo row.
+and scored with their labels.
+
+`pseudo.validation` adds them once more, unlabelled, as pseudo rows: the fold's validation rows
+the teacher is sure of, with the probabilities of the teacher fit that held them out (`fold`; with
+`oof`, their OOF rows). The test rows join every fold's training this way, so without it the
+student's OOF score misses what pseudo-labelling gives its test predictions (on the TREC demo its
+OOF was the lowest of its blend's members, its held-out scores the highest), and a blend fitted on
+that OOF weighs it too low. No label of a validation row reaches the student of its fold.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from kit.config.params import TransformerParams
+from kit.config.params import PseudoParams, TransformerParams
 from kit.core.progress import show_progress
 from kit.core.rundir import RunDir
 from kit.data.competition import Competition
 from kit.data.folds import Fold
-from kit.models.distill.fold_teacher import fold_teacher_probs, fold_test_probs
-from kit.models.distill.pseudo import pseudo_rows
+from kit.models.distill.fold_teacher import fold_teacher_probs, teacher_fold
+from kit.models.distill.pseudo import PseudoRows, pseudo_rows, select_confident
 from kit.models.distill.targets import DistillTargets
 from kit.models.distill.teacher import load_teacher
 from kit.models.kinds.base import LoadMember
@@ -52,9 +59,11 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     labels = comp.y[rows]
     if by_fold:
         soft = fold_teacher_probs(run, comp, teacher, fold, load_member)
-        teacher_test = fold_test_probs(teacher, fold)
+        fit = teacher_fold(teacher, fold)
+        teacher_val, teacher_test = fit.val_probs, fit.test_probs
     else:
         soft, teacher_test = teacher.oof[rows], teacher.test
+        teacher_val = teacher.oof[fold.val_rows]
     metric = params.competition.metric
     scored = fold.val_rows if fold.is_holdout else np.arange(len(comp.y))  # the student's too
     extra: dict[str, Any] = {"teacher": teacher.name, "distill_targets": params.distill.targets,
@@ -62,16 +71,31 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     if params.pseudo.enabled:
         pseudo = pseudo_rows(run, comp, teacher, test_texts, teacher_test, cfg.prompt_template,
                              load_member, fold.tag if by_fold else None)
-        train_texts += pseudo.texts
-        labels = np.concatenate([labels, pseudo.labels])
-        soft = np.concatenate([soft, pseudo.targets])
+        own = _own_rows(params.pseudo, fold, [texts[i] for i in fold.val_rows], teacher_val,
+                        comp.labels)
+        train_texts += pseudo.texts + own.texts
+        labels = np.concatenate([labels, pseudo.labels, own.labels])
+        soft = np.concatenate([soft, pseudo.targets, own.targets])
         facts = {"pseudo_rows": len(pseudo.texts), "pseudo_candidates": pseudo.candidates,
                  "pseudo_per_class": pseudo.per_class}
+        if params.pseudo.validation:
+            facts.update(pseudo_val_rows=len(own.texts), pseudo_val_candidates=own.candidates)
         # each fold's own, by tag (its teacher fit picks them with `targets: fold`)
         extra.update(facts if fold.is_holdout else {k: {fold.tag: v} for k, v in facts.items()})
         counts = ", ".join(f"{name} {n}" for name, n in pseudo.per_class.items())
+        own_note = (f"; {len(own.texts)} of its {own.candidates} validation rows, unlabelled"
+                    if params.pseudo.validation else "")
         show_progress(log, f"student {fold.tag}: {len(pseudo.texts)} of {pseudo.candidates} "
                            f"unlabelled rows joined its training rows (teacher {teacher.name} "
-                           f">= {params.pseudo.min_confidence:g}): {counts}")
+                           f">= {params.pseudo.min_confidence:g}): {counts}{own_note}")
     distill = DistillTargets(soft, params.distill.alpha, params.distill.temperature)
     return TrainingRows(train_texts, labels, distill, extra)
+
+
+def _own_rows(cfg: PseudoParams, fold: Fold, val_texts: list[str], teacher_val: np.ndarray,
+              labels: list[str]) -> PseudoRows:
+    """`pseudo.validation`: the fold's validation rows the teacher is sure of, as pseudo rows
+    (none without it, or for the full-data refit, which has no validation rows)."""
+    if not cfg.validation or fold.is_refit:
+        val_texts, teacher_val = [], np.zeros((0, len(labels)))
+    return select_confident(val_texts, teacher_val, cfg.min_confidence, cfg.soft, labels)
