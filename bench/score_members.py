@@ -10,9 +10,10 @@ read for reporting only: nothing here feeds back into a run (never tune on it).
     .venv/bin/python bench/score_members.py [outputs/demo-cv outputs/demo-win ...]
     .venv/bin/python bench/score_members.py outputs/demo-win --versus ensemble transformer
 
-`--versus A B` (one run, a single-label task) adds a paired bootstrap of A's score minus B's on
-each held-out split (2,000 resamples of its rows): the difference and its 95 % interval, so a
-gain of a few rows is not read as a win.
+`--versus A B` (a single-label task) adds a paired bootstrap of A's score minus B's on each
+held-out split (2,000 resamples of its rows): the difference and its 95 % interval, so a gain of
+a few rows is not read as a win. A and B are models of the first run given, or `<run>:<model>`
+of another run of the same competition (`outputs/demo-win-3seed:student`: two recipes' models).
 
 A refit (`<kind>_full`) has no OOF rows of its own: its OOF column is blank. A model trained with
 `seeds` adds one row per seed (`transformer s43`): that seed's own folds, OOF and test fold mean,
@@ -104,9 +105,9 @@ def submitted(folders: list[Path]) -> pd.DataFrame:
 
 
 def versus(folder: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Paired bootstrap of model `a`'s argmax score minus `b`'s on each held-out split."""
+    """Paired bootstrap of model `a`'s argmax score minus `b`'s on each held-out split; `a`, `b`:
+    models of the run in `folder`, or `<run folder>:<model>`."""
     params = load_params(folder / "params.yaml")
-    run = RunDir(folder, params, ROOT)
     comp = load_competition(params, ROOT)
     if comp.answer_key is None or comp.task == "multilabel":
         raise SystemExit(f"--versus needs a single-label task with an answer key ({folder}).")
@@ -115,7 +116,10 @@ def versus(folder: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -
     index = {label: k for k, label in enumerate(comp.labels)}
     preds = {}
     for name in (a, b):
-        test = run.load_predictions(name)
+        where, _, model = name.rpartition(":")
+        other = Path(where) if where else folder
+        other = other if other.is_absolute() else ROOT / other
+        test = RunDir(other, load_params(other / "params.yaml"), ROOT).load_predictions(model)
         frame = pd.DataFrame({idc: test.test_ids, "pred": test.test_probs.argmax(axis=1)})
         preds[name] = key.merge(frame.astype({idc: key[idc].dtype}), on=idc)["pred"].to_numpy()
     y = key[col].map(lambda v: index.get(v, -1)).to_numpy()
