@@ -70,9 +70,8 @@ class PseudoParams(Section):
         "help": "Unlabelled tables with the text columns (from the data folder); the teacher "
                 "predicts them."})
     validation: bool = field(default=False, metadata={
-        "help": "Also each fold's own validation rows, unlabelled, with the probabilities of "
-                "the teacher fit that held them out: the OOF then measures what pseudo-labels "
-                "give the test rows."})
+        "help": "Also each fold's validation rows, unlabelled: the OOF shows pseudo-labels' "
+                "effect."})
 
 
 def student_transformer(params: Params) -> TransformerParams:
