@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,13 @@ class Competition:
     def train_rows(self, ids: np.ndarray) -> np.ndarray:
         """The positions in train of the training ids `ids` (a model's validation/OOF rows), to
         index `y` with; a KeyError names an id train does not have."""
-        row_of = {v: i for i, v in enumerate(self.train_ids.tolist())}
-        return np.array([row_of[v] for v in ids.tolist()], dtype=int)
+        return np.array([self._row_of[v] for v in ids.tolist()], dtype=int)
+
+    @cached_property
+    def _row_of(self) -> dict:
+        """Training id -> its position in train: built once (a 1M-row train is read for every
+        model, seed and refit), never stale (nothing assigns `train` after loading)."""
+        return {v: i for i, v in enumerate(self.train_ids.tolist())}
 
 
 def locate_data(comp: CompetitionParams, root: Path) -> Path:
