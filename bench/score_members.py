@@ -46,11 +46,17 @@ from kit.submission.build import build_submission, score_local  # noqa: E402
 from kit.submission.store import read_log  # noqa: E402
 
 
+def finished_run(folder: Path) -> RunDir:
+    """The run in `folder` (relative to the project root), read with the params it saved."""
+    folder = folder if folder.is_absolute() else ROOT / folder
+    return RunDir(folder, load_params(folder / "params.yaml"), ROOT)
+
+
 def member_scores(folder: Path) -> pd.DataFrame:
     """One row per saved model of the run in `folder` (and per seed of a seeded one): OOF, local
     public and private (argmax)."""
-    params = load_params(folder / "params.yaml")
-    run = RunDir(folder, params, ROOT)
+    run = finished_run(folder)
+    params = run.params
     comp = load_competition(params, ROOT)
     metric, task = params.competition.metric, comp.task
     rows = []
@@ -107,7 +113,7 @@ def submitted(folders: list[Path]) -> pd.DataFrame:
 def versus(folder: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Paired bootstrap of model `a`'s argmax score minus `b`'s on each held-out split; `a`, `b`:
     models of the run in `folder`, or `<run folder>:<model>`."""
-    params = load_params(folder / "params.yaml")
+    params = finished_run(folder).params
     comp = load_competition(params, ROOT)
     if comp.answer_key is None or comp.task == "multilabel":
         raise SystemExit(f"--versus needs a single-label task with an answer key ({folder}).")
@@ -117,9 +123,7 @@ def versus(folder: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -
     preds = {}
     for name in (a, b):
         where, _, model = name.rpartition(":")
-        other = Path(where) if where else folder
-        other = other if other.is_absolute() else ROOT / other
-        test = RunDir(other, load_params(other / "params.yaml"), ROOT).load_predictions(model)
+        test = finished_run(Path(where) if where else folder).load_predictions(model)
         frame = pd.DataFrame({idc: test.test_ids, "pred": test.test_probs.argmax(axis=1)})
         preds[name] = key.merge(frame.astype({idc: key[idc].dtype}), on=idc)["pred"].to_numpy()
     y = key[col].map(lambda v: index.get(v, -1)).to_numpy()
