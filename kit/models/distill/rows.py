@@ -72,8 +72,7 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     if params.pseudo.enabled:
         pseudo = pseudo_rows(run, comp, teacher, test_texts, teacher_test, cfg.prompt_template,
                              load_member, fold.tag if by_fold else None)
-        own = _own_rows(params.pseudo, fold, [texts[i] for i in fold.val_rows], teacher_val,
-                        comp.labels)
+        own = _own_rows(params.pseudo, fold, texts, teacher_val, comp.labels)
         train_texts += pseudo.texts + own.texts
         labels = np.concatenate([labels, pseudo.labels, own.labels])
         soft = np.concatenate([soft, pseudo.targets, own.targets])
@@ -93,10 +92,13 @@ def student_rows(run: RunDir, comp: Competition, fold: Fold, texts: Any, test_te
     return TrainingRows(train_texts, labels, distill, extra)
 
 
-def _own_rows(cfg: PseudoParams, fold: Fold, val_texts: list[str], teacher_val: np.ndarray,
+def _own_rows(cfg: PseudoParams, fold: Fold, texts: Any, teacher_val: np.ndarray,
               labels: list[str]) -> PseudoRows:
-    """`pseudo.validation`: the fold's validation rows the teacher is sure of, as pseudo rows
-    (none without it, or for the full-data refit, which has no validation rows)."""
+    """`pseudo.validation`: the fold's validation rows (of `texts`, all training rows as the
+    student renders them) the teacher is sure of, as pseudo rows (none without it, or for the
+    full-data refit, which has no validation rows)."""
     if not cfg.validation or fold.is_refit:
-        val_texts, teacher_val = [], np.zeros((0, len(labels)))
-    return select_confident(val_texts, teacher_val, cfg.min_confidence, cfg.soft, labels)
+        return select_confident([], np.zeros((0, len(labels))), cfg.min_confidence, cfg.soft,
+                                labels)
+    return select_confident([texts[i] for i in fold.val_rows], teacher_val, cfg.min_confidence,
+                            cfg.soft, labels)
