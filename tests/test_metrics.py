@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -85,6 +87,22 @@ def test_multiclass_scores_match_sklearn():
     )
     assert score("log_loss", y, probs, task="multiclass") == pytest.approx(skm.log_loss(y, probs))
 
+
+
+def test_log_loss_of_float32_softmax_is_quiet_and_unnormalised_scores_still_warn():
+    """Saved probabilities are a float32 softmax cast to float64: rounding alone must not make
+    scikit-learn warn in every notebook, while scores that are no probabilities still do."""
+    y, probs = _multiclass()
+    logits = np.log(probs).astype(np.float32) * np.float32(1.7)
+    soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    as_saved = soft.astype(np.float32).astype(np.float64)
+    assert np.abs(as_saved.sum(axis=1) - 1).max() > np.sqrt(np.finfo(np.float64).eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = score("log_loss", y, as_saved, task="multiclass")
+    assert got == pytest.approx(skm.log_loss(y, as_saved / as_saved.sum(axis=1, keepdims=True)))
+    with pytest.warns(UserWarning, match="do not sum to one"):
+        score("log_loss", y, probs * 0.9, task="multiclass")
 
 def test_multilabel_uses_subset_accuracy_and_half_threshold():
     y, probs = _multilabel()

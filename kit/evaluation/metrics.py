@@ -61,6 +61,13 @@ def _log_loss(y: np.ndarray, probs: np.ndarray, task: str) -> float:
                 [skm.log_loss(y[:, k], probs[:, k], labels=[0, 1]) for k in range(probs.shape[1])]
             )
         )
+    # A float32 softmax, cast to float64 (every saved fit), sums to 1 within 1e-7, not within
+    # the sqrt(float64 eps) scikit-learn >= 1.5 checks: it warned "y_prob values do not sum to
+    # one" in every 02/03 notebook. Rows off by rounding only are renormalised; anything further
+    # off is left for scikit-learn to warn about (a model that returns no probabilities).
+    total = probs.sum(axis=1, keepdims=True)
+    if np.allclose(total, 1.0, rtol=0, atol=1e-4):
+        probs = probs / total
     return float(skm.log_loss(y, probs, labels=list(range(probs.shape[1]))))
 
 
