@@ -51,11 +51,11 @@ N_ROWS = 64  # training rows of a demo competition; synthetic ones are written w
 SHRUNK = ("model", "max_steps", "eval_steps", "save_steps", "batch_size", "max_length",
           "keep_checkpoints")  # kept to read what Trainer really ran
 # What the tiny runs change; everything else must equal the shipped params. A student's own
-# `distill.transformer` keys among them are shrunk too; k-fold recipes run 2 folds (the k-fold
-# path, at CI's cost).
+# `distill.transformer` keys among them are shrunk too; k-fold recipes run 2 folds and seeded
+# ones their first 2 seeds (the k-fold and seed-averaging paths, at CI's cost).
 CHANGED_KEYS = {"competition.max_rows", "competition.data_dir", "cv.folds",
                 *(f"{section}.{key}" for section in ("transformer", "distill.transformer")
-                  for key in SHRUNK)}
+                  for key in (*SHRUNK, "seeds"))}
 TUNED = ("transformer", "student")  # the kinds that fine-tune a transformer (a student is one)
 
 # A shipped recipe the kit refuses today, with the refusal: the parametrization fails strictly,
@@ -110,6 +110,10 @@ def tiny_overrides(shipped: Params, tmp_path: Path, tiny_model) -> dict:
         overrides["cv.folds"] = 2
     for kind in tuned_kinds(shipped):
         cfg = settings(shipped, kind)
+        if cfg.seeds and len(cfg.seeds) > 2:  # seed averaging over 2 seeds
+            own_seeds = kind == "student" and "seeds" in shipped.distill.transformer
+            overrides["distill.transformer.seeds" if own_seeds else "transformer.seeds"] = \
+                cfg.seeds[:2]
         model_dir = tiny_model(cfg.model)
         assert AutoConfig.from_pretrained(model_dir).model_type == family_of(cfg.model).model_type
         own = kind == "student" and "model" in shipped.distill.transformer
