@@ -88,7 +88,6 @@ def test_multiclass_scores_match_sklearn():
     assert score("log_loss", y, probs, task="multiclass") == pytest.approx(skm.log_loss(y, probs))
 
 
-
 def test_log_loss_of_float32_softmax_is_quiet_and_unnormalised_scores_still_warn():
     """Saved probabilities are a float32 softmax cast to float64: rounding alone must not make
     scikit-learn warn in every notebook, while scores that are no probabilities still do."""
@@ -103,6 +102,7 @@ def test_log_loss_of_float32_softmax_is_quiet_and_unnormalised_scores_still_warn
     assert got == pytest.approx(skm.log_loss(y, as_saved / as_saved.sum(axis=1, keepdims=True)))
     with pytest.warns(UserWarning, match="do not sum to one"):
         score("log_loss", y, probs * 0.9, task="multiclass")
+
 
 def test_multilabel_uses_subset_accuracy_and_half_threshold():
     y, probs = _multilabel()

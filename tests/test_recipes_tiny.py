@@ -74,14 +74,15 @@ def shrunk_steps(shipped: Params) -> dict:
         steps = {"max_steps": 2, "eval_steps": 2,
                  "save_steps": max(1, round(t.save_steps * 2 / t.eval_steps)),
                  "batch_size": min(4, t.batch_size), "max_length": 64}
-        if kind == "transformer":
-            out.update({f"transformer.{k}": v for k, v in steps.items()})
-        else:
-            out.update({f"transformer.{k}": v for k, v in steps.items()
-                        if k not in shipped.distill.transformer})
-            out.update({f"distill.transformer.{k}": v for k, v in steps.items()
-                        if k in shipped.distill.transformer})
+        out.update({key_of(shipped, kind, k): v for k, v in steps.items()})
     return out
+
+
+def key_of(shipped: Params, kind: str, key: str) -> str:
+    """Where `kind`'s transformer setting `key` is overridden: a student's own
+    `distill.transformer.<key>` when its recipe sets one, else `transformer.<key>`."""
+    own = kind == "student" and key in shipped.distill.transformer
+    return f"distill.transformer.{key}" if own else f"transformer.{key}"
 
 
 def tuned_kinds(shipped: Params) -> list[str]:
@@ -111,13 +112,10 @@ def tiny_overrides(shipped: Params, tmp_path: Path, tiny_model) -> dict:
     for kind in tuned_kinds(shipped):
         cfg = settings(shipped, kind)
         if cfg.seeds and len(cfg.seeds) > 2:  # seed averaging over 2 seeds
-            own_seeds = kind == "student" and "seeds" in shipped.distill.transformer
-            overrides["distill.transformer.seeds" if own_seeds else "transformer.seeds"] = \
-                cfg.seeds[:2]
+            overrides[key_of(shipped, kind, "seeds")] = cfg.seeds[:2]
         model_dir = tiny_model(cfg.model)
         assert AutoConfig.from_pretrained(model_dir).model_type == family_of(cfg.model).model_type
-        own = kind == "student" and "model" in shipped.distill.transformer
-        overrides["distill.transformer.model" if own else "transformer.model"] = str(model_dir)
+        overrides[key_of(shipped, kind, "model")] = str(model_dir)
         overrides["transformer.keep_checkpoints"] = True  # training_args.bin is read below
     overrides.update(shrunk_steps(shipped))
     return overrides
