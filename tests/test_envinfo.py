@@ -54,3 +54,33 @@ def test_env_json_records_peak_rss_and_cache_hits_per_step(project: Path):
     again = resources["start"]
     assert again["cache"]["data hit"] == first["cache"].get("data hit", 0) + 2  # train, test
     assert comp.data_info["cache_hit"] is True
+
+
+def test_hardware_asks_torch_only_where_a_gpu_driver_could_give_it_a_device(
+        tmp_path: Path, monkeypatch):
+    """Without a driver's trace torch.cuda sees no device, so the GPU list is empty and torch is
+    not imported for it (every notebook records env.json: ~3 s each on CPU); with torch loaded
+    already, the devices it sees are recorded."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from kit.core import envinfo
+
+    code = ("import sys\nfrom kit.core import envinfo\n"
+            "envinfo.GPU_DRIVER_PATHS = ('/no/such/driver',)\n"
+            "print(envinfo.hardware_summary()['gpus'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "False"]
+
+    monkeypatch.setattr(envinfo, "GPU_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
+    assert envinfo.gpu_driver_present() is False
+    (tmp_path / "nvidiactl").touch()
+    assert envinfo.gpu_driver_present() is True
+    monkeypatch.setattr(envinfo, "GPU_DRIVER_PATHS", ("/no/such/driver",))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (7, 5))
+    assert envinfo.hardware_summary()["gpus"] == [{"name": "Tesla T4", "capability": [7, 5]}] * 2

@@ -50,6 +50,20 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+# What a GPU driver leaves on Linux, without which torch.cuda sees no device: the NVIDIA kernel
+# module's /proc/driver/nvidia and device nodes (also what nvidia-container-toolkit mounts into
+# Docker, as on Kaggle and Colab), WSL2's /dev/dxg, and ROCm's /dev/kfd (torch.cuda on AMD).
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg",
+                    "/dev/kfd")
+
+
+def gpu_driver_present() -> bool:
+    """Whether this machine may have a GPU for torch: a driver's trace on Linux; elsewhere (no
+    such traces to read) always True, so torch is asked."""
+    return not sys.platform.startswith("linux") or any(
+        os.path.exists(p) for p in GPU_DRIVER_PATHS)
+
+
 def hardware_summary() -> dict[str, Any]:
     """CPU, memory and (when torch sees one) GPU of this machine."""
     info: dict[str, Any] = {
@@ -62,6 +76,9 @@ def hardware_summary() -> dict[str, Any]:
         info["memory_gb"] = round(pages * page_size / 1e9, 1)
     except (ValueError, OSError, AttributeError):
         info["memory_gb"] = None
+    if "torch" not in sys.modules and not gpu_driver_present():
+        info["gpus"] = []  # torch could see none; importing it only to ask cost ~3 s a notebook
+        return info
     try:
         import torch
 
