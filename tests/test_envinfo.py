@@ -56,23 +56,32 @@ def test_env_json_records_peak_rss_and_cache_hits_per_step(project: Path):
     assert comp.data_info["cache_hit"] is True
 
 
-def test_hardware_asks_torch_only_where_a_gpu_driver_could_give_it_a_device(
-        tmp_path: Path, monkeypatch):
-    """Without a driver's trace torch.cuda sees no device, so the GPU list is empty and torch is
-    not imported for it (every notebook records env.json: ~3 s each on CPU); with torch loaded
-    already, the devices it sees are recorded."""
+def test_a_notebook_starts_without_torch_or_scikit_learn_where_it_needs_neither(project: Path):
+    """start(), first in every notebook, records env.json and finds the data: on a machine
+    without a GPU driver it imports neither torch (~3 s, only to learn there is no GPU) nor
+    scikit-learn (~1.5 s, only to build a demo). 01_eda of a TF-IDF run then needs neither."""
     import subprocess
     import sys
 
+    code = ("import sys\nfrom kit.core import envinfo\n"
+            "envinfo.GPU_DRIVER_PATHS = ('/no/such/driver',)\n"
+            "from kit.steps.start import start\n"
+            "run, comp = start('params/topics.yaml')\n"
+            "print(sorted({'torch', 'sklearn'} & set(sys.modules)), len(comp.train))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=project)
+    assert out.stdout.split()[-2:] == ["[]", "68"]
+    env = json.loads((project / "outputs" / "topics" / "env.json").read_text())
+    assert env["hardware"]["gpus"] == []
+
+
+def test_hardware_asks_torch_only_where_a_gpu_driver_could_give_it_a_device(
+        tmp_path: Path, monkeypatch):
+    """A driver's trace is what lets torch.cuda see a device; with torch loaded, the devices it
+    sees are recorded."""
     import torch
 
     from kit.core import envinfo
-
-    code = ("import sys\nfrom kit.core import envinfo\n"
-            "envinfo.GPU_DRIVER_PATHS = ('/no/such/driver',)\n"
-            "print(envinfo.hardware_summary()['gpus'], 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["[]", "False"]
 
     monkeypatch.setattr(envinfo, "GPU_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
     assert envinfo.gpu_driver_present() is False

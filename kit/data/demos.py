@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from kit.core.atomic import staged_folder
 from kit.core.packaged import package_dir
@@ -140,6 +139,10 @@ def build_demo(slug: str, data_root: Path, force: bool = False) -> Path:
 
 
 def _split(df: pd.DataFrame, spec: DemoSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # Imported here: every notebook's start() imports this module to find a demo's data, and
+    # scikit-learn (~1.5 s) is needed only when a demo is built.
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
     if spec.group_column:
         splitter = GroupShuffleSplit(n_splits=1, test_size=TEST_FRACTION, random_state=DEMO_SEED)
         train_idx, test_idx = next(splitter.split(df, groups=df[spec.group_column]))
