@@ -56,21 +56,24 @@ def test_env_json_records_peak_rss_and_cache_hits_per_step(project: Path):
     assert comp.data_info["cache_hit"] is True
 
 
-def test_a_notebook_starts_without_torch_or_scikit_learn_where_it_needs_neither(project: Path):
-    """start(), first in every notebook, records env.json and finds the data: on a machine
-    without a GPU driver it imports neither torch (~3 s, only to learn there is no GPU) nor
-    scikit-learn (~1.5 s, only to build a demo). 01_eda of a TF-IDF run then needs neither."""
+def test_a_notebook_starts_without_torch_transformers_or_scikit_learn(project: Path):
+    """start(), first in every notebook, checks the params, records env.json and finds the
+    data. Of a run that trains a transformer, on a machine without a GPU driver, it imports
+    neither transformers (5-14 s, only to check `transformer.optimizer`) nor torch (~3 s, only to
+    learn there is no GPU) nor scikit-learn (~1.5 s, only to build a demo): 01, 03 and 04 train
+    nothing and paid for all three."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom kit.core import envinfo\n"
             "envinfo.GPU_DRIVER_PATHS = ('/no/such/driver',)\n"
             "from kit.steps.start import start\n"
-            "run, comp = start('params/topics.yaml')\n"
-            "print(sorted({'torch', 'sklearn'} & set(sys.modules)), len(comp.train))")
+            "run, comp = start('params/topics.yaml', overrides={'models': ['transformer']})\n"
+            "print(sorted({'torch', 'transformers', 'sklearn'} & set(sys.modules)), "
+            "run.params.transformer.optimizer, len(comp.train))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=project)
-    assert out.stdout.split()[-2:] == ["[]", "68"]
+    assert out.stdout.split()[-3:] == ["[]", "adamw_torch_fused", "68"]
     env = json.loads((project / "outputs" / "topics" / "env.json").read_text())
     assert env["hardware"]["gpus"] == []
 

@@ -190,6 +190,19 @@ def test_metrics_fit_their_tasks_and_unused_sections_stay_unchecked():
     params_from_dict({"models": ["tfidf"], "transformer": {"optimizer": "anything"}})
 
 
+
+def test_optimizer_names_read_from_source_are_the_enums_of_the_installed_transformers():
+    """check_optimizer reads OptimizerNames from transformers' source (its import costs seconds
+    in every notebook); what it reads must be the enum itself."""
+    import transformers
+    from transformers.training_args import OptimizerNames
+
+    from kit.config.section import _enum_values, optimizer_names
+    source = Path(transformers.__file__).parent / "training_args.py"
+    assert _enum_values(source, "OptimizerNames") == [o.value for o in OptimizerNames]
+    assert optimizer_names() == [o.value for o in OptimizerNames]  # loaded: the enum itself
+    assert _enum_values(source, "NoSuchEnum") == []
+
 def test_task_is_defined_once_in_the_config():
     from kit.config import params
     from kit.evaluation import calibration, metrics, thresholds

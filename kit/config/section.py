@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal, get_args
 
 from kit.errors import KitError
@@ -98,13 +101,45 @@ def check_template(template: str | None, columns: list[str], key: str) -> None:
             )
 
 
-def check_optimizer(name: str) -> None:
-    """`transformer.optimizer` must be a Trainer `optim` name (transformers' OptimizerNames)."""
-    # Importing transformers.training_args takes seconds: only params that train a transformer
-    # pay for it, and those import it anyway.
+def optimizer_names() -> list[str]:
+    """Trainer's `optim` names: the values of transformers' OptimizerNames enum.
+
+    Read from transformers/training_args.py's source, not imported: that import pulls in torch,
+    peft and bitsandbytes (5-14 s), and every notebook checks its params first, also 01, 03 and
+    04, which train nothing. Imported as before when it is loaded already or the source does not
+    define the enum any more."""
+    import importlib.util
+    import sys
+
+    loaded = sys.modules.get("transformers.training_args")
+    spec = importlib.util.find_spec("transformers") if loaded is None else None
+    if spec is not None and spec.submodule_search_locations:
+        names = _enum_values(Path(spec.submodule_search_locations[0]) / "training_args.py",
+                             "OptimizerNames")
+        if names:
+            return names
     from transformers.training_args import OptimizerNames
 
-    names = [o.value for o in OptimizerNames]
+    return [o.value for o in OptimizerNames]
+
+
+@functools.lru_cache(maxsize=4)
+def _enum_values(source: Path, enum: str) -> list[str]:
+    """The string values assigned in class `enum` of a Python file ([] when it has none)."""
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == enum:
+            return [a.value.value for a in node.body if isinstance(a, ast.Assign)
+                    and isinstance(a.value, ast.Constant) and isinstance(a.value.value, str)]
+    return []
+
+
+def check_optimizer(name: str) -> None:
+    """`transformer.optimizer` must be a Trainer `optim` name (transformers' OptimizerNames)."""
+    names = optimizer_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
