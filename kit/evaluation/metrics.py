@@ -3,7 +3,9 @@
 Conventions (shared by the whole kit): `probs` is a float array (n, K); binary has K=2 columns
 [negative, positive]; multiclass rows are softmax distributions; multilabel has K independent
 sigmoid columns. `y_true` holds ints 0..K-1 (binary, multiclass) or a multi-hot (n, K) int array
-(multilabel). `pred` holds decided labels in the same form as `y_true`.
+(multilabel). `pred` holds decided labels in the same form as `y_true`. F1 and accuracy of
+class ids are computed from their counts (the same numbers, without scikit-learn's per-call
+checks: `_class_counts`).
 """
 
 from __future__ import annotations
